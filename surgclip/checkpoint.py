@@ -1,0 +1,143 @@
+"""Checkpoint files: reading state dicts safely, converting the published layout, strict loading,
+and the ``save_pretrained`` directory format (config JSON + model.safetensors)."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .utils import atomic_path, atomic_write_json
+
+CONFIG_NAME = "surgclip_config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT_VERSION = 1
+
+
+class CheckpointMismatchError(ValueError):
+    """A state dict does not fit the model: lists missing, unexpected and mis-shaped keys."""
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read tensors from ``.safetensors`` or, without unpickling code, from ``.pth/.pt/.bin/.ckpt``.
+
+    Wrapped checkpoints (``{"state_dict": ...}``, ``{"model": ...}``, ``{"module": ...}``) are unwrapped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as err:
+            raise ValueError(f"cannot read safetensors file {path}: {err}") from err
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"refusing to load {path}: it needs full unpickling (arbitrary code), which surgclip never does. "
+            f"Convert it where you trust it: torch.save(state_dict_of_plain_tensors, ...) or safetensors. ({err})"
+        ) from err
+    except Exception as err:
+        raise ValueError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from err
+    for key in ("state_dict", "model", "module"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{path} does not hold a state dict of tensors")
+    return obj
+
+
+def convert_surgclip_beta(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Published SurgCLIP (surgclip_beta.pth) keys -> this package's keys.
+
+    Only the text tower moves (its BERT sits under ``text_encoder.transformer``); every other key
+    already has the published name.
+    """
+    out = {}
+    for key, value in state_dict.items():
+        if key.startswith("text_encoder.") and not key.startswith("text_encoder.transformer."):
+            key = "text_encoder.transformer." + key[len("text_encoder."):]
+        out[key] = value
+    return out
+
+
+def strip_prefix(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """Remove ``prefix`` from every key if all keys carry it (Lightning's ``model.``, DDP's ``module.``)."""
+    if state_dict and all(k.startswith(prefix) for k in state_dict):
+        return {k[len(prefix):]: v for k, v in state_dict.items()}
+    return state_dict
+
+
+def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "state dict") -> None:
+    """Load ``state_dict`` strictly: every key used, none missing, every shape equal.
+
+    Raises:
+        CheckpointMismatchError: naming the missing, unexpected and mis-shaped keys.
+    """
+    for prefix in ("model.", "module."):
+        state_dict = strip_prefix(state_dict, prefix)
+    if any(k.startswith("text_encoder.") for k in state_dict) and not any(
+            k.startswith("text_encoder.transformer.") or k.startswith("text_encoder.clip.") for k in state_dict):
+        state_dict = convert_surgclip_beta(state_dict)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    misshaped = sorted(f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+                       for k in set(expected) & set(state_dict) if state_dict[k].shape != expected[k].shape)
+    if missing or unexpected or misshaped:
+        def show(keys):
+            return ", ".join(keys[:20]) + (f" ... (+{len(keys) - 20} more)" if len(keys) > 20 else "")
+
+        parts = [f"{len(missing)} missing: {show(missing)}" if missing else "",
+                 f"{len(unexpected)} unexpected: {show(unexpected)}" if unexpected else "",
+                 f"{len(misshaped)} mis-shaped: {show(misshaped)}" if misshaped else ""]
+        model_name = getattr(model, "name", type(model).__name__)
+        raise CheckpointMismatchError(f"{source} does not fit model {model_name!r}: " + "; ".join(p for p in parts if p))
+    model.load_state_dict(state_dict, strict=True)
+
+
+def save_pretrained(model: nn.Module, directory: str | os.PathLike, extra: dict | None = None) -> Path:
+    """Write ``directory/surgclip_config.json`` (model, preprocessing, tokenizer) + ``model.safetensors``.
+
+    Each file is written atomically; ``surgclip.load(directory)`` rebuilds the same model.
+    Returns the directory.
+    """
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = dict(model.config)
+    if config.get("open_clip"):
+        config["open_clip"] = {**config["open_clip"], "pretrained": None}  # weights come from the file
+    config["preprocess"] = model.preprocess_cfg.to_dict()
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(directory / WEIGHTS_NAME) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt", "surgclip_format": str(FORMAT_VERSION)})
+    atomic_write_json(directory / CONFIG_NAME, {"format_version": FORMAT_VERSION, "model": config, **(extra or {})})
+    return directory
+
+
+def is_pretrained_dir(path: str | os.PathLike) -> bool:
+    return (Path(path) / CONFIG_NAME).is_file()
+
+
+def read_pretrained_dir(directory: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(architecture config, state dict) of a ``save_pretrained`` directory."""
+    directory = Path(directory)
+    config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+    for p in (config_path, weights_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"{directory} is not a surgclip model directory: {p.name} is missing")
+    try:
+        meta = json.loads(config_path.read_text())
+        config = meta["model"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{config_path} is not a valid surgclip config ({err})") from err
+    return config, read_state_dict(weights_path)

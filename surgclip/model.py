@@ -1,0 +1,155 @@
+"""The SurgCLIP dual encoder: a video tower and a text tower projected into one embedding space."""
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .text_encoder import build_text_encoder
+from .transform import PreprocessCfg
+from .video_encoder import build_video_encoder
+
+MIN_TEMPERATURE = 0.01  # logit scale capped at 100, as in CLIP
+
+
+class SurgCLIP(nn.Module):
+    """Video-text dual encoder.
+
+    Parameter names follow the published SurgCLIP model (``vision_encoder``, ``vision_layernorm``,
+    ``text_encoder``, ``vision_proj``, ``text_proj``, ``temp``).
+
+    Similarity: with ``similarity="frame_mean"`` (SurgCLIP-B) a clip scores a text by the cosine of
+    each frame's embedding with the text, averaged over frames; with ``"video"`` by the cosine of the
+    mean-pooled clip embedding. Either way ``encode_video`` returns a vector ``v`` such that
+    ``v @ encode_text(t).T / temp`` are the logits, so one FAISS inner-product index serves both.
+
+    Args:
+        config: architecture config (see ``surgclip/model_configs/*.json``).
+    """
+
+    def __init__(self, config: dict):
+        super().__init__()
+        self.config = copy.deepcopy(config)
+        clip_model = _open_clip_model(config["open_clip"]) if config.get("open_clip") else None
+        self.vision_encoder = build_video_encoder(config["vision"], clip_model)
+        self.text_encoder = build_text_encoder(config["text"], clip_model)
+        vision_width, text_width = self.vision_encoder.width, self.text_encoder.width
+        ln_eps = config.get("vision_layernorm_eps")
+        self.vision_layernorm = nn.LayerNorm(vision_width, eps=ln_eps) if ln_eps else nn.Identity()
+        embed_dim = config.get("embed_dim")
+        self.vision_proj = nn.Linear(vision_width, embed_dim) if embed_dim else nn.Identity()
+        self.text_proj = nn.Linear(text_width, embed_dim) if embed_dim else nn.Identity()
+        self.embed_dim = embed_dim or vision_width
+        temperature = config.get("temperature", 0.07)
+        if clip_model is not None and config["open_clip"].get("pretrained"):
+            temperature = float(1.0 / clip_model_logit_scale(clip_model))
+        self.temp = nn.Parameter(torch.tensor(float(temperature)))
+        self.similarity = config.get("similarity", "video")
+        if self.similarity not in ("video", "frame_mean"):
+            raise ValueError(f"unknown similarity {self.similarity!r}; expected 'video' or 'frame_mean'")
+        self.num_frames = int(config.get("num_frames", 16))
+        self.preprocess_cfg = PreprocessCfg.from_dict(config.get("preprocess"))
+
+    @property
+    def name(self) -> str:
+        return self.config.get("name", "custom")
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        """1 / temperature, capped at 1 / MIN_TEMPERATURE = 100."""
+        return 1.0 / self.temp.clamp(min=MIN_TEMPERATURE)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Trade compute for memory in both towers during training."""
+        for tower in (self.vision_encoder, self.text_encoder):
+            tower.set_grad_checkpointing(enable)
+
+    @staticmethod
+    def _check_video(video: torch.Tensor) -> None:
+        if not isinstance(video, torch.Tensor):
+            raise TypeError(f"video must be a tensor [B, T, 3, H, W], got {type(video).__name__}")
+        if video.ndim != 5 or video.shape[2] != 3:
+            hint = " (add a batch dimension with video.unsqueeze(0))" if video.ndim == 4 and video.shape[1] == 3 else ""
+            raise ValueError(f"expected video [B, T, 3, H, W], got shape {tuple(video.shape)}{hint}")
+
+    def encode_video_frames(self, video: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        """video [B, T, 3, H, W] -> per-frame embeddings [B, T, D] (projected)."""
+        self._check_video(video)
+        frames = self.vision_proj(self.vision_encoder(video))
+        return F.normalize(frames, dim=-1) if normalize else frames
+
+    def encode_video(self, video: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """video [B, T, 3, H, W] -> clip embedding [B, D].
+
+        With ``normalize=True`` the result is in similarity space: a unit vector (``video``
+        similarity) or the mean of unit frame vectors (``frame_mean``, norm <= 1). With
+        ``normalize=False`` it is the mean of the projected frame embeddings.
+        """
+        frames = self.encode_video_frames(video)
+        if not normalize:
+            return frames.mean(1)
+        if self.similarity == "frame_mean":
+            return F.normalize(frames, dim=-1).mean(1)
+        return F.normalize(frames.mean(1), dim=-1)
+
+    def encode_video_tokens(self, video: torch.Tensor) -> torch.Tensor:
+        """Dense token features [B, T, N, W] after ``vision_layernorm`` (divided towers only)."""
+        self._check_video(video)
+        _, tokens = self.vision_encoder(video, return_tokens=True)
+        if tokens is None:
+            raise ValueError(f"model {self.name!r} has no token-level video features")
+        return self.vision_layernorm(tokens)
+
+    def encode_text(self, tokens, normalize: bool = True) -> torch.Tensor:
+        """tokens (LongTensor [N, L], or a mapping with ``input_ids``/``attention_mask``) -> [N, D]."""
+        input_ids, mask = unpack_tokens(tokens)
+        feats = self.text_proj(self.text_encoder(input_ids, mask))
+        return F.normalize(feats, dim=-1) if normalize else feats
+
+    def forward(self, video: torch.Tensor, tokens) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (logits_per_video [B, N], logits_per_text [N, B]) scaled by 1 / temperature."""
+        logits = self.encode_video(video) @ self.encode_text(tokens).T * self.logit_scale
+        return logits, logits.T
+
+
+def unpack_tokens(tokens) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Token ids and optional attention mask from a LongTensor or a BatchEncoding-like mapping."""
+    mask = None
+    if isinstance(tokens, Mapping) or hasattr(tokens, "input_ids"):
+        get = tokens.get if isinstance(tokens, Mapping) else lambda k: getattr(tokens, k, None)
+        input_ids, mask = get("input_ids"), get("attention_mask")
+    else:
+        input_ids = tokens
+    if not isinstance(input_ids, torch.Tensor):
+        raise TypeError(f"tokens must be a LongTensor [N, L] (see surgclip.tokenize), got {type(input_ids).__name__}")
+    if input_ids.ndim == 1:
+        input_ids = input_ids.unsqueeze(0)
+        mask = mask.unsqueeze(0) if mask is not None else None
+    if input_ids.ndim != 2 or input_ids.shape[0] == 0:
+        raise ValueError(f"expected token ids [N, L] with N >= 1, got shape {tuple(input_ids.shape)}")
+    return input_ids.long(), mask
+
+
+def clip_model_logit_scale(clip_model: nn.Module) -> float:
+    scale = getattr(clip_model, "logit_scale", None)
+    return float(scale.exp()) if scale is not None else 1.0 / 0.07
+
+
+def _open_clip_model(cfg: dict) -> nn.Module:
+    """Build an open_clip CLIP model, with pretrained weights when a tag/file is configured."""
+    import open_clip
+
+    name, pretrained = cfg["model"], cfg.get("pretrained")
+    try:
+        return open_clip.create_model(name, pretrained=pretrained or None, cache_dir=cfg.get("cache_dir"))
+    except Exception as err:
+        if not pretrained:
+            raise
+        raise RuntimeError(
+            f"could not load open_clip weights {name}/{pretrained} ({type(err).__name__}: {err}). Offline, pass "
+            f"open_clip={{'pretrained': '/path/to/open_clip_model.safetensors'}} (a local file), put the file in "
+            f"the Hugging Face cache, or build without them: create_model('CLIP-B-16', open_clip={{'pretrained': None}})"
+        ) from err

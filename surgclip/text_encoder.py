@@ -1,0 +1,99 @@
+"""Text towers: a Hugging Face transformer (BERT) with cls or mean pooling, or open_clip's text tower.
+
+Every tower takes token ids ``[N, L]`` (and optionally an attention mask; otherwise it is rebuilt
+from the pad id) and returns pooled features ``[N, width]``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class HFTextEncoder(nn.Module):
+    """A Hugging Face ``AutoModel`` text transformer, built from its config (no download) or
+    initialised from a pretrained name/path.
+
+    Args:
+        config: keyword arguments of the model's config class (e.g. BertConfig fields).
+        pooling: ``"cls"`` (first token) or ``"mean"`` (masked mean over tokens).
+        pad_id: id of the padding token, used to rebuild the mask when none is given.
+        pretrained: optional HF name or local path to initialise the weights from.
+    """
+
+    def __init__(self, config: dict, pooling: str = "cls", pad_id: int = 0, pretrained: str | None = None):
+        super().__init__()
+        from transformers import AutoConfig, AutoModel
+
+        if pooling not in ("cls", "mean"):
+            raise ValueError(f"unknown text pooling {pooling!r}; expected 'cls' or 'mean'")
+        config = dict(config)
+        model_type = config.pop("model_type", "bert")
+        hf_config = AutoConfig.for_model(model_type, **config)
+        extra = {"add_pooling_layer": False} if model_type == "bert" else {}
+        if pretrained:
+            try:
+                self.transformer = AutoModel.from_pretrained(pretrained, config=hf_config, **extra)
+            except OSError as err:
+                raise RuntimeError(
+                    f"could not load pretrained text weights {pretrained!r}: {err}. Offline, pass a local "
+                    f"directory holding config.json and model.safetensors, or drop text.pretrained") from err
+        else:
+            self.transformer = AutoModel.from_config(hf_config, **extra)
+        self.pooling = pooling
+        self.pad_id = pad_id
+        self.width = int(hf_config.hidden_size)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        if enable:
+            self.transformer.gradient_checkpointing_enable()
+        else:
+            self.transformer.gradient_checkpointing_disable()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if attention_mask is None:
+            attention_mask = (input_ids != self.pad_id).long()
+        hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+class OpenCLIPTextEncoder(nn.Module):
+    """open_clip's text tower (token embedding, transformer, final LN, projection), taken from a
+    CLIP model whose image tower is used elsewhere."""
+
+    def __init__(self, clip_model: nn.Module):
+        super().__init__()
+        clip_model.visual = None  # the video tower owns it
+        if hasattr(clip_model, "logit_scale"):
+            del clip_model.logit_scale  # the SurgCLIP model owns the temperature
+        if getattr(clip_model, "logit_bias", None) is not None:
+            del clip_model.logit_bias
+        self.clip = clip_model
+        self.width = int(clip_model.text_projection.shape[1]) if clip_model.text_projection is not None else int(
+            clip_model.transformer.width)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.clip.transformer.grad_checkpointing = enable
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.clip.encode_text(input_ids)
+
+
+def build_text_encoder(cfg: dict, clip_model: nn.Module | None = None) -> nn.Module:
+    """Build a text tower from the ``text`` section of an architecture config.
+
+    Args:
+        cfg: ``{"type": "hf", "config": {...}, "pooling": "cls"}`` or ``{"type": "open_clip"}``.
+        clip_model: the open_clip model for ``type: open_clip``.
+    """
+    cfg = dict(cfg)
+    kind = cfg.pop("type", "hf")
+    if kind == "hf":
+        return HFTextEncoder(**cfg)
+    if kind == "open_clip":
+        if clip_model is None:
+            raise ValueError("text tower 'open_clip' needs the open_clip model")
+        return OpenCLIPTextEncoder(clip_model)
+    raise ValueError(f"unknown text tower type {kind!r}; expected 'hf' or 'open_clip'")

@@ -1,0 +1,232 @@
+"""Frame and clip transforms, and the published ``VideoPreprocessor``.
+
+One path turns frames into model input, for training and inference alike: uint8 ``[T, H, W, 3]``
+-> resize (bicubic, antialiased) -> float in [0, 1] -> normalise -> ``[T, 3, S, S]``. Training
+adds random crops/flips/colour whose parameters are drawn once per clip, so every frame of a clip
+gets the same augmentation.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .utils import frame_number, list_frame_files
+
+SURGCLIP_MEAN = (0.5, 0.5, 0.5)
+SURGCLIP_STD = (0.5, 0.5, 0.5)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass
+class PreprocessCfg:
+    """How frames become model input; stored with every checkpoint.
+
+    resize: ``"squash"`` resizes straight to image_size x image_size (published SurgCLIP);
+    ``"shortest"`` resizes the short side then centre-crops (CLIP); ``"laparoscopic"`` resizes
+    16:9 frames to 360x640 then centre-crops (SurgVLP).
+    """
+
+    image_size: int = 224
+    mean: tuple = SURGCLIP_MEAN
+    std: tuple = SURGCLIP_STD
+    interpolation: str = "bicubic"
+    resize: str = "squash"
+
+    @classmethod
+    def from_dict(cls, cfg: dict | None) -> "PreprocessCfg":
+        cfg = dict(cfg or {})
+        unknown = set(cfg) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown preprocessing keys {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+        for key in ("mean", "std"):
+            if key in cfg:
+                cfg[key] = tuple(cfg[key])
+        return cls(**cfg)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+
+def as_uint8_frames(frames) -> torch.Tensor:
+    """Accept [T,H,W,3] uint8 arrays/tensors, a list of HxWx3 arrays or PIL images -> uint8 [T,3,H,W]."""
+    if isinstance(frames, (list, tuple)):
+        if not frames:
+            raise ValueError("empty frame list")
+        frames = np.stack([np.asarray(f.convert("RGB")) if hasattr(f, "convert") else np.asarray(f) for f in frames])
+    if isinstance(frames, np.ndarray):
+        frames = torch.from_numpy(np.ascontiguousarray(frames))
+    if not isinstance(frames, torch.Tensor):
+        raise TypeError(f"expected frames as an array, tensor or list of images, got {type(frames).__name__}")
+    if frames.ndim == 3:
+        frames = frames.unsqueeze(0)
+    if frames.ndim != 4 or frames.shape[-1] not in (1, 3):
+        raise ValueError(f"expected frames [T, H, W, 3], got shape {tuple(frames.shape)}")
+    if frames.dtype != torch.uint8:
+        raise ValueError(f"expected uint8 frames (0-255), got {frames.dtype}")
+    if frames.shape[-1] == 1:
+        frames = frames.expand(*frames.shape[:-1], 3)
+    return frames.permute(0, 3, 1, 2)
+
+
+class ClipTransform:
+    """uint8 frames [T,H,W,3] (or a list of images) -> normalised float [T,3,S,S].
+
+    Args:
+        cfg: preprocessing config (size, mean/std, interpolation, resize mode).
+        train: add clip-consistent augmentation (random resized crop, flip, colour jitter).
+    """
+
+    def __init__(self, cfg: PreprocessCfg | dict | None = None, train: bool = False,
+                 crop_scale: tuple = (0.5, 1.0), hflip: float = 0.5, color_jitter: float = 0.2):
+        from torchvision.transforms import InterpolationMode, v2
+
+        self.cfg = cfg if isinstance(cfg, PreprocessCfg) else PreprocessCfg.from_dict(cfg)
+        self.train = train
+        size, interp = self.cfg.image_size, InterpolationMode(self.cfg.interpolation)
+        self.interpolation = interp
+        if train:
+            self.augment = v2.Compose([
+                v2.RandomResizedCrop((size, size), scale=crop_scale, interpolation=interp, antialias=True),
+                v2.RandomHorizontalFlip(hflip),
+                v2.ColorJitter(color_jitter, color_jitter, color_jitter),
+            ])
+        else:
+            self.augment = None
+
+    def _resize(self, x: torch.Tensor) -> torch.Tensor:
+        from torchvision.transforms.v2 import functional as TF
+
+        size, interp = self.cfg.image_size, self.interpolation
+        if self.cfg.resize == "squash":
+            return TF.resize(x, [size, size], interpolation=interp, antialias=True)
+        if self.cfg.resize == "shortest":
+            return TF.center_crop(TF.resize(x, size, interpolation=interp, antialias=True), [size, size])
+        if self.cfg.resize == "laparoscopic":
+            x = TF.resize(x, [360, 640], interpolation=interp, antialias=True)
+            return TF.center_crop(x, [size, size]) if size <= 360 else TF.resize(x, [size, size], antialias=True)
+        raise ValueError(f"unknown resize mode {self.cfg.resize!r}; expected squash, shortest or laparoscopic")
+
+    def __call__(self, frames) -> torch.Tensor:
+        from torchvision.transforms.v2 import functional as TF
+
+        x = as_uint8_frames(frames)
+        x = self.augment(x) if self.augment is not None else self._resize(x)  # one draw for all frames
+        x = x.float().div_(255.0)
+        return TF.normalize(x, list(self.cfg.mean), list(self.cfg.std))
+
+
+class ImageTransform:
+    """The single-image ``preprocess`` returned by ``load``: PIL image or HxWx3 array -> [3, S, S]."""
+
+    def __init__(self, cfg: PreprocessCfg | dict | None = None):
+        self.clip = ClipTransform(cfg)
+        self.cfg = self.clip.cfg
+
+    def __call__(self, image) -> torch.Tensor:
+        return self.clip([image])[0]
+
+
+def get_preprocess(image_res: int = 224, **cfg) -> ImageTransform:
+    """Single-image transform (published API); extra keys are PreprocessCfg fields."""
+    return ImageTransform(PreprocessCfg(image_size=image_res, **cfg))
+
+
+def _read_image(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"))
+    except (OSError, UnidentifiedImageError) as err:
+        raise ValueError(f"cannot read image {path}: {err}") from err
+
+
+class VideoPreprocessor:
+    """Load, sample and preprocess a clip into ``[1, T, 3, S, S]`` (the published SurgCLIP API).
+
+    Accepts an anchor frame path (its neighbours are read from the same folder, ordered by frame
+    number), a list of PIL images or HxWx3 arrays, or a ``[T, H, W, 3]`` uint8 array.
+
+    Args:
+        num_frames: frames in the output clip.
+        image_res: output size S (ignored if ``preprocess`` is given).
+        sample_rate: stride between frames read from a folder.
+        mode: ``"centered"`` (window centred on the anchor, offline) or ``"online"`` (anchor last).
+        sample_type: ``"uniform"``, ``"first"`` or ``"middle"``, used when more frames are given
+            than needed; fewer are padded by repeating the last frame.
+        preprocess: a ``PreprocessCfg``/dict (e.g. ``model.preprocess_cfg``) overriding size and
+            normalisation.
+    """
+
+    def __init__(self, num_frames: int = 16, image_res: int = 224, sample_rate: int = 1, mode: str = "centered",
+                 sample_type: str = "uniform", preprocess: PreprocessCfg | dict | None = None):
+        if mode not in ("centered", "online"):
+            raise ValueError(f"unknown mode {mode!r}; expected 'centered' or 'online'")
+        if sample_type not in ("uniform", "first", "middle"):
+            raise ValueError(f"unknown sample_type {sample_type!r}; expected uniform, first or middle")
+        if num_frames < 1 or sample_rate < 1:
+            raise ValueError(f"num_frames and sample_rate must be >= 1, got {num_frames}, {sample_rate}")
+        self.num_frames, self.sample_rate, self.mode, self.sample_type = num_frames, sample_rate, mode, sample_type
+        cfg = preprocess if preprocess is not None else PreprocessCfg(image_size=image_res)
+        self.transform = ClipTransform(cfg)
+
+    def __call__(self, video, add_batch_dim: bool = True) -> torch.Tensor:
+        frames = self._load(video)
+        clip = self.transform(self._sample(frames))
+        return clip.unsqueeze(0) if add_batch_dim else clip
+
+    def window(self, anchor_idx: int, count: int) -> tuple[int, int]:
+        """[start, end) of the window of frame positions around ``anchor_idx`` among ``count``."""
+        n = self.num_frames
+        if self.mode == "centered":
+            start = max(0, anchor_idx - n // 2)
+            end = min(count, start + n)
+            start = max(0, end - n)
+        else:
+            end = anchor_idx + 1
+            start = max(0, end - n)
+        return start, end
+
+    def _load(self, video):
+        if isinstance(video, (str, Path)):
+            anchor = Path(video)
+            files = list_frame_files(anchor.parent)[:: self.sample_rate]
+            names = [f.name for f in files]
+            if anchor.name not in names:
+                hint = "" if frame_number(anchor) is not None else " (its name has no frame number)"
+                raise ValueError(f"anchor frame {anchor.name} not found among the frames of {anchor.parent} "
+                                 f"with sample_rate={self.sample_rate}{hint}")
+            start, end = self.window(names.index(anchor.name), len(files))
+            return [_read_image(f) for f in files[start:end]]
+        if isinstance(video, (list, tuple)):
+            if not video:
+                raise ValueError("empty frame list")
+            return list(video)
+        if isinstance(video, (np.ndarray, torch.Tensor)):
+            if video.ndim != 4:
+                raise ValueError(f"video array must be [T, H, W, C], got shape {tuple(video.shape)}")
+            return list(video)
+        raise TypeError(f"unsupported video input {type(video).__name__}; expected a frame path, a list of "
+                        f"images or a [T, H, W, 3] array")
+
+    def _sample(self, frames: list) -> list:
+        count, n = len(frames), self.num_frames
+        if count <= n:
+            return frames + [frames[-1]] * (n - count)
+        if self.sample_type == "uniform":
+            idx = np.linspace(0, count - 1, n, dtype=int)
+        elif self.sample_type == "first":
+            idx = np.arange(n)
+        else:
+            start = (count - n) // 2
+            idx = np.arange(start, start + n)
+        return [frames[i] for i in idx]

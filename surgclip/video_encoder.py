@@ -1,0 +1,243 @@
+"""Video towers: a TimeSformer with divided space-time attention, or an image trunk run per frame
+followed by a temporal module.
+
+Every tower maps ``video [B, T, 3, H, W]`` to per-frame features ``[B, T, width]``; the model
+projects them and pools over time.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+
+def _resize_nearest_1d(embed: torch.Tensor, length: int) -> torch.Tensor:
+    """[1, L, D] -> [1, length, D] by nearest-neighbour interpolation (as TimeSformer does)."""
+    if embed.shape[1] == length:
+        return embed
+    return F.interpolate(embed.transpose(1, 2), size=length, mode="nearest").transpose(1, 2)
+
+
+class DividedBlock(nn.Module):
+    """One TimeSformer block: temporal attention, spatial attention, MLP (divided space-time).
+
+    Reproduces the published SurgCLIP/TimeSformer block exactly, including two quirks that its
+    checkpoints were trained with: the token prepended to each frame for spatial attention is that
+    frame's *first patch token* (the per-frame class tokens are dropped), and the class-token slots
+    leave the block holding twice the spatial-attention output at that position (no residual).
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, drop_path: float,
+                 ln_eps: float):
+        super().__init__()
+        from timm.layers import DropPath, Mlp
+        from timm.models.vision_transformer import Attention
+
+        self.norm1 = nn.LayerNorm(dim, eps=ln_eps)
+        self.attn = Attention(dim, num_heads=num_heads, qkv_bias=qkv_bias)
+        self.temporal_norm1 = nn.LayerNorm(dim, eps=ln_eps)
+        self.temporal_attn = Attention(dim, num_heads=num_heads, qkv_bias=qkv_bias)
+        self.temporal_fc = nn.Linear(dim, dim)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, eps=ln_eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor, batch: int, frames: int) -> torch.Tensor:
+        """x: [B, (1 + N) * T, D], token index = n * T + t with n = 0 the class slots."""
+        T = frames
+        patches = x[:, T:]  # [B, N*T, D], (n t) order
+        first_patch = x[:, T:2 * T].reshape(batch * T, 1, -1)  # token n=1 of each frame, (b t)
+        xt = rearrange(patches, "b (n t) d -> (b n) t d", t=T)
+        res_t = self.drop_path(self.temporal_attn(self.temporal_norm1(xt)))
+        res_t = rearrange(res_t, "(b n) t d -> b (n t) d", b=batch)
+        patches = patches + self.temporal_fc(res_t)
+
+        xs = rearrange(patches, "b (n t) d -> (b t) n d", t=T)
+        xs = torch.cat([first_patch, xs], dim=1)
+        res_s = self.drop_path(self.attn(self.norm1(xs)))
+        cls_res = rearrange(res_s[:, 0], "(b t) d -> b t d", b=batch)
+        res_s = rearrange(res_s[:, 1:], "(b t) n d -> b (n t) d", b=batch)
+        x = torch.cat([2 * cls_res, patches + res_s], dim=1)
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class DividedSpaceTimeViT(nn.Module):
+    """TimeSformer ViT with divided space-time attention; parameter names follow the published model."""
+
+    def __init__(self, image_size: int = 224, patch_size: int = 16, width: int = 768, depth: int = 12,
+                 heads: int = 12, mlp_ratio: float = 4.0, qkv_bias: bool = True, drop_path_rate: float = 0.1,
+                 num_frames: int = 16, ln_eps: float = 1e-6):
+        super().__init__()
+        from timm.layers import PatchEmbed, trunc_normal_
+
+        self.patch_embed = PatchEmbed(image_size, patch_size, 3, width, strict_img_size=False)
+        num_patches = self.patch_embed.num_patches
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, width))
+        self.time_embed = nn.Parameter(torch.zeros(1, num_frames, width))
+        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        self.blocks = nn.ModuleList(
+            DividedBlock(width, heads, mlp_ratio, qkv_bias, rate, ln_eps) for rate in rates)
+        self.norm = nn.LayerNorm(width, eps=ln_eps)
+        self.pool_norm = nn.LayerNorm(width, eps=ln_eps)
+        self.gradient_checkpointing = False
+
+        trunc_normal_(self.pos_embed, std=0.02)
+        trunc_normal_(self.cls_token, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+        for block in list(self.blocks)[1:]:  # temporal branches start as identity, as in TimeSformer
+            nn.init.zeros_(block.temporal_fc.weight)
+            nn.init.zeros_(block.temporal_fc.bias)
+
+    def _pos_embed(self, grid_h: int, grid_w: int) -> torch.Tensor:
+        pos = self.pos_embed
+        if pos.shape[1] == grid_h * grid_w + 1:
+            return pos
+        side = int(math.sqrt(pos.shape[1] - 1))
+        grid = pos[:, 1:].transpose(1, 2).reshape(1, -1, side, side)
+        grid = F.interpolate(grid, size=(grid_h, grid_w), mode="nearest").flatten(2).transpose(1, 2)
+        return torch.cat([pos[:, :1], grid], dim=1)
+
+    def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """video: [B, T, 3, H, W] -> (tokens [B, T, 1 + N, D] after `norm`, pooled [B, T, D])."""
+        B, T = video.shape[:2]
+        x = self.patch_embed(video.flatten(0, 1))  # [(B T), N, D]
+        grid_h, grid_w = (s // p for s, p in zip(video.shape[-2:], self.patch_embed.patch_size))
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        x = x + self._pos_embed(grid_h, grid_w)
+        cls_tokens, x = x[:, :1], x[:, 1:]
+        if T > 1:
+            x = rearrange(x, "(b t) n d -> (b n) t d", b=B) + _resize_nearest_1d(self.time_embed, T)
+            x = rearrange(x, "(b n) t d -> (b t) n d", b=B)
+        x = rearrange(torch.cat([cls_tokens, x], dim=1), "(b t) n d -> b (n t) d", b=B)
+
+        for block in self.blocks:
+            if self.gradient_checkpointing and self.training:
+                x = torch.utils.checkpoint.checkpoint(block, x, B, T, use_reentrant=False)
+            else:
+                x = block(x, B, T)
+        x = self.norm(x)
+        # The published model regroups the (n t)-ordered tokens as (t n): each "frame" below is a
+        # contiguous run of 1 + N tokens. Kept as is, because the checkpoints were trained with it.
+        tokens = rearrange(x, "b (t n) d -> b t n d", t=T)
+        return tokens, self.pool_norm(tokens[:, :, 1:].mean(2))
+
+
+class TimeSformerEncoder(nn.Module):
+    """Video tower with divided space-time attention (``temporal: divided``)."""
+
+    def __init__(self, width: int = 768, **kwargs):
+        super().__init__()
+        self.width = width
+        self.model = DividedSpaceTimeViT(width=width, **kwargs)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.model.gradient_checkpointing = enable
+
+    def forward(self, video: torch.Tensor, return_tokens: bool = False):
+        tokens, pooled = self.model(video)
+        return (pooled, tokens) if return_tokens else pooled
+
+
+class TemporalTransformer(nn.Module):
+    """A few pre-norm transformer layers over time with a learned temporal position embedding."""
+
+    def __init__(self, width: int, depth: int = 1, heads: int = 4, num_frames: int = 16, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.time_embed = nn.Parameter(torch.zeros(1, num_frames, width))
+        layer = nn.TransformerEncoderLayer(width, heads, int(width * mlp_ratio), dropout=0.0,
+                                           activation="gelu", batch_first=True, norm_first=True)
+        self.layers = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        nn.init.trunc_normal_(self.time_embed, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [B, T, D] -> [B, T, D]."""
+        embed = self.time_embed
+        if embed.shape[1] != x.shape[1]:
+            embed = F.interpolate(embed.transpose(1, 2), size=x.shape[1], mode="linear",
+                                  align_corners=True).transpose(1, 2)
+        return self.layers(x + embed)
+
+
+class FrameEncoder(nn.Module):
+    """Image trunk applied per frame ([B, T] folded into the batch) + temporal module.
+
+    ``temporal='mean'`` leaves frames independent (the model then averages them, CLIP4Clip's
+    parameter-free baseline); ``'transformer'`` mixes them with a small temporal transformer.
+    """
+
+    def __init__(self, trunk: nn.Module, width: int, temporal: str = "mean", temporal_cfg: dict | None = None):
+        super().__init__()
+        self.trunk = trunk
+        self.width = width
+        if temporal == "mean":
+            self.temporal = nn.Identity()
+        elif temporal == "transformer":
+            self.temporal = TemporalTransformer(width, **(temporal_cfg or {}))
+        else:
+            raise ValueError(f"unknown temporal module {temporal!r}; expected 'mean', 'transformer' or 'divided'")
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        if hasattr(self.trunk, "set_grad_checkpointing"):
+            self.trunk.set_grad_checkpointing(enable)
+
+    def forward(self, video: torch.Tensor, return_tokens: bool = False):
+        B, T = video.shape[:2]
+        feats = self.trunk(video.flatten(0, 1)).reshape(B, T, -1)
+        feats = self.temporal(feats)
+        return (feats, None) if return_tokens else feats
+
+
+def build_video_encoder(cfg: dict, clip_model: nn.Module | None = None) -> nn.Module:
+    """Build a video tower from the ``vision`` section of an architecture config.
+
+    Args:
+        cfg: ``{"temporal": "divided"|"mean"|"transformer", ...}``; for frame trunks either
+            ``"timm": {"model": name, "pretrained": bool, **kwargs}`` or ``"open_clip": true``.
+        clip_model: an open_clip model whose ``visual`` is used when ``cfg["open_clip"]`` is set.
+    Returns:
+        module mapping [B, T, 3, H, W] -> [B, T, width], with a ``width`` attribute.
+    """
+    cfg = dict(cfg)
+    temporal = cfg.pop("temporal", "mean")
+    if temporal == "divided":
+        allowed = {"image_size", "patch_size", "width", "depth", "heads", "mlp_ratio", "qkv_bias",
+                   "drop_path_rate", "num_frames", "ln_eps"}
+        unknown = set(cfg) - allowed
+        if unknown:
+            raise ValueError(f"unknown keys for a divided space-time tower: {sorted(unknown)}; allowed: {sorted(allowed)}")
+        return TimeSformerEncoder(**cfg)
+    temporal_cfg = cfg.pop("temporal_cfg", None)
+    if cfg.get("open_clip"):
+        if clip_model is None:
+            raise ValueError("vision tower 'open_clip' needs the open_clip model")
+        trunk = clip_model.visual
+        width = int(trunk.output_dim)
+    elif "timm" in cfg:
+        trunk, width = _timm_trunk(dict(cfg["timm"]))
+    else:
+        raise ValueError(f"vision config needs 'temporal: divided', 'timm' or 'open_clip'; got keys {sorted(cfg)}")
+    return FrameEncoder(trunk, width, temporal, temporal_cfg)
+
+
+def _timm_trunk(cfg: dict) -> tuple[nn.Module, int]:
+    import timm
+
+    name = cfg.pop("model")
+    pretrained = bool(cfg.pop("pretrained", False))
+    try:
+        trunk = timm.create_model(name, pretrained=pretrained, num_classes=0, **cfg)
+    except Exception as err:  # a missing weight file offline surfaces as many different errors
+        if not pretrained:
+            raise
+        raise RuntimeError(
+            f"could not load pretrained timm weights for {name!r} ({type(err).__name__}: {err}). "
+            f"Offline, put the weights in the Hugging Face cache (HF_HOME) or set "
+            f"vision.timm.pretrained=false") from err
+    return trunk, int(trunk.num_features)
