@@ -1,0 +1,1 @@
+"""Data layer: caption database, video/frame readers, samplers, datasets and the DataModule."""
