@@ -1,0 +1,38 @@
+"""Shared fixtures: offline mode, seeds, the path to ../shared/realdata (skip when absent)."""
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+torch.set_num_threads(2)
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("SURGCLIP_SHARED", REPO.parent / "shared"))
+REALDATA = SHARED / "realdata"
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    np.random.seed(0)
+
+
+@pytest.fixture(scope="session")
+def realdata() -> Path:
+    """../shared/realdata (CC BY-NC-SA; read in place, never copied). Skips when absent."""
+    if not REALDATA.is_dir():
+        pytest.skip(f"real surgical data not available at {REALDATA}")
+    return REALDATA
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """The tiny model with seeded random weights, in eval mode (shared, do not modify)."""
+    import surgclip
+
+    model, preprocess, tokenizer = surgclip.load("tiny", device="cpu")
+    return model, preprocess, tokenizer
