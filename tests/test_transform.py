@@ -1,0 +1,105 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import surgclip
+from surgclip.transform import ClipTransform, PreprocessCfg, VideoPreprocessor
+from helpers import write_frames
+
+
+def _reference(arrays, size=224, mean=0.5, std=0.5):
+    """PIL bicubic resize + normalise, frame by frame (the published preprocessing)."""
+    out = []
+    for a in arrays:
+        img = Image.fromarray(a).resize((size, size), Image.BICUBIC)
+        out.append((torch.from_numpy(np.asarray(img)).permute(2, 0, 1).float() / 255 - mean) / std)
+    return torch.stack(out)
+
+
+def test_anchor_window_centered_uses_frame_number_order(tmp_path):
+    # lexicographic order would put 100 before 20: the window must follow frame numbers
+    arrays = write_frames(tmp_path / "v", [0, 20, 40, 60, 80, 100, 120], ext=".png")
+    proc = VideoPreprocessor(num_frames=3, image_res=16, mode="centered")
+    clip = proc(tmp_path / "v" / "60.png")
+    assert clip.shape == (1, 3, 3, 16, 16)
+    ref = ClipTransform(PreprocessCfg(image_size=16))(np.stack([arrays[40], arrays[60], arrays[80]]))
+    torch.testing.assert_close(clip[0], ref)
+
+
+@pytest.mark.parametrize("mode,anchor,expected", [
+    ("centered", 0, [0, 1, 2, 3]),      # clamped at the start
+    ("centered", 5, [2, 3, 4, 5]),      # clamped at the end
+    ("online", 1, [0, 1, 1, 1]),        # anchor last, padded by repeating the last frame
+    ("online", 4, [1, 2, 3, 4]),
+])
+def test_window_clamping_and_padding(tmp_path, mode, anchor, expected):
+    arrays = write_frames(tmp_path / "v", range(6), ext=".png")
+    clip = VideoPreprocessor(num_frames=4, image_res=16, mode=mode)(tmp_path / "v" / f"{anchor}.png")
+    ref = ClipTransform(PreprocessCfg(image_size=16))(np.stack([arrays[i] for i in expected]))
+    torch.testing.assert_close(clip[0], ref)
+
+
+def test_matches_pil_bicubic_reference():
+    rng = np.random.default_rng(0)
+    frames = [np.kron(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8), np.ones((8, 8, 1), np.uint8))
+              for _ in range(2)]
+    clip = VideoPreprocessor(num_frames=2)(frames)[0]
+    ref = _reference(frames)
+    assert (clip - ref).abs().mean() < 0.01  # tensor vs PIL antialiased bicubic: <0.5 grey level on average
+
+
+def test_inputs_pil_list_and_array_agree():
+    rng = np.random.default_rng(1)
+    arr = rng.integers(0, 256, (5, 20, 30, 3), dtype=np.uint8)
+    proc = VideoPreprocessor(num_frames=5, image_res=16)
+    a = proc(arr)
+    b = proc([Image.fromarray(x) for x in arr])
+    c = proc(list(arr))
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(a, c)
+
+
+def test_subsampling_types():
+    arr = np.stack([np.full((4, 4, 3), i * 10, np.uint8) for i in range(10)])
+    first = VideoPreprocessor(num_frames=3, image_res=4, sample_type="first")(arr)[0, :, 0, 0, 0]
+    middle = VideoPreprocessor(num_frames=3, image_res=4, sample_type="middle")(arr)[0, :, 0, 0, 0]
+    expected = lambda idx: torch.tensor([(i * 10 / 255 - 0.5) / 0.5 for i in idx])
+    torch.testing.assert_close(first, expected([0, 1, 2]))
+    torch.testing.assert_close(middle, expected([3, 4, 5]))
+
+
+def test_bad_inputs(tmp_path):
+    write_frames(tmp_path / "v", [1, 2, 3])
+    proc = VideoPreprocessor(num_frames=2, image_res=16)
+    with pytest.raises(ValueError, match=r"anchor frame 9.jpg not found among the frames of .*v"):
+        proc(tmp_path / "v" / "9.jpg")
+    (tmp_path / "v" / "4.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(ValueError, match=r"cannot read image .*4.jpg"):
+        proc(tmp_path / "v" / "4.jpg")
+    with pytest.raises(ValueError, match=r"\[T, H, W, C\]"):
+        proc(np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(ValueError, match="empty frame list"):
+        proc([])
+    with pytest.raises(ValueError, match="unknown mode"):
+        VideoPreprocessor(mode="causal")
+
+
+def test_train_augmentation_is_shared_by_all_frames():
+    rng = np.random.default_rng(2)
+    frame = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    torch.manual_seed(5)
+    out = ClipTransform(PreprocessCfg(image_size=24), train=True)(np.stack([frame] * 4))
+    assert out.shape == (4, 3, 24, 24)
+    for t in range(1, 4):
+        assert torch.equal(out[t], out[0])
+    plain = ClipTransform(PreprocessCfg(image_size=24))(frame[None])
+    assert not torch.allclose(out[0], plain[0])
+
+
+def test_load_returns_single_image_preprocess():
+    _, preprocess, _ = surgclip.load("tiny", device="cpu")
+    img = Image.fromarray(np.zeros((50, 70, 3), np.uint8))
+    x = preprocess(img)
+    assert x.shape == (3, 224, 224)
+    torch.testing.assert_close(x, torch.full_like(x, -1.0))
