@@ -75,6 +75,24 @@ def strip_prefix(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str, 
     return state_dict
 
 
+def state_dict_diff(expected: dict[str, torch.Tensor], state_dict: dict[str, torch.Tensor]) -> str | None:
+    """None if the keys and shapes agree, else a message listing missing, unexpected and mis-shaped keys."""
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    misshaped = sorted(f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+                       for k in set(expected) & set(state_dict) if state_dict[k].shape != expected[k].shape)
+    if not (missing or unexpected or misshaped):
+        return None
+
+    def show(keys):
+        return ", ".join(keys[:20]) + (f" ... (+{len(keys) - 20} more)" if len(keys) > 20 else "")
+
+    parts = [f"{len(missing)} missing: {show(missing)}" if missing else "",
+             f"{len(unexpected)} unexpected: {show(unexpected)}" if unexpected else "",
+             f"{len(misshaped)} mis-shaped: {show(misshaped)}" if misshaped else ""]
+    return "; ".join(p for p in parts if p)
+
+
 def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "state dict") -> None:
     """Load ``state_dict`` strictly: every key used, none missing, every shape equal.
 
@@ -86,20 +104,10 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: 
     if any(k.startswith("text_encoder.") for k in state_dict) and not any(
             k.startswith("text_encoder.transformer.") or k.startswith("text_encoder.clip.") for k in state_dict):
         state_dict = convert_surgclip_beta(state_dict)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    misshaped = sorted(f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
-                       for k in set(expected) & set(state_dict) if state_dict[k].shape != expected[k].shape)
-    if missing or unexpected or misshaped:
-        def show(keys):
-            return ", ".join(keys[:20]) + (f" ... (+{len(keys) - 20} more)" if len(keys) > 20 else "")
-
-        parts = [f"{len(missing)} missing: {show(missing)}" if missing else "",
-                 f"{len(unexpected)} unexpected: {show(unexpected)}" if unexpected else "",
-                 f"{len(misshaped)} mis-shaped: {show(misshaped)}" if misshaped else ""]
+    diff = state_dict_diff(model.state_dict(), state_dict)
+    if diff:
         model_name = getattr(model, "name", type(model).__name__)
-        raise CheckpointMismatchError(f"{source} does not fit model {model_name!r}: " + "; ".join(p for p in parts if p))
+        raise CheckpointMismatchError(f"{source} does not fit model {model_name!r}: {diff}")
     model.load_state_dict(state_dict, strict=True)
 
 

@@ -1,6 +1,9 @@
 """Builders for tiny test models and data (imported by tests, not collected)."""
 from __future__ import annotations
 
+import functools
+
+import lightning as L
 import numpy as np
 
 import surgclip
@@ -36,3 +39,68 @@ def write_frames(folder, numbers, size=(24, 32), seed=0, ext=".jpg"):
         Image.fromarray(arr).save(folder / f"{n}{ext}", quality=95)
         arrays[n] = arr
     return arrays
+
+
+class SyntheticClips:
+    """A map-style dataset of random clips whose captions name their class (learnable, tiny)."""
+
+    WORDS = ["grasper", "hook", "clipper", "scissors", "bipolar", "irrigator", "bag", "trocar"]
+
+    def __init__(self, n=32, frames=2, size=32, classes=4, seed=0, nan_at=None):
+        self.n, self.frames, self.size, self.classes, self.seed, self.nan_at = n, frames, size, classes, seed, nan_at
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        import torch
+
+        c = i % self.classes
+        g = torch.Generator().manual_seed(self.seed * 10_000 + i)
+        video = torch.randn(self.frames, 3, self.size, self.size, generator=g) * 0.1 + (c - self.classes / 2) * 0.5
+        if self.nan_at == i:
+            video[:] = float("nan")
+        return {"video": video, "caption": f"the {self.WORDS[c]} moves", "level": 1 + c % 3, "video_id": f"v{i // 4}",
+                "caption_id": i, "start_s": float(i % 4) * 2, "end_s": float(i % 4) * 2 + 2}
+
+
+def _collate(tokenizer, items):
+    import torch
+
+    return {"video": torch.stack([x["video"] for x in items]), "tokens": tokenizer([x["caption"] for x in items]),
+            "level": torch.tensor([x["level"] for x in items]), "caption": [x["caption"] for x in items],
+            "video_id": [x["video_id"] for x in items], "caption_id": torch.tensor([x["caption_id"] for x in items]),
+            "start_s": torch.tensor([x["start_s"] for x in items]), "end_s": torch.tensor([x["end_s"] for x in items])}
+
+
+class SyntheticDM(L.LightningDataModule):
+    """A LightningDataModule over SyntheticClips with the real batch layout."""
+
+    def __init__(self, tokenizer, batch_size=8, **kwargs):
+        super().__init__()
+        self.train, self.val = SyntheticClips(**kwargs), SyntheticClips(n=16, seed=99)
+        self.batch_size, self.collate = batch_size, functools.partial(_collate, tokenizer)
+
+    def train_dataloader(self):
+        import torch
+        from torch.utils.data import DataLoader, DistributedSampler
+
+        # order from (seed, epoch) alone (Lightning calls set_epoch), so a resumed run repeats it
+        sampler = DistributedSampler(self.train, num_replicas=1, rank=0, shuffle=True, seed=1000)
+        return DataLoader(self.train, batch_size=self.batch_size, sampler=sampler, collate_fn=self.collate,
+                          drop_last=True, generator=torch.Generator().manual_seed(0))
+
+    def val_dataloader(self):
+        from torch.utils.data import DataLoader
+
+        return DataLoader(self.val, batch_size=self.batch_size, collate_fn=self.collate)
+
+
+def synthetic_datamodule(tokenizer, batch_size=8, **kwargs):
+    return SyntheticDM(tokenizer, batch_size, **kwargs)
+
+
+TINY_TRAIN = dict(vision=dict(timm=dict(img_size=32, patch_size=16, embed_dim=32, depth=1, num_heads=2),
+                              temporal_cfg=dict(heads=2, num_frames=2)),
+                  text=dict(config=dict(hidden_size=32, num_hidden_layers=1, hidden_dropout_prob=0.1)),
+                  embed_dim=16, preprocess=dict(image_size=32))

@@ -1,0 +1,1 @@
+"""Training: a thin LightningModule over SurgCLIP, callbacks, and the LightningCLI entry point."""

@@ -1,0 +1,145 @@
+"""Callbacks and plugins: atomic checkpoint writes, export of the best checkpoint to the ``load``
+format, and the end-of-run report (JSON + Markdown + loss curve)."""
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from ..checkpoint import save_pretrained
+from ..utils import atomic_path, atomic_write_json, atomic_write_text
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temp file beside it and renames it into place, so an interrupted
+    save never leaves a truncated ``.ckpt`` (and never replaces a good one with it)."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
+
+
+def best_checkpoint(trainer: L.Trainer) -> str | None:
+    cb = trainer.checkpoint_callback
+    if cb is None:
+        return None
+    return cb.best_model_path or cb.last_model_path or None
+
+
+def export_best(trainer: L.Trainer, module: L.LightningModule, out_dir: str | os.PathLike) -> Path:
+    """Load the best checkpoint's weights into ``module.model`` and write it with ``save_pretrained``."""
+    path = best_checkpoint(trainer)
+    if path and Path(path).is_file():
+        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state)
+    return save_pretrained(module.model, out_dir, extra={"source_checkpoint": str(path or "final weights"),
+                                                         "global_step": int(trainer.global_step)})
+
+
+class ExportAndReport(L.Callback):
+    """At the end of ``fit``: export the best checkpoint to ``{log_dir}/model`` (``surgclip.load``
+    format), validate it once more, print the held-out numbers next to chance, and write
+    ``report.json``, ``report.md`` and ``loss_curve.png`` to the log dir.
+
+    Args:
+        export: write the ``load``-format model directory.
+        report: evaluate and write the report.
+    """
+
+    def __init__(self, export: bool = True, report: bool = True):
+        self.export, self.report = export, report
+
+    def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.fast_dev_run or not trainer.is_global_zero:
+            return
+        run_dir = Path(trainer.log_dir or trainer.default_root_dir)
+        model_dir = export_best(trainer, module, run_dir / "model") if self.export else None
+        if not self.report:
+            return
+        metrics = dict(module.last_val_metrics)
+        dm = trainer.datamodule
+        if dm is not None:  # re-score the exported (best) weights on the held-out data
+            single = L.Trainer(accelerator="cpu" if module.device.type == "cpu" else "auto", devices=1, logger=False,
+                               enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+            single.validate(module, datamodule=dm, verbose=False)
+            metrics = dict(module.last_val_metrics)
+        write_report(run_dir, metrics, module, model_dir, best_checkpoint(trainer))
+
+
+def chance_levels(metrics: dict) -> dict[str, float]:
+    n = metrics.get("val/num_clips") or 0
+    out = {"val/v2t_R@1": 1.0 / n if n else float("nan"), "val/t2v_R@1": 1.0 / n if n else float("nan")}
+    if "val/zeroshot_num_classes" in metrics:
+        out["val/zeroshot_accuracy"] = 1.0 / metrics["val/zeroshot_num_classes"]
+    return out
+
+
+def write_report(run_dir: Path, metrics: dict, module: L.LightningModule, model_dir: Path | None,
+                 checkpoint: str | None) -> None:
+    """report.json (every number + config), report.md (headline table), loss_curve.png."""
+    chance = chance_levels(metrics)
+    rows = [(k, v, chance.get(k)) for k, v in sorted(metrics.items())]
+    lines = ["# surgclip training report", "",
+             f"model: `{module.hparams.model}`  exported to: `{model_dir}`  best checkpoint: `{checkpoint}`", "",
+             "Held-out retrieval: clip<->caption pairs of the validation videos (ground truth on the diagonal). "
+             "Zero-shot: Cholec80 protocol (per-video accuracy / macro F1, averaged over videos) on the held-out "
+             "labelled videos.", "", "| metric | value | chance |", "|---|---|---|"]
+    for key, value, ch in rows:
+        lines.append(f"| {key} | {value:.4f} | {'' if ch is None else f'{ch:.4f}'} |")
+    curve = plot_loss_curve(run_dir)
+    if curve:
+        lines += ["", f"![loss curve]({curve.name})"]
+    atomic_write_text(run_dir / "report.md", "\n".join(lines) + "\n")
+    atomic_write_json(run_dir / "report.json", {
+        "metrics": metrics, "chance": chance, "model_dir": str(model_dir), "checkpoint": checkpoint,
+        "hyper_parameters": {k: v for k, v in dict(module.hparams).items()},
+        "model_config": module.model.config}, default=str)
+    print("\n" + "\n".join(lines[-len(rows) - 2:]))
+    headline = []
+    for key, label in (("val/v2t_R@1", "held-out retrieval R@1 (video->text)"),
+                       ("val/zeroshot_accuracy", "zero-shot phase accuracy")):
+        if key in metrics:
+            headline.append(f"{label}: {metrics[key]:.3f}  (chance {chance.get(key, float('nan')):.3f}, "
+                            f"{metrics[key] / chance[key]:.1f}x)" if chance.get(key) else f"{label}: {metrics[key]:.3f}")
+    print("\n".join(headline))
+    print(f"report: {run_dir / 'report.md'}")
+
+
+def plot_loss_curve(run_dir: Path) -> Path | None:
+    """Plot train/val loss from the CSV logger's metrics.csv; None if there is none."""
+    csv_path = run_dir / "metrics.csv"
+    if not csv_path.is_file():
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, list[tuple[int, float]]] = {}
+    with open(csv_path) as f:
+        for row in csv.DictReader(f):
+            for key in ("train/loss", "val/loss"):
+                value = row.get(key)
+                if value not in (None, "") and math.isfinite(float(value)):
+                    series.setdefault(key, []).append((int(row["step"]), float(value)))
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for key, points in series.items():
+        xs, ys = zip(*points)
+        ax.plot(xs, ys, marker="o" if key == "val/loss" else None, label=key)
+    ax.set_xlabel("step")
+    ax.set_ylabel("InfoNCE loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out = run_dir / "loss_curve.png"
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return out

@@ -1,0 +1,56 @@
+"""``surgclip train``: LightningCLI over SurgCLIPModule + SurgLaViDataModule.
+
+    surgclip train -c configs/sample.yaml                 # = surgclip train fit -c ...
+    surgclip train fit -c configs/surgclip_b.yaml --trainer.devices 8 --trainer.num_nodes 2
+    surgclip train fit -c configs/sample.yaml --print_config
+    surgclip train fit -c configs/sample.yaml --ckpt_path runs/sample/version_0/checkpoints/last.ckpt
+"""
+from __future__ import annotations
+
+import sys
+
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("train", help="pretrain with LightningCLI (surgclip train -c configs/sample.yaml)",
+                              add_help=False)
+    p.set_defaults(func=lambda args: train_main(sys.argv[2:]))
+
+
+def _cli_class():
+    from lightning.pytorch.cli import LightningCLI
+
+    from .callbacks import AtomicCheckpointIO
+
+    class SurgCLIPCLI(LightningCLI):
+        def add_arguments_to_parser(self, parser) -> None:
+            # the data pipeline tokenizes and preprocesses for the model being trained
+            parser.link_arguments("model.model", "data.model_name")
+
+        def instantiate_trainer(self, **kwargs):
+            plugins = list(kwargs.get("plugins") or [])
+            if not any(isinstance(p, AtomicCheckpointIO) for p in plugins):
+                plugins.append(AtomicCheckpointIO())
+            kwargs["plugins"] = plugins
+            return super().instantiate_trainer(**kwargs)
+
+    return SurgCLIPCLI
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    """Run LightningCLI; a bare ``-c config`` means ``fit``."""
+    from ..data.datamodule import SurgLaViDataModule
+    from .module import SurgCLIPModule
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
+        argv = ["fit", *argv]
+    cli_class = _cli_class()
+    try:
+        cli_class(SurgCLIPModule, SurgLaViDataModule, args=argv, seed_everything_default=0,
+                  save_config_kwargs={"overwrite": True}, parser_kwargs={"prog": "surgclip train"})
+    except (FloatingPointError, ValueError, FileNotFoundError) as err:
+        print(f"surgclip train: error: {err}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,170 @@
+"""A thin LightningModule over ``SurgCLIP``: one ``model_step`` shared by training and validation."""
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from ..checkpoint import CheckpointMismatchError, load_weights, read_pretrained_dir, read_state_dict, state_dict_diff
+from ..factory import create_model, get_tokenizer
+from ..loss import InfoNCELoss, PairMeta
+from .optim import param_groups, warmup_cosine
+
+OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+
+
+def stable_ids(values: list[str], device) -> torch.Tensor:
+    """Strings -> int64 ids that are equal across processes (for gathering and group matching)."""
+    return torch.tensor([zlib.crc32(v.encode()) for v in values], dtype=torch.long, device=device)
+
+
+class SurgCLIPModule(L.LightningModule):
+    """Contrastive video-text training of a SurgCLIP model.
+
+    Args:
+        model: architecture name (``tiny``, ``SurgCLIP-B``, ``CLIP-B-16``).
+        model_overrides: architecture config overrides (deep-merged).
+        init_from: initial weights: a ``save_pretrained`` directory or a checkpoint file.
+        optimizer: ``adamw`` | ``adam`` | ``sgd``.
+        lr, weight_decay, betas, eps: optimiser settings (no decay on norms, biases, embeddings, temperature).
+        warmup_steps, min_lr_ratio: linear warmup then cosine decay to ``min_lr_ratio * lr``.
+        lr_scale: per-module learning-rate factors, e.g. ``{"vision_encoder": 0.1}`` for pretrained towers.
+        freeze: module prefixes to freeze, e.g. ``["text_encoder"]``.
+        grad_checkpointing: recompute activations in backward to save memory.
+        local_loss, multi_positive, mask_overlaps: see ``InfoNCELoss``.
+        level_loss_weights: per-level loss weights, e.g. ``{1: 1.0, 2: 0.5, 3: 0.5}``.
+        zeroshot_root: a Cholec80-layout folder (e.g. the sample's ``cholec80``) scored zero-shot each
+            validation epoch; None to skip.
+        zeroshot_prompts: prompt set name for that benchmark.
+        zeroshot_stride_s: score one labelled frame every this many seconds.
+        seed: re-seeds all RNGs at each epoch start (seed + epoch) so a resumed run repeats exactly.
+    """
+
+    def __init__(self, model: str = "tiny", model_overrides: dict | None = None, init_from: str | None = None,
+                 optimizer: str = "adamw", lr: float = 3e-4, weight_decay: float = 0.05,
+                 betas: tuple[float, float] = (0.9, 0.98), eps: float = 1e-6, warmup_steps: int = 50,
+                 min_lr_ratio: float = 0.01, lr_scale: dict[str, float] | None = None, freeze: list[str] | None = None,
+                 grad_checkpointing: bool = False, local_loss: bool = False, multi_positive: bool = True,
+                 mask_overlaps: bool = True, level_loss_weights: dict[int, float] | None = None,
+                 zeroshot_root: str | None = None, zeroshot_prompts: str = "camma", zeroshot_stride_s: float = 2.0,
+                 seed: int = 0):
+        super().__init__()
+        self.save_hyperparameters()
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {sorted(OPTIMIZERS)}")
+        for level in (level_loss_weights or {}):
+            if int(level) not in (1, 2, 3):
+                raise ValueError(f"unknown level {level!r} in level_loss_weights; levels are 1 (task), 2 (step), 3 (phase)")
+        self.model = create_model(model, seed=seed, **(model_overrides or {}))
+        if init_from:
+            self._init_weights(init_from)
+        if grad_checkpointing:
+            self.model.set_grad_checkpointing(True)
+        self.tokenizer = get_tokenizer(self.model.config)
+        self.loss_fn = InfoNCELoss(local_loss=local_loss, multi_positive=multi_positive, mask_overlaps=mask_overlaps)
+        self.level_weights = {int(k): float(v) for k, v in (level_loss_weights or {}).items()}
+        self._val_video, self._val_text = [], []
+        self.last_val_metrics: dict[str, float] = {}
+
+    def _init_weights(self, source: str) -> None:
+        path = Path(source)
+        state = read_pretrained_dir(path)[1] if path.is_dir() else read_state_dict(path)
+        load_weights(self.model, state, source=source)
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is not None and hasattr(dm, "set_model"):
+            dm.set_model(self.tokenizer, self.model.preprocess_cfg.to_dict())
+
+    # ---- steps
+    def model_step(self, batch: dict) -> dict:
+        """Embed a batch and compute the loss; returns the loss dict plus the embeddings."""
+        video = self.model.encode_video(batch["video"])
+        text = self.model.encode_text(batch["tokens"])
+        device = video.device
+        meta = PairMeta(groups=stable_ids(batch["caption"], device), video=stable_ids(batch["video_id"], device),
+                        level=batch["level"], start=batch["start_s"].float(), end=batch["end_s"].float())
+        weights = None
+        if self.level_weights:
+            weights = torch.tensor([self.level_weights.get(int(lv), 1.0) for lv in batch["level"]], device=device)
+        out = self.loss_fn(video, text, self.model.logit_scale, meta, weights)
+        out["video"], out["text"] = video, text
+        return out
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        out = self.model_step(batch)
+        loss = out["loss"]
+        if not torch.isfinite(loss):
+            ids = sorted(set(batch["video_id"]))
+            raise FloatingPointError(f"loss is {loss.item()} at global step {self.global_step} (epoch "
+                                     f"{self.current_epoch}, batch {batch_idx}); videos in the batch: {ids}")
+        bs = len(batch["video_id"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        self.log("train/logit_scale", self.model.logit_scale.detach(), batch_size=bs)
+        for level in batch["level"].unique().tolist():
+            sel = batch["level"] == level
+            self.log(f"train/loss_level{level}", out["per_sample"][sel].mean(), batch_size=int(sel.sum()))
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        out = self.model_step(batch)
+        self.log("val/loss", out["loss"], prog_bar=True, batch_size=len(batch["video_id"]), sync_dist=True)
+        self._val_video.append(out["video"].detach().float())
+        self._val_text.append(out["text"].detach().float())
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_video:
+            return
+        video, text = torch.cat(self._val_video), torch.cat(self._val_text)
+        self._val_video, self._val_text = [], []
+        if self.trainer.world_size > 1:
+            video, text = self.all_gather(video).flatten(0, 1), self.all_gather(text).flatten(0, 1)
+        from ..evaluation.metrics import retrieval_metrics
+
+        sim = video @ text.T
+        metrics = {}
+        for direction, s in (("v2t", sim), ("t2v", sim.T)):
+            for key, value in retrieval_metrics(s).items():
+                metrics[f"val/{direction}_{key}"] = float(value)
+        metrics["val/num_clips"] = float(sim.shape[0])
+        if self.hparams.zeroshot_root and not self.trainer.sanity_checking:
+            metrics.update(self._zero_shot())
+        self.last_val_metrics = metrics
+        self.log_dict(metrics, prog_bar=False, rank_zero_only=True)
+        for key in ("val/v2t_R@1", "val/zeroshot_accuracy"):
+            if key in metrics:
+                self.log(key.replace("val/", "val_"), metrics[key], prog_bar=True, rank_zero_only=True)
+
+    def _zero_shot(self) -> dict[str, float]:
+        from ..evaluation.zeroshot import zero_shot_benchmark
+
+        result = zero_shot_benchmark(self.model, self.tokenizer, "cholec80", self.hparams.zeroshot_root,
+                                     prompts=self.hparams.zeroshot_prompts, stride_s=self.hparams.zeroshot_stride_s,
+                                     progress=False)
+        return {f"val/zeroshot_{k}": float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))}
+
+    # ---- optimisation
+    def configure_optimizers(self):
+        hp = self.hparams
+        groups = param_groups(self.model, hp.lr, hp.weight_decay, hp.lr_scale, hp.freeze)
+        for g in groups:
+            g.pop("names")
+        kwargs = {"betas": tuple(hp.betas), "eps": hp.eps} if hp.optimizer != "sgd" else {"momentum": 0.9}
+        optimizer = OPTIMIZERS[hp.optimizer](groups, lr=hp.lr, **kwargs)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(hp.warmup_steps, total, hp.min_lr_ratio))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def on_train_epoch_start(self) -> None:
+        L.seed_everything(self.hparams.seed + self.current_epoch, workers=True, verbose=False)
+
+    # ---- checkpoints
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        trained = checkpoint.get("hyper_parameters", {}).get("model")
+        diff = state_dict_diff(self.state_dict(), checkpoint.get("state_dict", {}))
+        if diff:
+            raise CheckpointMismatchError(
+                f"cannot resume: the checkpoint was trained with model {trained!r}, this run builds "
+                f"{self.hparams.model!r}, and their weights differ: {diff}")
