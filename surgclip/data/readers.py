@@ -5,6 +5,7 @@ reads a folder of numbered images. ``open_source`` picks one from a path.
 """
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Sequence
@@ -18,9 +19,57 @@ class VideoReadError(ValueError):
     """A video or frame source is missing, unreadable, or asked for frames it does not have."""
 
 
+FRAMES_MANIFEST = "frames.json"  # written by ``surgclip extract-frames`` into every frame folder
+
+
 def seconds_to_frame(t: float, fps: float) -> int:
-    """The frame index shown at time ``t`` seconds: ``floor(t * fps + 1e-6)`` (frame i spans [i/fps, (i+1)/fps))."""
+    """The frame index shown at time ``t`` seconds: ``floor(t * fps + 1e-6)``.
+
+    Frame ``i`` is on screen during ``[i / fps, (i + 1) / fps)``; the ``1e-6`` absorbs float error
+    so that ``t = i / fps`` maps to ``i``. This is the only seconds -> frame conversion in the
+    package (samplers, datasets, extraction and benchmarks all call it).
+
+    Args:
+        t: time in seconds (finite).
+        fps: frames per second (positive, finite).
+    Returns:
+        The frame index (may exceed the source's length; callers clamp or raise).
+    """
+    if not (math.isfinite(t) and math.isfinite(fps) and fps > 0):
+        raise ValueError(f"seconds_to_frame needs a finite time and a positive finite fps, got t={t}, fps={fps}")
     return int(math.floor(t * fps + 1e-6))
+
+
+def check_mp4_boxes(path: Path) -> None:
+    """Raise VideoReadError if an MP4/MOV file's top-level boxes run past its end (a truncated file).
+
+    decord/FFmpeg open a truncated file whose index (``moov``) comes first and then hand back
+    stale or blank frames for the missing part; walking the box headers catches that in microseconds.
+    Files that do not start with an ISO-BMFF box are left to the decoder.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 8 or head[4:8] not in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip"):
+            return
+        pos, seen = 0, []
+        while pos < size:
+            f.seek(pos)
+            hdr = f.read(16)
+            if len(hdr) < 8:
+                raise VideoReadError(f"truncated video {path}: {size - pos} stray bytes after the last box")
+            box_size, kind = int.from_bytes(hdr[:4], "big"), hdr[4:8].decode("latin-1")
+            if box_size == 1 and len(hdr) == 16:
+                box_size = int.from_bytes(hdr[8:16], "big")
+            elif box_size == 0:
+                box_size = size - pos
+            if box_size < 8 or pos + box_size > size:
+                raise VideoReadError(f"truncated video {path}: box '{kind}' at byte {pos} declares {box_size} "
+                                     f"bytes but the file has {size - pos} left")
+            seen.append(kind)
+            pos += box_size
+        if "moov" not in seen:
+            raise VideoReadError(f"truncated video {path}: no 'moov' index box (boxes: {seen})")
 
 
 class FrameReader:
@@ -56,6 +105,8 @@ class VideoFileReader(FrameReader):
             raise VideoReadError(f"video not found: {self.path}")
         if self.path.stat().st_size == 0:
             raise VideoReadError(f"video is empty (0 bytes): {self.path}")
+        if self.path.suffix.lower() in (".mp4", ".m4v", ".mov"):
+            check_mp4_boxes(self.path)
         import decord
 
         try:
@@ -70,10 +121,13 @@ class VideoFileReader(FrameReader):
     def read(self, indices: Sequence[int]) -> np.ndarray:
         idx = self._check(indices)
         try:
-            frames = self._vr.get_batch(idx.tolist()).asnumpy()
+            batch = self._vr.get_batch(idx.tolist())
         except Exception as err:
             raise VideoReadError(f"cannot decode frames {idx.min()}..{idx.max()} of {self.path}: "
                                  f"{str(err).splitlines()[0]}") from err
+        frames = batch.asnumpy() if hasattr(batch, "asnumpy") else np.asarray(batch)
+        if frames.shape[0] != idx.size or frames.ndim != 4:
+            raise VideoReadError(f"{self.path}: asked for {idx.size} frames, decoder returned shape {frames.shape}")
         return frames
 
 
@@ -84,8 +138,10 @@ class FrameFolderReader(FrameReader):
     extracted at (frame numbers may skip, e.g. every 100th frame of a 25-fps video -> fps 0.25).
     """
 
-    def __init__(self, path: str | Path, fps: float):
+    def __init__(self, path: str | Path, fps: float | None = None):
         self.path = Path(path)
+        if fps is None:
+            fps = read_folder_fps(self.path)
         if not (fps and fps > 0 and math.isfinite(fps)):
             raise VideoReadError(f"{self.path}: frame folder needs a positive fps, got {fps}")
         try:
@@ -115,11 +171,30 @@ class FrameFolderReader(FrameReader):
         return np.stack(out)
 
 
+def read_folder_fps(path: Path) -> float:
+    """The fps recorded in a frame folder's ``frames.json`` (written by ``extract-frames``)."""
+    meta = path / FRAMES_MANIFEST
+    if not meta.is_file():
+        raise VideoReadError(f"{path} is a frame folder without {FRAMES_MANIFEST}: pass the fps it was extracted at")
+    try:
+        return float(json.loads(meta.read_text())["fps"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise VideoReadError(f"{meta}: expected a JSON object with a numeric 'fps', got an error: {err}") from err
+
+
 def open_source(path: str | Path, fps: float | None = None, num_threads: int = 1) -> FrameReader:
-    """A reader for a video file or a frame folder (``fps`` required for folders)."""
+    """A reader for a video file or a frame folder.
+
+    Args:
+        path: a video file, or a folder of numbered frames.
+        fps: the rate a frame folder was extracted at (default: its ``frames.json``); ignored for files.
+        num_threads: decord decoding threads for video files.
+    Returns:
+        A FrameReader.
+    Raises:
+        VideoReadError: missing, empty, truncated or undecodable source, or a folder without fps.
+    """
     path = Path(path)
     if path.is_dir():
-        if fps is None:
-            raise VideoReadError(f"{path} is a frame folder: pass the fps it was extracted at")
         return FrameFolderReader(path, fps)
     return VideoFileReader(path, num_threads=num_threads)

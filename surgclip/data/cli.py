@@ -1,0 +1,69 @@
+"""Sub-commands of the data layer: ``data stats DB``, ``extract-frames``, ``sample``."""
+from __future__ import annotations
+
+import json
+
+
+def register(subparsers) -> None:
+    """Add ``data``, ``extract-frames`` and ``sample`` to the ``surgclip`` command."""
+    p = subparsers.add_parser("data", help="inspect a SurgLaVi caption database")
+    sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    s = sub.add_parser("stats", help="captions per level, durations, procedure types")
+    s.add_argument("db", help="captions SQLite file")
+    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    s.set_defaults(func=_cmd_stats)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+    e = subparsers.add_parser("extract-frames", help="videos -> numbered frame folders (resumable)")
+    e.add_argument("src", help="a video, a folder of videos, or a {name}/{name}.mp4 tree")
+    e.add_argument("out", help="output root; frames go to OUT/{name}/000000.jpg ...")
+    e.add_argument("--fps", type=float, default=None, help="output frame rate (default: the source's)")
+    e.add_argument("--size", type=int, default=224, help="short side in pixels (0 = keep)")
+    e.add_argument("--square", action="store_true", help="resize to SIZE x SIZE")
+    e.add_argument("--ext", default="jpg", choices=("jpg", "png", "webp"))
+    e.add_argument("--workers", type=int, default=2)
+    e.add_argument("--check", action="store_true", help="only verify existing folders against frames.json")
+    e.set_defaults(func=_cmd_extract)
+
+    m = subparsers.add_parser("sample", help="generate the bundled sample dataset")
+    m.add_argument("--out", default="data/sample")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--videos", type=int, default=None, help="number of videos (default 34)")
+    m.set_defaults(func=_cmd_sample)
+
+
+def _cmd_stats(args) -> int:
+    from .db import CaptionDB, format_stats
+
+    stats = CaptionDB(args.db).stats()
+    print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
+    return 0
+
+
+def _cmd_extract(args) -> int:
+    from pathlib import Path
+
+    from .extract import check_folder, extract_frames
+
+    if args.check:
+        folders = [p for p in sorted(Path(args.out).iterdir()) if p.is_dir()]
+        problems = [msg for f in folders for msg in check_folder(f, decode=True)]
+        print("\n".join(problems) or f"{len(folders)} frame folders intact")
+        return 1 if problems else 0
+    manifest = extract_frames(args.src, args.out, fps=args.fps, size=args.size or None, square=args.square,
+                              ext=args.ext, workers=args.workers)
+    print(f"{len(manifest['videos'])} videos extracted to {args.out}; {len(manifest['failed'])} failed")
+    for name, err in manifest["failed"].items():
+        print(f"  {name}: {err}")
+    return 1 if manifest["failed"] else 0
+
+
+def _cmd_sample(args) -> int:
+    import time
+
+    from .sample import make_sample
+
+    t0 = time.time()
+    root = make_sample(args.out, seed=args.seed, num_videos=args.videos)
+    print(f"sample written to {root} in {time.time() - t0:.1f}s")
+    return 0

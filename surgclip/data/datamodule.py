@@ -1,0 +1,261 @@
+"""SurgLaViDataModule: caption DB + videos/frame folders -> train / val / test DataLoaders.
+
+One query at ``setup`` selects the clips; videos are split by name (``splits.json`` or a seeded
+split), so a video never lands in two splits. Training mixes levels in one pool, or samples them
+with per-level weights, and can include a level only every k epochs (PeskaVLP-style schedule,
+rebuilt in ``train_dataloader`` each epoch). Tokenizing happens in the collate.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from ..transform import ClipTransform, PreprocessCfg
+from .dataset import ClipDataset, Collate
+from .db import CaptionDB, ClipTable
+from .sample import DEFAULT_ROOT, ensure_sample
+
+log = logging.getLogger(__name__)
+
+
+class LevelSampler(Sampler):
+    """Indices of one epoch: active levels only, optionally drawn with per-level weights.
+
+    Args:
+        levels: int64 [N] level of each item.
+        active: levels included this epoch.
+        weights: level -> weight (each level's share of the epoch); None = every active item once,
+            shuffled.
+        seed, epoch: the permutation / draw is a function of both.
+    """
+
+    def __init__(self, levels: np.ndarray, active: list[int], weights: dict | None, seed: int, epoch: int):
+        self.levels, self.active, self.weights, self.seed, self.epoch = levels, active, weights, seed, epoch
+        self.pool = np.flatnonzero(np.isin(levels, active))
+        if self.pool.size == 0:
+            raise ValueError(f"no training clips at levels {active} (levels present: {sorted(set(levels.tolist()))})")
+
+    def __len__(self) -> int:
+        return int(self.pool.size)
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        if not self.weights:
+            return iter(rng.permutation(self.pool).tolist())
+        per_item = np.array([float(self.weights.get(int(lv), 0.0)) for lv in self.levels[self.pool]])
+        counts = {lv: np.sum(self.levels[self.pool] == lv) for lv in self.active}
+        per_item /= np.array([counts[int(lv)] for lv in self.levels[self.pool]])
+        if per_item.sum() <= 0:
+            raise ValueError(f"level_weights {self.weights} give zero weight to every active level {self.active}")
+        return iter(rng.choice(self.pool, size=self.pool.size, replace=True, p=per_item / per_item.sum()).tolist())
+
+
+def split_videos(names: list[str], seed: int, val_fraction: float = 0.1) -> dict:
+    """A seeded split of video names into train / val (used when there is no splits file)."""
+    names = sorted(names)
+    order = np.random.default_rng(seed).permutation(len(names))
+    n_val = max(1, int(round(len(names) * val_fraction))) if len(names) > 1 else 0
+    val = sorted(names[i] for i in order[:n_val])
+    return {"train": sorted(set(names) - set(val)), "val": val, "test": []}
+
+
+class SurgLaViDataModule(L.LightningDataModule):
+    """Clip-caption batches from a SurgLaVi-schema DB.
+
+    Args:
+        root: a sample-style root (``captions.sqlite``, ``videos/``, ``splits.json``); the default
+            sample is generated on first use.
+        db_path, video_root, frames_root: override the paths under ``root``; with ``frames_root``
+            clips are read from frame folders (fps: ``frames_fps`` or each folder's ``frames.json``).
+        model_name: tokenizer and preprocessing from ``surgclip.get_tokenizer`` /
+            ``get_model_config(model_name)["preprocess"]`` (or call ``set_model``).
+        num_frames: frames per clip (T).
+        levels: caption levels used (1 task, 2 step, 3 phase).
+        level_weights: per-level sampling weights for training; None = one mixed pool.
+        level_every: level -> k: include that level in training only every k-th epoch.
+        splits_file: JSON {"train": [...], "val": [...], "test": [...]} of video names
+            (default: ``root/splits.json`` if present, else a seeded 90/10 split).
+        batch_size: GLOBAL batch size; divided by the number of devices in ``setup``.
+        num_workers: DataLoader workers.
+        train_sampling: sampler mode for training (``random`` | ``dynamic`` | ``uniform`` ...).
+        text_field: ``caption`` (enhanced) or ``raw_narration``; clean_captions: released cleaning.
+        min_duration, max_clip_s: clip duration bounds in seconds.
+        skip_errors: skip and count bad items (reported per epoch) instead of raising.
+        seed: split and sampling seed.
+    """
+
+    def __init__(self, root: str = DEFAULT_ROOT, db_path: str | None = None, video_root: str | None = None,
+                 frames_root: str | None = None, frames_fps: float | None = None, model_name: str = "tiny",
+                 num_frames: int = 8, levels: list[int] = [1, 2, 3],  # noqa: B006 (LightningCLI needs a literal)
+                 level_weights: dict[int, float] | None = None, level_every: dict[int, int] | None = None,
+                 splits_file: str | None = None, batch_size: int = 8, num_workers: int = 0,
+                 train_sampling: str = "random", text_field: str = "caption", clean_captions: bool = True,
+                 min_duration: float = 0.0, max_clip_s: float = 500.0, skip_errors: bool = False, seed: int = 0,
+                 pin_memory: bool = False):
+        super().__init__()
+        self.save_hyperparameters()
+        self.levels = [int(x) for x in levels]
+        self.level_weights = {int(k): float(v) for k, v in (level_weights or {}).items()} or None
+        self.level_every = {int(k): int(v) for k, v in (level_every or {}).items()} or None
+        self.tokenizer, self.preprocess_cfg = None, None
+        self.datasets: dict[str, ClipDataset] = {}
+        self.batch_size_per_device = batch_size
+        self.skipped_total: dict[str, int] = {}
+        self.setup_dropped: dict = {}
+
+    # -- model-dependent parts ------------------------------------------------------------------
+    def set_model(self, tokenizer, preprocess_cfg: dict | PreprocessCfg) -> None:
+        """Use this tokenizer (callable list[str] -> LongTensor [N, L]) and preprocessing config."""
+        self.tokenizer = tokenizer
+        self.preprocess_cfg = preprocess_cfg if isinstance(preprocess_cfg, PreprocessCfg) else PreprocessCfg.from_dict(preprocess_cfg)
+        for split, ds in self.datasets.items():
+            ds.transform = ClipTransform(self.preprocess_cfg, train=(split == "train"))
+
+    def _ensure_model(self) -> None:
+        if self.tokenizer is None:
+            from ..factory import get_model_config, get_tokenizer
+
+            self.set_model(get_tokenizer(self.hparams.model_name),
+                           get_model_config(self.hparams.model_name).get("preprocess", {}))
+
+    # -- paths ---------------------------------------------------------------------------------
+    def _paths(self) -> tuple[Path, Path | None, Path | None, Path | None]:
+        hp = self.hparams
+        root = Path(hp.root)
+        if hp.db_path is None and Path(hp.root) == Path(DEFAULT_ROOT) and not (root / "manifest.json").is_file():
+            ensure_sample(root, seed=0)
+        db = Path(hp.db_path) if hp.db_path else root / "captions.sqlite"
+        frames = Path(hp.frames_root) if hp.frames_root else None
+        videos = Path(hp.video_root) if hp.video_root else (root / "videos" if frames is None else None)
+        splits = Path(hp.splits_file) if hp.splits_file else (root / "splits.json" if (root / "splits.json").is_file() else None)
+        return db, videos, frames, splits
+
+    def _splits(self, path: Path | None, table: ClipTable) -> dict:
+        if path is None:
+            return split_videos(table.videos(), self.hparams.seed)
+        splits = json.loads(Path(path).read_text())
+        missing = {"train", "val"} - set(splits)
+        if missing:
+            raise ValueError(f"{path}: expected keys 'train' and 'val' (and optionally 'test'), missing {sorted(missing)}")
+        seen: dict = {}
+        for split, names in splits.items():
+            for name in names:
+                if name in seen:
+                    raise ValueError(f"{path}: video {name!r} is in both '{seen[name]}' and '{split}'")
+                seen[name] = split
+        return {k: list(splits.get(k, [])) for k in ("train", "val", "test")}
+
+    # -- Lightning hooks -----------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        """Select clips (one DB query), split by video, build the datasets; check the batch split."""
+        hp = self.hparams
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            world = int(getattr(trainer, "world_size", 1) or 1)
+            if hp.batch_size % world:
+                raise ValueError(f"batch_size {hp.batch_size} (global) does not divide across {world} devices; "
+                                 f"choose a multiple of {world}")
+            self.batch_size_per_device = hp.batch_size // world
+        if self.datasets:
+            return
+        self._ensure_model()
+        db, videos, frames, splits_path = self._paths()
+        table = CaptionDB(db).select(levels=self.levels, min_duration=hp.min_duration, max_duration=hp.max_clip_s,
+                                     text_field=hp.text_field, clean=hp.clean_captions, skip_errors=hp.skip_errors)
+        self.setup_dropped = dict(table.dropped)
+        if table.dropped:
+            log.warning("skipped %d invalid caption rows at setup: %s", sum(table.dropped.values()), table.dropped)
+        splits = self._splits(splits_path, table)
+        names = np.asarray(table.video_name, dtype=object)
+        for split, mode in (("train", hp.train_sampling), ("val", "uniform"), ("test", "uniform")):
+            keep = np.isin(names, list(splits[split])) if len(names) else np.zeros(0, bool)
+            self.datasets[split] = ClipDataset(
+                table.subset(keep), video_root=videos, frames_root=frames, frames_fps=hp.frames_fps,
+                num_frames=hp.num_frames, mode=mode, transform=ClipTransform(self.preprocess_cfg, train=split == "train"),
+                skip_errors=hp.skip_errors)
+        if len(self.datasets["train"]) == 0:
+            raise ValueError(f"no training clips: {db} at levels {self.levels} with splits "
+                             f"{splits_path or 'seeded'} selects none")
+
+    def active_levels(self, epoch: int) -> list[int]:
+        """Levels included in training at ``epoch`` under ``level_every``."""
+        every = self.level_every or {}
+        return [lv for lv in self.levels if epoch % max(1, every.get(lv, 1)) == 0]
+
+    def _loader(self, split: str, sampler=None) -> DataLoader:
+        if not self.datasets:
+            self.setup()
+        hp = self.hparams
+        workers = hp.num_workers
+        return DataLoader(self.datasets[split], batch_size=self.batch_size_per_device, sampler=sampler,
+                          shuffle=False, num_workers=workers, collate_fn=Collate(self.tokenizer),
+                          pin_memory=hp.pin_memory, drop_last=split == "train" and sampler is not None and
+                          len(sampler) >= self.batch_size_per_device,
+                          persistent_workers=False, prefetch_factor=4 if workers else None,
+                          worker_init_fn=_worker_init if workers else None)
+
+    def train_dataloader(self) -> DataLoader:
+        """Training clips of the levels active this epoch (sampler rebuilt every call)."""
+        trainer = getattr(self, "trainer", None)
+        epoch = int(trainer.current_epoch) if trainer is not None else 0
+        self.report_skipped("train")
+        if not self.datasets:
+            self.setup()
+        ds = self.datasets["train"]
+        sampler = LevelSampler(ds.table.level, self.active_levels(epoch), self.level_weights, self.hparams.seed, epoch)
+        return self._loader("train", sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        """Held-out (val split) clips, uniform sampling, no augmentation."""
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        """Test split clips, uniform sampling, no augmentation."""
+        return self._loader("test")
+
+    # -- skipped items ---------------------------------------------------------------------------
+    def report_skipped(self, split: str | None = None) -> dict[str, int]:
+        """Items skipped since the last report (all worker processes), per split; logs a warning.
+
+        Call at epoch end (``SkippedItemsCallback`` does); totals accumulate in ``skipped_total``.
+        """
+        out = {}
+        for name, ds in self.datasets.items():
+            if split is not None and name != split:
+                continue
+            n = ds.skipped.take()
+            if n:
+                out[name] = n
+                self.skipped_total[name] = self.skipped_total.get(name, 0) + n
+                log.warning("skipped %d bad %s items this epoch (total %d); see skip_errors", n, name,
+                            self.skipped_total[name])
+        return out
+
+
+class SkippedItemsCallback(L.Callback):
+    """Reports and logs ``data/skipped_{split}`` from the DataModule at the end of every epoch."""
+
+    def _report(self, trainer, pl_module, split: str) -> None:
+        dm = getattr(trainer, "datamodule", None)
+        if isinstance(dm, SurgLaViDataModule):
+            for name, n in dm.report_skipped(split).items():
+                pl_module.log(f"data/skipped_{name}", float(n), on_epoch=True, sync_dist=True)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._report(trainer, pl_module, "train")
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        self._report(trainer, pl_module, "val")
+
+
+def _worker_init(worker_id: int) -> None:
+    # Each worker decodes with one thread; two workers x several threads on few cores only thrash.
+    torch.set_num_threads(1)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

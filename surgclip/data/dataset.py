@@ -1,0 +1,177 @@
+"""Clip-caption dataset and its collate: ClipTable rows -> frames -> float clips; tokens in the collate.
+
+Item ``i``: sampler(start_s, end_s, fps, T, mode) -> frame indices -> reader.read -> uint8
+[T, H, W, 3] -> ClipTransform (train: one random draw per clip) -> float [T, 3, S, S].
+Readers are opened lazily in the process that uses them (never shared across a fork) and kept in a
+small per-process cache. Bad items raise ``BadItemError`` naming the caption and video, or, with
+``skip_errors``, become a ``SKIPPED`` marker counted in a counter shared by all worker processes.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .db import ClipTable
+from .readers import FrameReader, VideoReadError, open_source
+from .samplers import ClipSpanError, sample_indices
+
+
+class BadItemError(RuntimeError):
+    """A dataset item could not be produced; the message names the caption id, video and cause."""
+
+
+class SkipCounter:
+    """A count of skipped items shared by the main process and its (forked or spawned) workers."""
+
+    def __init__(self):
+        self._value = mp.get_context().Value("q", 0)
+
+    def add(self, n: int = 1) -> None:
+        with self._value.get_lock():
+            self._value.value += n
+
+    def take(self) -> int:
+        """The count so far, resetting it to zero."""
+        with self._value.get_lock():
+            n, self._value.value = self._value.value, 0
+        return int(n)
+
+    @property
+    def value(self) -> int:
+        return int(self._value.value)
+
+
+SKIPPED = {"skipped": True}
+
+
+class ClipDataset(Dataset):
+    """Clips of a ClipTable read from video files or frame folders.
+
+    Args:
+        table: the selected caption rows.
+        video_root: videos at ``{video_root}/{name}/{name}.mp4`` (used when ``frames_root`` is None).
+        frames_root: frame folders at ``{frames_root}/{name}/``; fps from ``frames_fps`` or the
+            folder's ``frames.json``.
+        frames_fps: the rate the frame folders were extracted at.
+        num_frames: T.
+        mode: sampler mode (``uniform`` | ``random`` | ``centered`` | ``online`` | ``dynamic``).
+        transform: callable uint8 [T,H,W,3] -> float [T,3,S,S] (e.g. ClipTransform), or None
+            (then ``video`` is the uint8 array as a tensor).
+        skip_errors: return ``SKIPPED`` for bad items and count them instead of raising.
+        end_tolerance_s: a clip may end this far past the end of its video (then clamped);
+            further is an error.
+        cache_size: open readers kept per process.
+    Item:
+        dict(video float [T,3,S,S], caption str, level int, video_id str (the video's name),
+        caption_id int, start_s float, end_s float).
+    """
+
+    def __init__(self, table: ClipTable, video_root: str | Path | None = None, frames_root: str | Path | None = None,
+                 frames_fps: float | None = None, num_frames: int = 8, mode: str = "uniform", transform=None,
+                 skip_errors: bool = False, end_tolerance_s: float = 1.0, cache_size: int = 4):
+        if video_root is None and frames_root is None:
+            raise ValueError("give video_root (video files) or frames_root (frame folders)")
+        self.table = table
+        self.video_root = Path(video_root) if video_root is not None else None
+        self.frames_root = Path(frames_root) if frames_root is not None else None
+        self.frames_fps = frames_fps
+        self.num_frames, self.mode, self.transform = num_frames, mode, transform
+        self.skip_errors, self.end_tolerance_s = skip_errors, end_tolerance_s
+        self.cache_size = cache_size
+        self.skipped = SkipCounter()
+        self._readers: OrderedDict = OrderedDict()
+        self._pid = os.getpid()
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def source_path(self, name: str) -> Path:
+        """Where video ``name`` is read from."""
+        if self.frames_root is not None:
+            return self.frames_root / name
+        return self.video_root / name / f"{name}.mp4"
+
+    def reader(self, name: str) -> FrameReader:
+        """An open reader for video ``name`` from this process's cache."""
+        if self._pid != os.getpid():  # a forked worker: never reuse the parent's decoders
+            self._readers, self._pid = OrderedDict(), os.getpid()
+        if name in self._readers:
+            self._readers.move_to_end(name)
+            return self._readers[name]
+        reader = open_source(self.source_path(name), fps=self.frames_fps)
+        self._readers[name] = reader
+        while len(self._readers) > self.cache_size:
+            self._readers.popitem(last=False)
+        return reader
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_readers"] = OrderedDict()  # decoders do not travel to spawned workers
+        return state
+
+    def load_frames(self, i: int, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(frame indices int64 [T], uint8 frames [T,H,W,3]) of item ``i``; raises BadItemError."""
+        t = self.table
+        name, cid = t.video_name[i], int(t.caption_id[i])
+        try:
+            reader = self.reader(name)
+            idx = sample_indices(float(t.start_s[i]), float(t.end_s[i]), reader.fps, self.num_frames, self.mode,
+                                 rng, reader.num_frames, end_tolerance_s=self.end_tolerance_s)
+            return idx, reader.read(idx)
+        except (VideoReadError, ClipSpanError) as err:
+            raise BadItemError(f"caption {cid} (video {name!r}, {t.start_s[i]:.2f}-{t.end_s[i]:.2f}s): {err}") from err
+
+    def __getitem__(self, i: int) -> dict:
+        t = self.table
+        # Seeded from torch's RNG: per-worker and per-epoch in DataLoader workers, advancing in-process.
+        rng = np.random.default_rng(int(torch.randint(0, 2 ** 62, (1,)).item()))
+        try:
+            _, frames = self.load_frames(i, rng)
+        except BadItemError:
+            if not self.skip_errors:
+                raise
+            self.skipped.add()
+            return dict(SKIPPED, caption_id=int(t.caption_id[i]))
+        video = self.transform(frames) if self.transform is not None else torch.from_numpy(frames)
+        return {"video": video, "caption": t.caption[i], "level": int(t.level[i]), "video_id": t.video_name[i],
+                "caption_id": int(t.caption_id[i]), "start_s": float(t.start_s[i]), "end_s": float(t.end_s[i])}
+
+
+class Collate:
+    """Stack items and tokenize their captions.
+
+    Args:
+        tokenizer: callable list[str] -> LongTensor [N, L].
+    Returns (per batch):
+        video [B,T,3,S,S], tokens [B,L], level/caption_id LongTensor [B], start_s/end_s float [B],
+        video_id list[str], caption list[str], num_skipped int (SKIPPED markers dropped from this batch).
+        A batch whose items were all skipped has B = 0 (``video`` is an empty tensor).
+    """
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, items: list[dict]) -> dict:
+        good = [it for it in items if not it.get("skipped")]
+        batch = {"num_skipped": len(items) - len(good)}
+        if not good:
+            batch.update(video=torch.empty(0), tokens=torch.empty(0, dtype=torch.long),
+                         level=torch.empty(0, dtype=torch.long), caption_id=torch.empty(0, dtype=torch.long),
+                         start_s=torch.empty(0), end_s=torch.empty(0), video_id=[], caption=[])
+            return batch
+        captions = [it["caption"] for it in good]
+        batch.update(
+            video=torch.stack([it["video"] for it in good]),
+            tokens=self.tokenizer(captions),
+            level=torch.tensor([it["level"] for it in good], dtype=torch.long),
+            caption_id=torch.tensor([it["caption_id"] for it in good], dtype=torch.long),
+            start_s=torch.tensor([it["start_s"] for it in good], dtype=torch.float32),
+            end_s=torch.tensor([it["end_s"] for it in good], dtype=torch.float32),
+            video_id=[it["video_id"] for it in good], caption=captions)
+        return batch

@@ -1,0 +1,191 @@
+"""Videos -> numbered frame folders (``surgclip extract-frames``): parallel, resumable, checked.
+
+Each video ``{name}.mp4`` (or ``{name}/{name}.mp4``) becomes ``{out}/{name}/000000.jpg, ...`` at
+``fps`` frames per second, resized so that the short side is ``size`` (or squashed to a square).
+A folder is written under a temporary name and renamed when complete, with a ``frames.json``
+(fps, frame_count, size, source); a rerun skips videos whose folder is complete. ``manifest.json``
+at the root lists every video. ``check_folder`` verifies a folder against its ``frames.json``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+
+from ..utils import atomic_write_json, list_frame_files
+from .readers import FRAMES_MANIFEST, VideoFileReader, VideoReadError, seconds_to_frame
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
+
+
+def find_videos(src: str | Path) -> dict[str, Path]:
+    """name -> path of the videos in ``src`` (a file, a folder of files, or ``{name}/{name}.mp4``)."""
+    src = Path(src)
+    if src.is_file():
+        return {src.stem: src}
+    if not src.is_dir():
+        raise FileNotFoundError(f"video source not found: {src}")
+    found = {p.stem: p for p in sorted(src.rglob("*")) if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file()}
+    if not found:
+        raise FileNotFoundError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) under {src}")
+    return found
+
+
+def output_indices(src_fps: float, src_frames: int, fps: float | None) -> np.ndarray:
+    """Source frame indices kept when resampling to ``fps`` (None = every frame)."""
+    if fps is None or fps >= src_fps:
+        return np.arange(src_frames)
+    n_out = int(np.floor(src_frames / src_fps * fps + 1e-6))
+    idx = np.array([seconds_to_frame(k / fps, src_fps) for k in range(n_out)], dtype=np.int64)
+    return idx[idx < src_frames]
+
+
+def _target_size(h: int, w: int, size: int | None, square: bool) -> tuple[int, int]:
+    if size is None:
+        return w, h
+    if square:
+        return size, size
+    scale = size / min(h, w)
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
+def is_complete(folder: Path, params: dict) -> bool:
+    """True when ``folder`` has a ``frames.json`` written with the same extraction parameters."""
+    meta = folder / FRAMES_MANIFEST
+    if not meta.is_file():
+        return False
+    try:
+        info = json.loads(meta.read_text())
+    except ValueError:
+        return False
+    return all(info.get(k) == v for k, v in params.items())
+
+
+def extract_video(src: str | Path, out_dir: str | Path, fps: float | None = None, size: int | None = 224,
+                  square: bool = False, ext: str = "jpg", quality: int = 90, batch: int = 32) -> dict:
+    """Extract one video to ``out_dir`` (atomically) and return its frames.json record.
+
+    Args:
+        src: video file. out_dir: the frame folder to create.
+        fps: output frame rate (None = the source's). size: short side in pixels (None = keep).
+        square: resize to size x size instead of keeping the aspect ratio.
+        ext: ``jpg`` | ``png`` | ``webp``. quality: JPEG/WebP quality.
+        batch: frames decoded per decord call.
+    """
+    from PIL import Image
+
+    src, out_dir = Path(src), Path(out_dir)
+    reader = VideoFileReader(src)
+    idx = output_indices(reader.fps, reader.num_frames, fps)
+    if idx.size == 0:
+        raise VideoReadError(f"{src}: no frames to extract at {fps} fps ({reader.num_frames} frames at {reader.fps:g} fps)")
+    tmp = out_dir.with_name(f".{out_dir.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    width = height = None
+    for b in range(0, idx.size, batch):
+        frames = reader.read(idx[b:b + batch])
+        for k, frame in enumerate(frames):
+            img = Image.fromarray(frame)
+            w, h = _target_size(frame.shape[0], frame.shape[1], size, square)
+            if (w, h) != img.size:
+                img = img.resize((w, h), Image.BICUBIC)
+            width, height = img.size
+            save = {"quality": quality} if ext in ("jpg", "jpeg", "webp") else {}
+            img.save(tmp / f"{b + k:06d}.{ext}", **save)
+    record = {"fps": float(fps if fps is not None and fps < reader.fps else reader.fps), "frame_count": int(idx.size),
+              "width": width, "height": height, "ext": ext, "size": size, "square": square,
+              "source": str(src), "source_fps": reader.fps, "source_frames": reader.num_frames}
+    atomic_write_json(tmp / FRAMES_MANIFEST, record)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+    return record
+
+
+def check_folder(folder: str | Path, decode: bool = False) -> list[str]:
+    """Problems of a frame folder against its frames.json (empty list = intact).
+
+    Checks the file count, contiguous numbering 0..n-1, non-empty files and, with ``decode``,
+    that every image opens at the recorded size.
+    """
+    from PIL import Image
+
+    folder = Path(folder)
+    meta = folder / FRAMES_MANIFEST
+    if not meta.is_file():
+        return [f"{folder}: no {FRAMES_MANIFEST}"]
+    info = json.loads(meta.read_text())
+    try:
+        files = list_frame_files(folder)
+    except (FileNotFoundError, ValueError) as err:
+        return [str(err)]
+    problems = []
+    if len(files) != info["frame_count"]:
+        problems.append(f"{folder}: {len(files)} frames on disk, frames.json says {info['frame_count']}")
+    numbers = [int(f.stem) for f in files if f.stem.isdigit()]
+    if numbers != list(range(len(files))):
+        problems.append(f"{folder}: frame numbers are not 0..{len(files) - 1}")
+    for f in files:
+        if f.stat().st_size == 0:
+            problems.append(f"{f}: empty file")
+        elif decode:
+            try:
+                with Image.open(f) as img:
+                    img.load()
+                    if img.size != (info["width"], info["height"]):
+                        problems.append(f"{f}: size {img.size}, expected {(info['width'], info['height'])}")
+            except OSError as err:
+                problems.append(f"{f}: cannot decode ({err})")
+    return problems
+
+
+def _job(args) -> tuple[str, dict | None, str | None]:
+    name, src, out, kwargs = args
+    try:
+        return name, extract_video(src, out, **kwargs), None
+    except (VideoReadError, OSError, ValueError) as err:
+        return name, None, str(err)
+
+
+def extract_frames(src: str | Path, out_root: str | Path, fps: float | None = None, size: int | None = 224,
+                   square: bool = False, ext: str = "jpg", workers: int = 2, progress: bool = True) -> dict:
+    """Extract every video under ``src`` into ``out_root/{name}/``; skip complete ones.
+
+    Returns the root manifest {"videos": {name: record}, "failed": {name: error}} (also written to
+    ``out_root/manifest.json``).
+    """
+    from tqdm import tqdm
+
+    if fps is not None and not (np.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be positive, got {fps}")
+    out_root = Path(out_root)
+    videos = find_videos(src)
+    params = {"size": size, "square": square, "ext": ext}
+    kwargs = {"fps": fps, "size": size, "square": square, "ext": ext}
+    done, todo = {}, []
+    for name, path in videos.items():
+        folder = out_root / name
+        if is_complete(folder, params) and (fps is None or json.loads((folder / FRAMES_MANIFEST).read_text())["fps"] <= fps):
+            done[name] = json.loads((folder / FRAMES_MANIFEST).read_text())
+        else:
+            todo.append((name, str(path), str(folder), kwargs))
+    failed = {}
+    bar = tqdm(total=len(videos), initial=len(done), desc="extract-frames", unit="video", disable=not progress)
+    if todo:
+        with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+            for fut in as_completed([pool.submit(_job, t) for t in todo]):
+                name, record, err = fut.result()
+                if record is not None:
+                    done[name] = record
+                else:
+                    failed[name] = err
+                bar.update(1)
+    bar.close()
+    manifest = {"fps": fps, **params, "videos": dict(sorted(done.items())), "failed": failed}
+    atomic_write_json(out_root / "manifest.json", manifest)
+    return manifest

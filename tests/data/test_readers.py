@@ -1,0 +1,118 @@
+"""Readers against an independent decode (PyAV), on the sample and on real Cholec clips; bad files."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from surgclip.data.readers import FrameFolderReader, VideoFileReader, VideoReadError, open_source
+
+
+def pyav_frames(path, indices) -> np.ndarray:
+    """Decode every frame with PyAV and pick ``indices`` (the independent reference)."""
+    import av
+
+    want, out = set(int(i) for i in indices), {}
+    with av.open(str(path)) as c:
+        for i, frame in enumerate(c.decode(video=0)):
+            if i in want:
+                out[i] = frame.to_ndarray(format="rgb24")
+            if i >= max(want):
+                break
+    return np.stack([out[int(i)] for i in indices])
+
+
+def test_sample_video_matches_pyav(small_sample):
+    path = next((small_sample / "videos").glob("*/*.mp4"))
+    r = open_source(path)
+    assert r.fps == 5 and r.num_frames > 150
+    idx = [r.num_frames - 1, 0, 37, 38, 120, 37]  # unsorted, repeated, last frame
+    frames = r.read(idx)
+    assert frames.dtype == np.uint8 and frames.shape == (6, 160, 160, 3)
+    assert np.array_equal(frames, pyav_frames(path, idx))
+
+
+@pytest.mark.video
+def test_real_cholec_clips_match_pyav(cholec_clips):
+    rng = np.random.default_rng(0)
+    for path in cholec_clips[:2]:
+        r = VideoFileReader(path)
+        assert r.fps == 25 and r.num_frames == 800
+        idx = np.sort(rng.choice(r.num_frames, 6, replace=False))
+        frames = r.read(idx)
+        assert frames.shape == (6, 480, 854, 3)
+        assert np.array_equal(frames, pyav_frames(path, idx)), path.name
+
+
+def test_real_frame_folder_with_labels(realdata):
+    folder = realdata / "frames" / "cholec80_video04"
+    labels = (realdata / "labels" / "cholec80_every100frames" / "video_4.csv").read_text().split()[1:]
+    phase_of = {int(line.split(",")[0].split(".")[0]): int(line.split(",")[1]) for line in labels}
+    r = FrameFolderReader(folder, fps=0.25)  # every 100th frame of a 25-fps video
+    assert r.num_frames == 381 and r.numbers[:3] == [0, 100, 200]  # numeric, not lexicographic, order
+    frames = r.read([0, 10, 380])
+    assert frames.shape == (3, 250, 250, 3) and frames.dtype == np.uint8
+    assert all(n in phase_of for n in r.numbers)  # every frame has its phase label
+    assert phase_of[r.numbers[0]] == 0 and phase_of[r.numbers[-1]] == 6
+    from PIL import Image
+
+    assert np.array_equal(frames[1], np.asarray(Image.open(folder / "1000.jpg").convert("RGB")))
+
+
+def test_bad_video_files(tmp_path, small_sample):
+    good = next((small_sample / "videos").glob("*/*.mp4"))
+    with pytest.raises(VideoReadError, match="not found"):
+        open_source(tmp_path / "missing.mp4")
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(VideoReadError, match="empty"):
+        open_source(tmp_path / "empty.mp4")
+    (tmp_path / "text.mp4").write_text("this is not a video\n")
+    with pytest.raises(VideoReadError, match="text.mp4"):
+        open_source(tmp_path / "text.mp4")
+    data = good.read_bytes()
+    (tmp_path / "trunc.mp4").write_bytes(data[: len(data) // 2])
+    with pytest.raises(VideoReadError, match="truncated video .*trunc.mp4"):
+        open_source(tmp_path / "trunc.mp4")
+
+
+def test_truncated_faststart_is_caught(tmp_path, small_sample):
+    """moov first, media cut off: the decoder would open it, the box walk must refuse it."""
+    import av
+
+    good = next((small_sample / "videos").glob("*/*.mp4"))
+    fast = tmp_path / "fast.mp4"
+    with av.open(str(good)) as src, av.open(str(fast), "w", options={"movflags": "faststart"}) as dst:
+        s_in = src.streams.video[0]
+        s_out = dst.add_stream_from_template(s_in)
+        for pkt in src.demux(s_in):
+            if pkt.dts is not None:
+                pkt.stream = s_out
+                dst.mux(pkt)
+    assert VideoFileReader(fast).num_frames > 0
+    data = fast.read_bytes()
+    assert data[4:8] == b"ftyp" and b"moov" in data[:4096]
+    (tmp_path / "cut.mp4").write_bytes(data[: int(len(data) * 0.7)])
+    with pytest.raises(VideoReadError, match="truncated"):
+        VideoFileReader(tmp_path / "cut.mp4")
+
+
+def test_frame_folder_errors(tmp_path):
+    with pytest.raises(VideoReadError, match="positive fps"):
+        FrameFolderReader(tmp_path, fps=float("nan"))
+    with pytest.raises(VideoReadError, match="without frames.json"):
+        open_source(tmp_path)
+    with pytest.raises(VideoReadError, match="no numbered frame"):
+        FrameFolderReader(tmp_path, fps=1)
+    from PIL import Image
+
+    for i in (0, 1, 2):
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(tmp_path / f"{i}.png")
+    (tmp_path / "frames.json").write_text(json.dumps({"fps": 2}))
+    r = open_source(tmp_path)
+    assert r.fps == 2 and r.read([2, 0])[:, 0, 0, 0].tolist() == [2, 0]
+    with pytest.raises(VideoReadError, match="outside 0..2"):
+        r.read([3])
+    (tmp_path / "1.png").write_bytes(b"garbage")
+    with pytest.raises(VideoReadError, match="1.png"):
+        r.read([1])
