@@ -1,0 +1,298 @@
+"""``surgclip zeroshot | linear-probe | index | search | retrieval`` (registered by ``surgclip.cli``)."""
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def register(subparsers) -> None:
+    """Add the evaluation sub-commands to the ``surgclip`` parser."""
+    p = subparsers.add_parser("zeroshot", help="zero-shot phase/tool recognition on a benchmark")
+    _model_args(p)
+    _bench_args(p)
+    p.add_argument("--prompts", default="camma", help="prompt set of the protocol (camma, surgclip, names) or a text file")
+    p.add_argument("--mode", default="centered", choices=["centered", "online", "frame"])
+    p.add_argument("--out", default="reports/zeroshot", help="report folder (JSON, Markdown, plots)")
+    p.set_defaults(func=cmd_zeroshot)
+
+    p = subparsers.add_parser("linear-probe", help="logistic regression on cached frozen features")
+    _model_args(p)
+    _bench_args(p, split="train")
+    p.add_argument("--test-split", default="test")
+    p.add_argument("--percents", default="10,50,100")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--mode", default="centered", choices=["centered", "online", "frame"])
+    p.add_argument("--cache", default="reports/features", help="feature cache folder (resumable)")
+    p.add_argument("--out", default="reports/linear_probe")
+    p.set_defaults(func=cmd_linear_probe)
+
+    p = subparsers.add_parser("index", help="embed videos / frame folders as sliding-window clips into a FAISS index")
+    _model_args(p)
+    p.add_argument("sources", nargs="+", help="video files, frame folders, or folders of videos")
+    p.add_argument("--index", required=True, help="index directory (created or extended)")
+    p.add_argument("--window-s", type=float, default=4.0)
+    p.add_argument("--stride-s", type=float, default=2.0)
+    p.add_argument("--kind", default="flat", choices=["flat", "ivf", "hnsw"])
+    p.add_argument("--frames-fps", type=float, default=None, help="fps of frame folders")
+    p.set_defaults(func=cmd_index)
+
+    p = subparsers.add_parser("search", help="text-to-clip search in an index")
+    p.add_argument("query", nargs="+")
+    p.add_argument("--index", required=True)
+    p.add_argument("--model", default=None, help="default: the model recorded in the index")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("-k", type=int, default=5)
+    p.add_argument("--sheet", default=None, help="write a contact sheet PNG of the hits")
+    p.set_defaults(func=cmd_search)
+
+    p = subparsers.add_parser("retrieval", help="R@1/5/10 and median rank on paired clip-caption CSV")
+    _model_args(p)
+    p.add_argument("--pairs", required=True, help="CSV with columns video,start,end,caption (video = file or folder)")
+    p.add_argument("--frames-fps", type=float, default=None)
+    p.add_argument("--out", default="reports/retrieval")
+    p.set_defaults(func=cmd_retrieval)
+
+
+def _model_args(p) -> None:
+    p.add_argument("--model", default="tiny", help="model name or save_pretrained directory")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--num-frames", type=int, default=None, help="frames per clip (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=8)
+
+
+def _bench_args(p, split: str = "test") -> None:
+    p.add_argument("--benchmark", default="cholec80", help="cholec80 | cholec80-csv | autolaparo | a protocol JSON")
+    p.add_argument("--root", help="dataset root (published layout) or label-CSV folder")
+    p.add_argument("--split", default=split)
+    p.add_argument("--task", default=None, help="phase (default) or tool")
+    p.add_argument("--label-fps", type=float, default=None, help="fps of the label files' frame numbers")
+    p.add_argument("--labels-csv", default=None, help="one-video Frame,Phase CSV (with --frames-dir)")
+    p.add_argument("--frames-dir", default=None, help="frame folder of that video")
+    p.add_argument("--frames-fps", type=float, default=None, help="fps of frame folders")
+    p.add_argument("--name-fps", type=float, default=None, help="rate the frame file numbers count in")
+    p.add_argument("--stride-s", type=float, default=1.0, help="seconds between clip frames")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N labelled frames per video")
+
+
+def _load_model(args):
+    import surgclip
+
+    return surgclip.load(args.model, device=args.device, num_frames=args.num_frames)
+
+
+def _table(args, split: str):
+    from . import benchmarks as B
+
+    if args.labels_csv:
+        if not args.frames_dir or not args.frames_fps:
+            raise ValueError("--labels-csv needs --frames-dir and --frames-fps")
+        protocol = B.load_protocol(args.benchmark)
+        table = B.frame_folder_benchmark(args.labels_csv, args.frames_dir, B.class_names(protocol["classes"]),
+                                         args.frames_fps, args.name_fps or args.frames_fps,
+                                         label_base=0, name=f"{protocol['name']}/phase")
+    else:
+        if not args.root:
+            raise ValueError("--root is required (or --labels-csv with --frames-dir)")
+        options = {}
+        if args.benchmark == "cholec80" and args.label_fps:
+            options["label_fps"] = args.label_fps
+        if args.benchmark != "cholec80" and args.frames_fps:
+            options.update(frames_root=Path(args.root).parent / "frames", frames_fps=args.frames_fps,
+                           name_fps=args.name_fps)
+        table = B.load_benchmark(args.benchmark, args.root, split=split, task=args.task, **options)
+        protocol = B.load_protocol(args.benchmark.replace("-csv", ""))
+        if args.frames_fps and args.benchmark == "cholec80":
+            table.sources = B.find_sources(Path(args.root), table.videos(), frames_fps=args.frames_fps)
+    if args.limit:
+        keep = np.zeros(len(table), bool)
+        for v in table.videos():
+            keep[np.flatnonzero(table.video == v)[: args.limit]] = True
+        table = table.select(keep)
+    return table, protocol
+
+
+def _config(args) -> dict:
+    return {k: v for k, v in vars(args).items() if k != "func"}
+
+
+def cmd_zeroshot(args) -> int:
+    from . import benchmarks as B
+    from . import metrics as M
+    from . import plots, reports
+    from .zeroshot import evaluate_zero_shot
+
+    table, protocol = _table(args, args.split)
+    key = "tool_prompts" if table.multilabel and args.benchmark == "cholec80" else "prompts"
+    prompts = B.get_prompts(protocol, args.prompts, table.classes, key=key)
+    model, _, tokenizer = _load_model(args)
+    result = evaluate_zero_shot(model, tokenizer, table, prompts, num_frames=args.num_frames, mode=args.mode,
+                                batch_size=args.batch_size, stride_s=args.stride_s, progress=True)
+    out = Path(args.out)
+    m = result.metrics
+    result.protocol.update(benchmark=protocol.get("name"), split=args.split, prompt_set=str(args.prompts),
+                           benchmark_metric=protocol.get("metric"))
+    if table.multilabel:
+        rows = [{"benchmark": table.name, "frames": m.get("num_scored"), "mAP": m.get("mAP")}]
+        cols = ["benchmark", "frames", "mAP"]
+    else:
+        rows = [{"video": v, "frames": r["n"], "accuracy": r["accuracy"], "f1": r["f1"]}
+                for v, r in m.get("per_video", {}).items()]
+        rows.append({"video": "mean over videos", "frames": m.get("num_scored"), "accuracy": m.get("accuracy"), "f1": m.get("f1")})
+        rows.append({"video": "global", "frames": m.get("num_scored"), "accuracy": m.get("global_accuracy"),
+                     "f1": m.get("global_f1")})
+        cols = ["video", "frames", "accuracy", "f1"]
+    reports.write_report(out, "zeroshot", m, result.protocol, _config(args), reports.checkpoint_hash(args.model, model),
+                         rows, cols, extra={"skipped": result.skipped})
+    if not table.multilabel and result.valid.any():
+        v = result.valid
+        vids = list(dict.fromkeys(table.video[v].tolist()))
+        truth = {x: table.labels[v][table.video[v] == x] for x in vids}
+        pred = {x: result.pred[v][table.video[v] == x] for x in vids}
+        plots.phase_ribbons(out / "phase_ribbons.png", vids, truth, pred, table.classes)
+        plots.confusion_plot(out / "confusion.png", M.confusion_matrix(table.labels[v], result.pred[v], len(table.classes)),
+                             table.classes)
+    _print_summary("zero-shot", table.name, m, result.skipped, out)
+    return 0
+
+
+def _print_summary(what, name, m, skipped, out) -> None:
+    if "accuracy" in m:
+        print(f"{what} {name}: accuracy {m['accuracy']:.4f} (per-video mean), F1 {m['f1']:.4f}, "
+              f"global accuracy {m['global_accuracy']:.4f} over {m['num_scored']} frames")
+    elif "mAP" in m:
+        print(f"{what} {name}: mAP {m['mAP']:.4f} over {m['num_scored']} frames")
+    if any(skipped.values()):
+        print(f"skipped labelled frames: {skipped} (see report)", file=sys.stderr)
+    print(f"report: {out}/")
+
+
+def cmd_linear_probe(args) -> int:
+    from . import reports
+    from .features import extract_features
+    from .linear_probe import linear_probe
+
+    train, protocol = _table(args, args.split)
+    test, _ = _table(args, args.test_split)
+    if train.multilabel:
+        raise ValueError("linear-probe supports single-label tasks (phase, step, action)")
+    model, _, _ = _load_model(args)
+    cache = Path(args.cache) / f"{model.name}-{args.mode}-{args.num_frames or model.num_frames}"
+    xtr, vtr, s1 = extract_features(model, train, cache, args.num_frames, args.mode, args.stride_s, args.batch_size, True)
+    xte, vte, s2 = extract_features(model, test, cache, args.num_frames, args.mode, args.stride_s, args.batch_size, True)
+    res = linear_probe(xtr[vtr], train.labels[vtr], train.video[vtr], xte[vte], test.labels[vte], test.video[vte],
+                       percents=[float(p) for p in args.percents.split(",")], seeds=[int(s) for s in args.seeds.split(",")])
+    rows = [{"percent": p, "f1": r["f1_mean"], "f1_std": r["f1_std"], "accuracy": r["accuracy_mean"],
+             "accuracy_std": r["accuracy_std"]} for p, r in res["results"].items()]
+    skipped = {"train": s1, "test": s2}
+    reports.write_report(args.out, "linear_probe", res["results"], {"metric": res["protocol"], "mode": args.mode,
+                         "num_frames": args.num_frames or model.num_frames, "benchmark": protocol.get("name")},
+                         _config(args), reports.checkpoint_hash(args.model, model), rows,
+                         ["percent", "f1", "f1_std", "accuracy", "accuracy_std"], extra={"skipped": skipped})
+    for r in rows:
+        print(f"{r['percent']:>5}% of training procedures: F1 {r['f1']:.4f} ± {r['f1_std']:.4f}")
+    print(f"report: {args.out}/")
+    return 0
+
+
+def _expand_sources(sources: list[str]) -> list[Path]:
+    out = []
+    for s in map(Path, sources):
+        if s.is_dir() and not any(p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp") for p in s.iterdir()):
+            out += sorted(p for p in s.iterdir() if p.suffix.lower() in (".mp4", ".avi", ".mkv", ".webm") or p.is_dir())
+        else:
+            out.append(s)
+    return out
+
+
+def cmd_index(args) -> int:
+    from ..utils import atomic_write_json
+    from .library import index_library
+
+    model, _, _ = _load_model(args)
+    report = index_library(model, _expand_sources(args.sources), args.index, args.window_s, args.stride_s,
+                           args.num_frames, args.kind, args.batch_size, args.frames_fps, progress=True)
+    meta_path = Path(args.index) / "meta.json"
+    import json
+
+    meta = json.loads(meta_path.read_text())
+    meta["model_source"] = args.model
+    atomic_write_json(meta_path, meta)
+    print(f"index {args.index}: {report['num_clips']} clips; added {len(report['added'])} videos, "
+          f"kept {len(report['skipped_existing'])}, failed {len(report['failed'])}")
+    for vid, why in report["failed"].items():
+        print(f"  failed {vid}: {why}", file=sys.stderr)
+    if "recall_vs_exact" in report:
+        print(f"  {args.kind} recall against exact search: {report['recall_vs_exact']}")
+    return 0
+
+
+def cmd_search(args) -> int:
+    import json
+
+    import surgclip
+
+    from .index import IndexError_
+    from .library import search_text
+
+    meta_path = Path(args.index) / "meta.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"no clip index at {args.index} (meta.json missing); build one with `surgclip index`")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as err:
+        raise IndexError_(f"corrupt index metadata {meta_path}: {err}") from None
+    model, _, tokenizer = surgclip.load(args.model or meta.get("model_source", meta["model"]), device=args.device)
+    query = " ".join(args.query)
+    hits = search_text(model, tokenizer, args.index, [query], k=args.k)[0]
+    for r, h in enumerate(hits, 1):
+        print(f"{r:>2}. {h['video']}  {h['start']:8.2f}-{h['end']:8.2f} s  score {h['score']:.4f}")
+    if args.sheet:
+        from .plots import contact_sheet
+
+        fps = next(iter(meta["videos"].values()), {}).get("fps")
+        contact_sheet(args.sheet, query, hits, frames_fps=fps)
+        print(f"contact sheet: {args.sheet}")
+    return 0
+
+
+def cmd_retrieval(args) -> int:
+    import torch
+
+    from ..data.readers import open_source
+    from ..data.samplers import sample_indices
+    from ..tokenizer import tokenize
+    from ..transform import ClipTransform
+    from . import reports
+    from .metrics import retrieval_metrics
+
+    model, _, tokenizer = _load_model(args)
+    with open(args.pairs, newline="") as f:
+        pairs = list(csv.DictReader(f))
+    transform, T = ClipTransform(model.preprocess_cfg), args.num_frames or model.num_frames
+    vids, caps, failed = [], [], []
+    with torch.no_grad():
+        for n, row in enumerate(pairs, start=2):
+            try:
+                reader = open_source(row["video"], fps=args.frames_fps)
+                idx = sample_indices(float(row["start"]), float(row["end"]), reader.fps, T, "uniform",
+                                     num_frames_in_video=reader.num_frames)
+                vids.append(model.encode_video(transform(reader.read(idx))[None]).float())
+                caps.append(row["caption"])
+            except (ValueError, KeyError, OSError) as err:
+                failed.append(f"{args.pairs}:{n}: {err}")
+        if not vids:
+            raise ValueError(f"no readable pairs in {args.pairs}: {failed[:3]}")
+        text = model.encode_text(tokenize(caps, tokenizer, max_length=getattr(tokenizer, "context_length", 77)))
+    sim = text @ torch.cat(vids).T
+    m = {"text_to_video": retrieval_metrics(sim), "video_to_text": retrieval_metrics(sim.T), "pairs": len(caps),
+         "failed": failed}
+    rows = [dict(direction=k, **v) for k, v in m.items() if isinstance(v, dict)]
+    reports.write_report(args.out, "retrieval", m, {"metric": "R@K (%) and median rank, ground truth on the diagonal",
+                         "num_frames": T, "mode": "uniform"}, _config(args), reports.checkpoint_hash(args.model, model),
+                         rows, ["direction", "R@1", "R@5", "R@10", "MedR", "MeanR"])
+    for r in rows:
+        print(f"{r['direction']}: R@1 {r['R@1']:.1f} R@5 {r['R@5']:.1f} R@10 {r['R@10']:.1f} MedR {r['MedR']:.1f}")
+    return 0
