@@ -138,12 +138,21 @@ class SurgCLIPModule(L.LightningModule):
                 self.log(key.replace("val/", "val_"), metrics[key], prog_bar=True, rank_zero_only=True)
 
     def _zero_shot(self) -> dict[str, float]:
-        from ..evaluation.zeroshot import zero_shot_benchmark
+        """Cholec80-protocol zero-shot phase recognition on ``zeroshot_root`` (table and prompts cached)."""
+        from ..evaluation.benchmarks import get_prompts, load_benchmark, load_protocol
+        from ..evaluation.zeroshot import evaluate_zero_shot
 
-        result = zero_shot_benchmark(self.model, self.tokenizer, "cholec80", self.hparams.zeroshot_root,
-                                     prompts=self.hparams.zeroshot_prompts, stride_s=self.hparams.zeroshot_stride_s,
-                                     progress=False)
-        return {f"val/zeroshot_{k}": float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))}
+        if getattr(self, "_zs_table", None) is None:
+            hp = self.hparams
+            self._zs_table = load_benchmark("cholec80", hp.zeroshot_root, split="all",
+                                            eval_fps=1.0 / hp.zeroshot_stride_s)
+            self._zs_prompts = get_prompts(load_protocol("cholec80"), hp.zeroshot_prompts, self._zs_table.classes)
+        result = evaluate_zero_shot(self.model, self.tokenizer, self._zs_table, self._zs_prompts,
+                                    num_frames=self.model.num_frames, mode="centered", stride_s=0.5)
+        out = {f"val/zeroshot_{k}": float(result.metrics[k]) for k in ("accuracy", "f1", "global_accuracy")
+               if k in result.metrics}
+        out["val/zeroshot_num_classes"] = float(len(self._zs_table.classes))
+        return out
 
     # ---- optimisation
     def configure_optimizers(self):
