@@ -44,7 +44,8 @@ def main():
     prompts = [f"phase number {i}" for i in range(7)]
     print(f"{'model':12s} {'T':>3s} {'bare f/s':>9s} {'eval f/s':>9s} {'ratio':>6s}")
     for name in args.models:
-        model, _, tok = surgclip.load(name, device="cpu")
+        model, _, tok = surgclip.create_model_and_transforms(name)  # random weights: no download
+        model.eval()
         for T in args.frames:
             bs = 8 if T == 1 else 2
             mode = "frame" if T == 1 else "centered"
