@@ -1,0 +1,74 @@
+"""Clip index (incremental, model check, corrupt files) and the CLI end to end."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from surgclip.cli import main
+from surgclip.evaluation.index import ClipIndex, IndexError_, model_fingerprint
+
+
+def test_index_incremental_and_refuses_other_model(tmp_path, tiny_model):
+    model, _, _ = tiny_model
+    fp = model_fingerprint(model)
+    idx = ClipIndex(tmp_path / "idx", fingerprint=fp)
+    idx.add_video("a", np.eye(128, dtype=np.float32)[:3], [(0, 4), (2, 6), (4, 8)])
+    idx2 = ClipIndex(tmp_path / "idx", fingerprint=fp)
+    idx2.add_video("b", np.eye(128, dtype=np.float32)[3:5], [(0, 4), (2, 6)])
+    assert len(ClipIndex(tmp_path / "idx")) == 5 and ClipIndex(tmp_path / "idx").has_video("a")
+    hit = ClipIndex(tmp_path / "idx").search(np.eye(128, dtype=np.float32)[[3]], k=1)[0][0]
+    assert (hit["video"], hit["start"], hit["end"]) == ("b", 0, 4)
+    other = dict(fp, model="SurgCLIP-B", config_hash="0" * 16, embed_dim=256)
+    with pytest.raises(IndexError_, match=r"built by model 'tiny'.*with model 'SurgCLIP-B'"):
+        ClipIndex(tmp_path / "idx", fingerprint=other)
+
+
+def test_corrupt_index_is_a_clear_error(tmp_path, tiny_model):
+    model, _, _ = tiny_model
+    idx = ClipIndex(tmp_path / "idx", fingerprint=model_fingerprint(model))
+    idx.add_video("a", np.eye(128, dtype=np.float32)[:3], [(0, 4), (2, 6), (4, 8)])
+    bad = tmp_path / "bad"
+    shutil.copytree(tmp_path / "idx", bad)
+    data = (bad / "index.faiss").read_bytes()
+    (bad / "index.faiss").write_bytes(data[: len(data) // 2])
+    with pytest.raises(IndexError_, match="corrupt or truncated FAISS index"):
+        ClipIndex(bad).search(np.eye(128, dtype=np.float32)[:1])
+    (bad / "embeddings.npy").write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(IndexError_, match="embeddings"):
+        ClipIndex(bad)
+    assert len(ClipIndex(tmp_path / "idx")) == 3  # the original is untouched
+
+
+def test_cli_zeroshot_index_search(cholec_root, tmp_path, capsys):
+    out = tmp_path / "rep"
+    assert main(["zeroshot", "--benchmark", "cholec80", "--root", str(cholec_root), "--model", "tiny", "--split", "all",
+                 "--prompts", "camma", "--num-frames", "2", "--out", str(out)]) == 0
+    report = json.loads((out / "zeroshot.json").read_text())
+    assert report["metrics"]["num_scored"] == 16 and "CAMMA" in report["protocol"]["metric"]
+    assert (out / "zeroshot.md").is_file() and (out / "phase_ribbons.png").is_file() and (out / "confusion.png").is_file()
+    assert main(["index", str(cholec_root / "videos" / "video49.mp4"), "--index", str(tmp_path / "ix"),
+                 "--num-frames", "2"]) == 0
+    assert main(["index", str(cholec_root / "videos"), "--index", str(tmp_path / "ix"), "--num-frames", "2"]) == 0
+    assert "added 1 videos, kept 1" in capsys.readouterr().out
+    assert main(["search", "clipping the cystic duct", "--index", str(tmp_path / "ix"), "-k", "3",
+                 "--sheet", str(tmp_path / "sheet.png")]) == 0
+    lines = [l for l in capsys.readouterr().out.splitlines() if "score" in l]
+    assert len(lines) == 3 and (tmp_path / "sheet.png").is_file()
+
+
+def test_cli_real_video04_frames(realdata, tmp_path):
+    out = tmp_path / "rep"
+    assert main(["zeroshot", "--benchmark", "cholec80", "--labels-csv",
+                 str(realdata / "labels/cholec80_every100frames/video_4.csv"), "--frames-dir",
+                 str(realdata / "frames/cholec80_video04"), "--frames-fps", "0.25", "--name-fps", "25",
+                 "--num-frames", "1", "--limit", "24", "--batch-size", "12", "--out", str(out)]) == 0
+    assert json.loads((out / "zeroshot.json").read_text())["metrics"]["num_scored"] == 24
+
+
+def test_cli_real_cholec_clips_index(realdata, tmp_path, capsys):
+    clip = sorted((realdata / "videos/cholec_clips").glob("*.mp4"))[0]
+    assert main(["index", str(clip), "--index", str(tmp_path / "ix"), "--window-s", "16", "--stride-s", "16",
+                 "--num-frames", "2"]) == 0
+    assert main(["search", "hook dissecting the gallbladder", "--index", str(tmp_path / "ix"), "-k", "2"]) == 0
+    assert clip.stem in capsys.readouterr().out

@@ -1,0 +1,76 @@
+"""Metrics against sklearn and brute-force references."""
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import accuracy_score, average_precision_score, f1_score
+
+from surgclip.evaluation import metrics as M
+
+
+def test_single_label_matches_sklearn_per_video():
+    rng = np.random.default_rng(0)
+    truth, pred = rng.integers(0, 7, 300), rng.integers(0, 7, 300)
+    videos = np.repeat(["a", "b", "c"], 100)
+    m = M.single_label_metrics(truth, pred, videos)
+    accs = [accuracy_score(truth[videos == v], pred[videos == v]) for v in "abc"]
+    f1s = [f1_score(truth[videos == v], pred[videos == v], average="macro") for v in "abc"]
+    assert m["accuracy"] == pytest.approx(np.mean(accs)) and m["f1"] == pytest.approx(np.mean(f1s))
+    assert m["global_f1"] == pytest.approx(f1_score(truth, pred, average="macro"))
+
+
+def test_camma_f1_counts_only_classes_present():
+    # CAMMA/SurgVLP: sklearn f1_score(average="macro") on one video = classes in truth or prediction
+    truth, pred = np.array([0, 0, 1, 1]), np.array([0, 2, 1, 1])
+    assert M.macro_f1(truth, pred) == pytest.approx(f1_score(truth, pred, average="macro"))
+    assert M.macro_f1(truth, pred) == pytest.approx((2 / 3 + 1 + 0) / 3)
+
+
+def test_average_precision_with_ties_matches_sklearn():
+    rng = np.random.default_rng(1)
+    for _ in range(30):
+        t, s = rng.integers(0, 2, 40), np.round(rng.random(40), 1)
+        if t.sum():
+            assert M.average_precision(t, s) == pytest.approx(average_precision_score(t, s))
+    targets, scores = rng.integers(0, 2, (50, 5)), rng.random((50, 5))
+    targets[:, 3] = 0
+    ref = np.mean([average_precision_score(targets[:, c], scores[:, c]) for c in (0, 1, 2, 4)])
+    assert M.multilabel_map(targets, scores)["mAP"] == pytest.approx(ref)
+
+
+def _brute_ap(t, s):
+    order = np.argsort(-s, kind="mergesort")
+    hits, precs = 0, []
+    for rank, i in enumerate(order, 1):
+        if t[i]:
+            hits += 1
+            precs.append(hits / rank)
+    return np.mean(precs) if precs else np.nan
+
+
+def test_video_wise_ap_matches_ivtmetrics_computation():
+    """compute_video_AP: per video AP (NaN for absent classes), nanmean over videos, then classes."""
+    rng = np.random.default_rng(2)
+    targets = (rng.random((90, 12)) < 0.2).astype(int)
+    scores = rng.random((90, 12))
+    videos = np.repeat(["v1", "v2", "v3"], 30)
+    targets[videos == "v2", 4] = 0
+    log = np.array([[_brute_ap(targets[videos == v][:, c], scores[videos == v][:, c]) for c in range(12)]
+                    for v in ("v1", "v2", "v3")])
+    ref = np.nanmean(np.nanmean(log, axis=0))
+    assert M.video_wise_ap(targets, scores, videos)["mAP"] == pytest.approx(ref)
+    # component extraction: max over the triplets of each instrument
+    names = ["grasper,retract,gb", "hook,dissect,gb", "grasper,grasp,liver"]
+    mapping = M.component_map(names, ["grasper", "hook"], "i")
+    assert mapping.tolist() == [0, 1, 0]
+    assert M.extract_component(np.array([[0.1, 0.5, 0.7]]), mapping).tolist() == [[0.7, 0.5]]
+
+
+def test_retrieval_metrics_brute_force():
+    rng = np.random.default_rng(3)
+    sim = torch.from_numpy(rng.standard_normal((40, 40)).astype(np.float32))
+    ranks = [1 + sum(sim[i, j] >= sim[i, i] for j in range(40) if j != i) for i in range(40)]
+    m = M.retrieval_metrics(sim)
+    assert m["R@1"] == pytest.approx(100 * np.mean(np.array(ranks) <= 1))
+    assert m["R@10"] == pytest.approx(100 * np.mean(np.array(ranks) <= 10))
+    assert m["MedR"] == np.median(ranks) and m["MeanR"] == pytest.approx(np.mean(ranks))
+    assert M.retrieval_metrics(np.eye(5))["R@1"] == 100.0

@@ -1,0 +1,70 @@
+"""Zero-shot evaluator on fixture videos: scores equal a brute-force forward; bad input counted."""
+import numpy as np
+import pytest
+import torch
+
+import surgclip
+from surgclip.data.readers import open_source
+from surgclip.evaluation import benchmarks as B
+from surgclip.evaluation.table import FrameSource
+from surgclip.evaluation.zeroshot import evaluate_zero_shot
+from surgclip.transform import ClipTransform
+
+from .conftest import PHASES
+
+
+def test_scores_match_brute_force(cholec_root, tiny_model):
+    model, _, tok = tiny_model
+    table = B.load_cholec80(cholec_root, split="all")
+    table = table.select(table.video == "video49")
+    prompts = B.get_prompts(B.load_protocol("cholec80"), "camma", PHASES)
+    res = evaluate_zero_shot(model, tok, table, prompts, num_frames=2, mode="online", batch_size=3)
+    # brute force: 5-fps video, 1-s stride -> frames (t-1 s, t) read directly
+    reader = open_source(cholec_root / "videos" / "video49.mp4")
+    tf = ClipTransform(model.preprocess_cfg)
+    with torch.no_grad():
+        text = model.encode_text(surgclip.tokenize(prompts, tok, max_length=tok.context_length))
+        for row, t in enumerate(table.time_s):
+            a = int(t * reader.fps)
+            clip = tf(reader.read([max(a - 5, 0), a]))[None]
+            ref = (model.encode_video(clip) @ text.T).numpy()[0]
+            np.testing.assert_allclose(res.scores[row], ref, atol=1e-5)
+    assert res.valid.all() and res.metrics["num_scored"] == 8
+    assert res.pred.tolist() == res.scores.argmax(1).tolist()
+    assert "mean over videos" in res.protocol["metric"] or "CAMMA" in res.protocol["metric"]
+
+
+def test_missing_frames_and_sources_counted(tmp_path, cholec_root, tiny_model):
+    model, _, tok = tiny_model
+    table = B.load_cholec80(cholec_root, split="all")
+    table.sources["video50"] = FrameSource(tmp_path / "gone.mp4")
+    long = table.select(table.video == "video49")
+    long.time_s = long.time_s + 4.0  # the last 4 labelled seconds lie past the 8-s video
+    table = type(table).concat([long, table.select(table.video == "video50")])
+    table.sources = {"video49": FrameSource(cholec_root / "videos" / "video49.mp4"),
+                     "video50": FrameSource(tmp_path / "gone.mp4")}
+    res = evaluate_zero_shot(model, tok, table, PHASES, num_frames=1)
+    assert res.skipped == {"missing_frame": 4, "missing_source": 8}
+    assert res.metrics["num_scored"] == 4 and res.metrics["num_skipped"] == 12
+
+
+def test_prompt_count_mismatch(cholec_root, tiny_model):
+    model, _, tok = tiny_model
+    table = B.load_cholec80(cholec_root, split="all")
+    with pytest.raises(ValueError, match="6 prompts for 7 classes"):
+        evaluate_zero_shot(model, tok, table, PHASES[:6])
+
+
+def test_tools_map_and_frame_folder_with_missing_image(tmp_path, tiny_model):
+    from PIL import Image
+
+    model, _, tok = tiny_model
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for n in (0, 100, 300):  # 200.jpg is missing
+        Image.fromarray(np.full((32, 32, 3), n % 255, np.uint8)).save(folder / f"{n}.jpg")
+    csv = tmp_path / "v.csv"
+    csv.write_text("Frame,Phase\n0.jpg,0\n100.jpg,1\n200.jpg,1\n300.jpg,2\n")
+    table = B.frame_folder_benchmark(csv, folder, PHASES, frames_fps=0.25, name_fps=25)
+    res = evaluate_zero_shot(model, tok, table, PHASES, num_frames=2, mode="centered")
+    assert res.skipped == {"missing_frame": 1} and res.valid.tolist() == [True, True, False, True]
