@@ -73,12 +73,14 @@ def split_ids(protocol: dict, split: str) -> list[int] | None:
 
 
 def read_dataset_fps(root: Path) -> float | None:
-    """``fps.json`` (``{"label_fps": 25}`` or a bare number) in a dataset root, if present."""
+    """Label frame rate from ``fps.json`` in a dataset root (``{"label_fps": 25}``, ``{"fps": 5}`` as the
+    bundled sample writes, or a bare number), if present."""
     path = root / "fps.json"
     if not path.is_file():
         return None
     data = json.loads(path.read_text())
-    return check_fps(data.get("label_fps") if isinstance(data, dict) else data, str(path))
+    value = data.get("label_fps", data.get("fps")) if isinstance(data, dict) else data
+    return check_fps(value, str(path))
 
 
 def load_cholec80(root, split: str = "test", task: str = "phase", label_fps: float | None = None,

@@ -1,0 +1,142 @@
+"""Training-step throughput: the LightningModule (our loss, logging, schedule) vs a bare PyTorch loop
+of the same model's forward + backward + AdamW step, in the same process on the same batches; and
+peak memory of one SurgCLIP-B step with and without gradient checkpointing.
+
+    python eval/bench/bench_train.py                 # tiny (batch 16, 8 frames) + SurgCLIP-B (batch 2, 16 frames)
+    python eval/bench/bench_train.py --skip-b        # tiny only
+
+Prints clips/s for both and their ratio (target: Lightning / bare >= 0.9).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def make_batch(model, batch: int, frames: int, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    size = model.preprocess_cfg.image_size
+    captions = [f"the surgeon dissects tissue number {i} with the hook" for i in range(batch)]
+    from surgclip import get_tokenizer
+
+    tok = get_tokenizer(model.config)
+    return {"video": torch.randn(batch, frames, 3, size, size, generator=g), "tokens": tok(captions),
+            "caption": captions, "video_id": [f"v{i}" for i in range(batch)], "level": torch.ones(batch, dtype=torch.long),
+            "caption_id": torch.arange(batch), "start_s": torch.zeros(batch), "end_s": torch.ones(batch)}
+
+
+def bare_loop(model, batch: dict, steps: int, warmup: int) -> float:
+    """clips/s of forward + CLIP loss + backward + AdamW step, no framework."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    model.train()
+    for i in range(warmup + steps):
+        if i == warmup:
+            start = time.perf_counter()
+        v = model.encode_video(batch["video"])
+        t = model.encode_text(batch["tokens"])
+        logits = model.logit_scale * v @ t.T
+        labels = torch.arange(len(v))
+        loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return steps * len(batch["video"]) / (time.perf_counter() - start)
+
+
+def lightning_loop(name: str, overrides: dict, batch: dict, steps: int, warmup: int, grad_ckpt: bool = False) -> float:
+    """clips/s of SurgCLIPModule.fit on the same batch repeated (timed between warmup and the end)."""
+    import lightning as L
+    from torch.utils.data import DataLoader, Dataset
+
+    from surgclip.train.module import SurgCLIPModule
+
+    class Repeat(Dataset):
+        def __len__(self):
+            return warmup + steps
+
+        def __getitem__(self, i):
+            return batch
+
+    class Timer(L.Callback):
+        def on_train_batch_start(self, trainer, module, b, i):
+            if i == warmup:
+                self.start = time.perf_counter()
+
+        def on_train_end(self, trainer, module):
+            self.elapsed = time.perf_counter() - self.start
+
+    module = SurgCLIPModule(model=name, model_overrides=overrides, lr=1e-5, warmup_steps=0,
+                            grad_checkpointing=grad_ckpt)
+    timer = Timer()
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=warmup + steps, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[timer], limit_val_batches=0, num_sanity_val_steps=0, log_every_n_steps=1)
+    trainer.fit(module, DataLoader(Repeat(), batch_size=None, num_workers=0))
+    return steps * len(batch["video"]) / timer.elapsed
+
+
+def compare(name: str, batch_size: int, frames: int, steps: int, warmup: int, overrides: dict | None = None) -> dict:
+    import surgclip
+
+    overrides = overrides or {}
+    model = surgclip.create_model(name, **overrides)
+    batch = make_batch(model, batch_size, frames)
+    bare = bare_loop(model, batch, steps, warmup)
+    del model
+    lit = lightning_loop(name, overrides, batch, steps, warmup)
+    bare2 = bare_loop(surgclip.create_model(name, **overrides), batch, steps, warmup)  # bracket drift
+    bare = (bare + bare2) / 2
+    out = {"model": name, "batch": batch_size, "frames": frames, "bare_clips_s": bare, "lightning_clips_s": lit,
+           "ratio": lit / bare}
+    print(f"{name:10s} batch {batch_size} x {frames} frames: bare {bare:7.2f} clips/s | Lightning+InfoNCE "
+          f"{lit:7.2f} clips/s | ratio {lit / bare:.3f}", flush=True)
+    return out
+
+
+def peak_memory_child(grad_ckpt: bool) -> None:
+    """One SurgCLIP-B training step at batch 2 x 16 frames; prints peak RSS (MiB) as JSON."""
+    import surgclip
+
+    torch.set_num_threads(2)
+    model = surgclip.create_model("SurgCLIP-B").train()
+    model.set_grad_checkpointing(grad_ckpt)
+    batch = make_batch(model, 2, 16)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    start = time.perf_counter()
+    bare_loop(model, batch, steps=1, warmup=0)
+    print(json.dumps({"grad_ckpt": grad_ckpt, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "rss_before_step_mib": base, "step_s": time.perf_counter() - start}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--skip-b", action="store_true", help="skip the SurgCLIP-B step and memory figures")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--child", choices=["mem", "mem-ckpt"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return peak_memory_child(args.child == "mem-ckpt")
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    results = [compare("tiny", 16, 8, args.steps, 3)]
+    if not args.skip_b:
+        results.append(compare("SurgCLIP-B", 2, 16, 2, 1))
+        for mode in ("mem", "mem-ckpt"):  # a fresh process each, so peak RSS is this step's alone
+            out = subprocess.run([sys.executable, __file__, "--child", mode], capture_output=True, text=True, check=True)
+            mem = json.loads(out.stdout.strip().splitlines()[-1])
+            results.append(mem)
+            print(f"SurgCLIP-B step, batch 2 x 16 frames, grad checkpointing {'on ' if mem['grad_ckpt'] else 'off'}: "
+                  f"peak RSS {mem['peak_rss_mib']:.0f} MiB (model alone {mem['rss_before_step_mib']:.0f} MiB), "
+                  f"step {mem['step_s']:.1f} s", flush=True)
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
