@@ -89,6 +89,9 @@ class SurgLaViDataModule(L.LightningDataModule):
         min_duration, max_clip_s: clip duration bounds in seconds.
         skip_errors: skip and count bad items (reported per epoch) instead of raising.
         seed: split and sampling seed.
+        worker_start: how workers start: ``forkserver`` (default: forked from a clean, preloaded
+            server, so decoder threads of the main process are never forked mid-lock), ``spawn``
+            or ``fork`` (fastest start; can deadlock once the main process has decoded video).
     """
 
     def __init__(self, root: str = DEFAULT_ROOT, db_path: str | None = None, video_root: str | None = None,
@@ -98,7 +101,7 @@ class SurgLaViDataModule(L.LightningDataModule):
                  splits_file: str | None = None, batch_size: int = 8, num_workers: int = 0,
                  train_sampling: str = "random", text_field: str = "caption", clean_captions: bool = True,
                  min_duration: float = 0.0, max_clip_s: float = 500.0, skip_errors: bool = False, seed: int = 0,
-                 pin_memory: bool = False):
+                 pin_memory: bool = False, worker_start: str = "forkserver"):
         super().__init__()
         self.save_hyperparameters()
         self.levels = [int(x) for x in levels]
@@ -199,7 +202,8 @@ class SurgLaViDataModule(L.LightningDataModule):
                           pin_memory=hp.pin_memory, drop_last=split == "train" and sampler is not None and
                           len(sampler) >= self.batch_size_per_device,
                           persistent_workers=False, prefetch_factor=4 if workers else None,
-                          worker_init_fn=_worker_init if workers else None)
+                          worker_init_fn=_worker_init if workers else None,
+                          multiprocessing_context=_worker_context(hp.worker_start) if workers else None)
 
     def train_dataloader(self) -> DataLoader:
         """Training clips of the levels active this epoch (sampler rebuilt every call)."""
@@ -253,6 +257,17 @@ class SkippedItemsCallback(L.Callback):
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         self._report(trainer, pl_module, "val")
+
+
+def _worker_context(method: str):
+    import multiprocessing as mp
+
+    if method not in ("forkserver", "spawn", "fork"):
+        raise ValueError(f"worker_start must be forkserver, spawn or fork, got {method!r}")
+    ctx = mp.get_context(method)
+    if method == "forkserver":  # import the heavy modules once in the server, not in every worker
+        ctx.set_forkserver_preload(["torch", "torchvision", "decord", "surgclip.data.dataset", "surgclip.transform"])
+    return ctx
 
 
 def _worker_init(worker_id: int) -> None:

@@ -30,7 +30,7 @@ class SkipCounter:
     """A count of skipped items shared by the main process and its (forked or spawned) workers."""
 
     def __init__(self):
-        self._value = mp.get_context().Value("q", 0)
+        self._value = mp.get_context("spawn").Value("q", 0)  # shareable with fork, forkserver and spawn workers
 
     def add(self, n: int = 1) -> None:
         with self._value.get_lock():

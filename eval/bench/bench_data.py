@@ -1,0 +1,128 @@
+"""Data-loading speed: SurgLaViDataModule clips/s next to a raw decord decode of the same frames.
+
+    python eval/bench/bench_data.py [--clips 64] [--frames 16] [--size 224] [--workers 2]
+
+For the real Cholec clips (../shared/realdata, read in place; a temporary SurgLaVi DB points at
+them) and for the bundled sample, it times (a) a one-process loop that opens each video with
+decord and decodes the clip's frames with ``get_batch`` (the raw decode rate), and (b) the
+DataModule's train loader (random sampling, augmentation, tokenizing) with N workers. It prints
+clips/s of both and the ratio per worker-core: (DataModule clips/s / N) / raw clips/s.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from surgclip.data.db import CaptionDB  # noqa: E402
+from surgclip.data.datamodule import SurgLaViDataModule  # noqa: E402
+from surgclip.data.samplers import sample_indices  # noqa: E402
+from surgclip.data.sample import SCHEMA_SQL, ensure_sample  # noqa: E402
+
+
+def real_root(clips_dir: Path, tmp: Path, clip_s: float = 8.0) -> Path:
+    """A temporary SurgLaVi root whose videos link to the real clips (8-s captions every second)."""
+    import decord
+
+    con = sqlite3.connect(tmp / "captions.sqlite")
+    con.executescript(SCHEMA_SQL.read_text())
+    con.executemany("INSERT INTO levels VALUES (?, ?)", [(1, "task"), (2, "step"), (3, "phase")])
+    names, cid = [], 0
+    for vid, path in enumerate(sorted(clips_dir.glob("*.mp4")), 1):
+        name = path.stem
+        (tmp / "videos" / name).mkdir(parents=True)
+        os.symlink(path.resolve(), tmp / "videos" / name / f"{name}.mp4")
+        vr = decord.VideoReader(str(path))
+        fps, n = vr.get_avg_fps(), len(vr)
+        con.execute("INSERT INTO videos (video_id, name, fps, duration, frame_count, procedure_type, specialty) "
+                    "VALUES (?, ?, ?, ?, ?, 'cholecystectomy', 'general surgery')", (vid, name, fps, n / fps, n))
+        for start in np.arange(0, n / fps - clip_s, 1.0):
+            cid += 1
+            con.execute("INSERT INTO captions (caption_id, video_id, video_name, level_id, raw_narration, start_time, "
+                        "end_time, duration, is_surgical_content, is_descriptive, caption) VALUES "
+                        "(?, ?, ?, 1, 'x', ?, ?, ?, 1, 1, 'The surgeon dissects the gallbladder.')",
+                        (cid, vid, name, float(start), float(start + clip_s), clip_s))
+        names.append(name)
+    con.commit()
+    con.close()
+    (tmp / "splits.json").write_text(json.dumps({"train": names[1:], "val": names[:1], "test": []}))
+    return tmp
+
+
+def raw_decode_rate(root: Path, table, num_frames: int, clips: int) -> float:
+    """Clips/s of a one-process decord loop over the same clips (uniform indices, readers cached)."""
+    import decord
+
+    readers, t0 = {}, time.perf_counter()
+    for i in range(clips):
+        name = table.video_name[i % len(table)]
+        vr = readers.get(name) or readers.setdefault(name, decord.VideoReader(str(root / "videos" / name / f"{name}.mp4"), num_threads=1))
+        idx = sample_indices(table.start_s[i % len(table)], table.end_s[i % len(table)], vr.get_avg_fps(), num_frames,
+                             "random", np.random.default_rng(i), len(vr))
+        vr.get_batch(idx.tolist()).asnumpy()
+    return clips / (time.perf_counter() - t0)
+
+
+def datamodule_rate(root: Path, num_frames: int, size: int, workers: int, clips: int, batch: int = 8) -> float:
+    dm = SurgLaViDataModule(root=str(root), num_frames=num_frames, batch_size=batch, num_workers=workers, levels=[1, 2, 3]
+                            if (root / "manifest.json").is_file() else [1])
+    from surgclip import get_tokenizer
+
+    dm.set_model(get_tokenizer("tiny"), {"image_size": size})
+    dm.setup()
+    n, t0 = 0, time.perf_counter()  # includes worker start-up (forkserver), as a training epoch does
+    while n < clips:
+        for b in dm.train_dataloader():
+            n += len(b["video_id"])
+            if n >= clips:
+                break
+    return n / (time.perf_counter() - t0)
+
+
+def bench(label: str, root: Path, args) -> dict:
+    levels = [1, 2, 3] if (root / "manifest.json").is_file() else [1]
+    table = CaptionDB(root / "captions.sqlite").select(levels=levels)
+    train = set(json.loads((root / "splits.json").read_text())["train"])
+    table = table.subset(np.isin(table.video_name, list(train)))
+    table = table.subset(np.random.default_rng(0).permutation(len(table)))
+    raw = raw_decode_rate(root, table, args.frames, args.clips)
+    dm = datamodule_rate(root, args.frames, args.size, args.workers, args.clips)
+    ratio = dm / max(1, args.workers) / raw
+    print(f"{label:8s} raw decode {raw:7.1f} clips/s (1 process) | DataModule {dm:7.1f} clips/s "
+          f"({args.workers} workers) | per worker-core {ratio:.2f}x")
+    return {"raw_clips_per_s": raw, "datamodule_clips_per_s": dm, "ratio_per_worker": ratio}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--clips", type=int, default=64)
+    p.add_argument("--frames", type=int, default=16)
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--realdata", default=str(REPO.parent / "shared" / "realdata"))
+    p.add_argument("--sample", default=str(REPO / "data" / "sample"))
+    args = p.parse_args()
+    out = {}
+    clips_dir = Path(args.realdata) / "videos" / "cholec_clips"
+    if clips_dir.is_dir():
+        with tempfile.TemporaryDirectory() as tmp:
+            out["cholec"] = bench("cholec", real_root(clips_dir, Path(tmp)), args)
+    else:
+        print(f"(no real clips at {clips_dir}: skipped)")
+    out["sample"] = bench("sample", ensure_sample(args.sample), args)
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Dataset, collate and DataModule on a small generated sample: shapes, splits, levels, bad items."""
+import json
+import shutil
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from surgclip.data.dataset import BadItemError, ClipDataset, Collate
+from surgclip.data.datamodule import LevelSampler, SurgLaViDataModule
+from surgclip.data.db import CaptionDB
+from surgclip.transform import ClipTransform
+
+TINY_PRE = {"image_size": 32}
+
+
+def dm_for(root, **kw):
+    dm = SurgLaViDataModule(root=str(root), num_frames=4, batch_size=4, **kw)
+    from surgclip import get_tokenizer
+
+    dm.set_model(get_tokenizer("tiny"), TINY_PRE)
+    return dm
+
+
+def test_batch_contract_and_split_by_video(small_sample):
+    dm = dm_for(small_sample)
+    dm.setup()
+    splits = json.loads((small_sample / "splits.json").read_text())
+    for split, ds in dm.datasets.items():
+        assert set(ds.table.video_name) <= set(splits[split])
+    assert not set(dm.datasets["train"].table.video_name) & set(dm.datasets["val"].table.video_name)
+    b = next(iter(dm.train_dataloader()))
+    assert b["video"].shape == (4, 4, 3, 32, 32) and b["video"].dtype == torch.float32
+    assert b["tokens"].dtype == torch.long and b["tokens"].shape[0] == 4
+    assert b["level"].dtype == torch.long and b["caption_id"].dtype == torch.long
+    assert b["start_s"].shape == (4,) and len(b["video_id"]) == 4 and len(b["caption"]) == 4
+    assert torch.all(b["end_s"] > b["start_s"])
+    v1, v2 = (next(iter(dm.val_dataloader())) for _ in range(2))
+    assert torch.equal(v1["video"], v2["video"])  # val: uniform, no augmentation
+
+
+def test_train_augmentation_same_for_every_frame(small_sample):
+    table = CaptionDB(small_sample / "captions.sqlite").select(levels=[3])
+    ds = ClipDataset(table, video_root=small_sample / "videos", num_frames=3, mode="uniform", transform=None)
+    frames = ds[0]["video"].numpy()
+    same = np.repeat(frames[:1], 3, axis=0)  # three identical frames -> identical outputs iff one draw per clip
+    out = ClipTransform(TINY_PRE, train=True)(same)
+    assert torch.allclose(out[0], out[1]) and torch.allclose(out[0], out[2])
+
+
+def test_level_weights_and_schedule(small_sample):
+    levels = np.array([1] * 80 + [2] * 15 + [3] * 5)
+    s = LevelSampler(levels, [1, 2, 3], {1: 1, 2: 1, 3: 2}, seed=0, epoch=0)
+    drawn = levels[list(s)]
+    share = np.bincount(drawn, minlength=4)[1:] / len(drawn)
+    assert np.allclose(share, [0.25, 0.25, 0.5], atol=0.12)
+    assert list(LevelSampler(levels, [1, 2, 3], None, 0, 1)) != list(LevelSampler(levels, [1, 2, 3], None, 0, 2))
+    dm = dm_for(small_sample, level_every={3: 2, 2: 3})
+    dm.setup()
+    assert dm.active_levels(0) == [1, 2, 3] and dm.active_levels(1) == [1] and dm.active_levels(2) == [1, 3]
+    dm.trainer = types.SimpleNamespace(current_epoch=1, world_size=1)
+    loader = dm.train_dataloader()
+    assert set(dm.datasets["train"].table.level[list(loader.sampler)]) == {1}
+
+
+def test_global_batch_must_divide(small_sample):
+    dm = dm_for(small_sample)
+    dm.hparams.batch_size = 6
+    dm.trainer = types.SimpleNamespace(current_epoch=0, world_size=4)
+    with pytest.raises(ValueError, match="batch_size 6 .* does not divide across 4 devices"):
+        dm.setup("fit")
+    dm.hparams.batch_size = 8
+    dm.setup("fit")
+    assert dm.batch_size_per_device == 2
+
+
+def _broken_root(small_sample, tmp_path):
+    root = tmp_path / "broken"
+    shutil.copytree(small_sample, root)
+    train = json.loads((root / "splits.json").read_text())["train"]
+    (root / "videos" / train[0] / f"{train[0]}.mp4").write_bytes(b"")  # zero-byte video
+    shutil.rmtree(root / "videos" / train[1])  # missing video
+    return root, train
+
+
+def test_bad_items_raise_with_ids(small_sample, tmp_path):
+    root, train = _broken_root(small_sample, tmp_path)
+    dm = dm_for(root)
+    dm.setup()
+    ds = dm.datasets["train"]
+    bad = ds.table.video_name.index(train[0])
+    with pytest.raises(BadItemError, match=rf"caption {ds.table.caption_id[bad]} \(video '{train[0]}'.*empty"):
+        ds[bad]
+    good = next(i for i, n in enumerate(ds.table.video_name) if n not in train[:2])
+    ds.table.end_s[good] = 1e4  # a clip ending far past its video
+    with pytest.raises(BadItemError, match=rf"caption {ds.table.caption_id[good]} .*past the video's end"):
+        ds[good]
+
+
+@pytest.mark.slow
+def test_skip_errors_counted_across_workers(small_sample, tmp_path):
+    root, train = _broken_root(small_sample, tmp_path)
+    dm = dm_for(root, skip_errors=True, num_workers=2)
+    dm.setup()
+    ds = dm.datasets["train"]
+    bad = np.isin(ds.table.video_name, train[:2])
+    fetched = (len(ds) // 4) * 4  # the train loader drops the last incomplete batch before fetching it
+    seen, skipped_in_batches = 0, 0
+    loader = dm.train_dataloader()
+    expected = int(bad[list(loader.sampler)[:fetched]].sum())
+    assert expected > 0
+    for b in loader:
+        seen += len(b["video_id"])
+        skipped_in_batches += b["num_skipped"]
+        assert not set(b["video_id"]) & set(train[:2])
+    assert seen == fetched - expected and skipped_in_batches == expected
+    assert dm.report_skipped("train") == {"train": expected}  # counted in worker processes, read here
+    assert dm.report_skipped("train") == {} and dm.skipped_total["train"] == expected
+
+
+def test_collate_all_skipped():
+    b = Collate(lambda texts: torch.zeros(len(texts), 4, dtype=torch.long))([{"skipped": True}] * 2)
+    assert b["num_skipped"] == 2 and b["video"].numel() == 0 and b["video_id"] == []
