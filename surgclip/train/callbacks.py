@@ -72,8 +72,12 @@ class ExportAndReport(L.Callback):
 
 
 def chance_levels(metrics: dict) -> dict[str, float]:
+    """Expected value of each headline metric for random scores (R@K in percent, accuracy as a fraction)."""
     n = metrics.get("val/num_clips") or 0
-    out = {"val/v2t_R@1": 1.0 / n if n else float("nan"), "val/t2v_R@1": 1.0 / n if n else float("nan")}
+    out = {}
+    for direction in ("v2t", "t2v"):
+        for k in (1, 5, 10):
+            out[f"val/{direction}_R@{k}"] = 100.0 * min(k, n) / n if n else float("nan")
     if "val/zeroshot_num_classes" in metrics:
         out["val/zeroshot_accuracy"] = 1.0 / metrics["val/zeroshot_num_classes"]
     return out
@@ -86,7 +90,8 @@ def write_report(run_dir: Path, metrics: dict, module: L.LightningModule, model_
     rows = [(k, v, chance.get(k)) for k, v in sorted(metrics.items())]
     lines = ["# surgclip training report", "",
              f"model: `{module.hparams.model}`  exported to: `{model_dir}`  best checkpoint: `{checkpoint}`", "",
-             "Held-out retrieval: clip<->caption pairs of the validation videos (ground truth on the diagonal). "
+             "Held-out retrieval: clip<->caption pairs of the validation videos (ground truth on the diagonal; "
+             "R@K in percent). "
              "Zero-shot: Cholec80 protocol (per-video accuracy / macro F1, averaged over videos) on the held-out "
              "labelled videos.", "", "| metric | value | chance |", "|---|---|---|"]
     for key, value, ch in rows:
@@ -101,7 +106,8 @@ def write_report(run_dir: Path, metrics: dict, module: L.LightningModule, model_
         "model_config": module.model.config}, default=str)
     print("\n" + "\n".join(lines[-len(rows) - 2:]))
     headline = []
-    for key, label in (("val/v2t_R@1", "held-out retrieval R@1 (video->text)"),
+    for key, label in (("val/v2t_R@1", "held-out retrieval R@1 % (video->text)"),
+                       ("val/t2v_R@1", "held-out retrieval R@1 % (text->video)"),
                        ("val/zeroshot_accuracy", "zero-shot phase accuracy")):
         if key in metrics:
             headline.append(f"{label}: {metrics[key]:.3f}  (chance {chance.get(key, float('nan')):.3f}, "

@@ -93,7 +93,9 @@ class SurgCLIPModule(L.LightningModule):
         out["video"], out["text"] = video, text
         return out
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
+        if len(batch["video_id"]) < 2:  # skip_errors may empty a batch; one pair has no negatives
+            return None
         out = self.model_step(batch)
         loss = out["loss"]
         if not torch.isfinite(loss):
@@ -109,6 +111,8 @@ class SurgCLIPModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
+        if len(batch["video_id"]) == 0:
+            return
         out = self.model_step(batch)
         self.log("val/loss", out["loss"], prog_bar=True, batch_size=len(batch["video_id"]), sync_dist=True)
         self._val_video.append(out["video"].detach().float())

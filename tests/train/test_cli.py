@@ -21,8 +21,12 @@ def test_train_exports_and_reports(train_sample, tmp_path, monkeypatch, capsys):
     assert rc == 0
     run = next((tmp_path / "runs" / "sample").glob("version_*"))
     report = json.loads((run / "report.json").read_text())
-    for key in ("val/v2t_R@1", "val/t2v_R@5", "val/zeroshot_accuracy", "val/zeroshot_f1"):
+    for key in ("val/v2t_R@1", "val/t2v_R@5"):
+        assert 0.0 <= report["metrics"][key] <= 100.0, key  # percent
+    for key in ("val/zeroshot_accuracy", "val/zeroshot_f1"):
         assert 0.0 <= report["metrics"][key] <= 1.0, key
+    n = report["metrics"]["val/num_clips"]
+    assert report["chance"]["val/v2t_R@1"] == pytest.approx(100.0 / n)
     assert report["chance"]["val/zeroshot_accuracy"] == pytest.approx(1 / 7)
     assert (run / "report.md").read_text().count("|") > 10
     assert (run / "loss_curve.png").stat().st_size > 1000
