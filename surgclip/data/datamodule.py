@@ -182,7 +182,7 @@ class SurgLaViDataModule(L.LightningDataModule):
             self.datasets[split] = ClipDataset(
                 table.subset(keep), video_root=videos, frames_root=frames, frames_fps=hp.frames_fps,
                 num_frames=hp.num_frames, mode=mode, transform=ClipTransform(self.preprocess_cfg, train=split == "train"),
-                skip_errors=hp.skip_errors)
+                skip_errors=hp.skip_errors, seed=hp.seed)
         if len(self.datasets["train"]) == 0:
             raise ValueError(f"no training clips: {db} at levels {self.levels} with splits "
                              f"{splits_path or 'seeded'} selects none")
@@ -202,6 +202,9 @@ class SurgLaViDataModule(L.LightningDataModule):
                           pin_memory=hp.pin_memory, drop_last=split == "train" and sampler is not None and
                           len(sampler) >= self.batch_size_per_device,
                           persistent_workers=False, prefetch_factor=4 if workers else None,
+                          # its own generator: creating an iterator never draws from the global RNG,
+                          # so dropout etc. repeat exactly after a resume
+                          generator=torch.Generator().manual_seed(hp.seed),
                           worker_init_fn=_worker_init if workers else None,
                           multiprocessing_context=_worker_context(hp.worker_start) if workers else None)
 
@@ -213,6 +216,7 @@ class SurgLaViDataModule(L.LightningDataModule):
         if not self.datasets:
             self.setup()
         ds = self.datasets["train"]
+        ds.set_epoch(epoch)
         sampler = LevelSampler(ds.table.level, self.active_levels(epoch), self.level_weights, self.hparams.seed, epoch)
         return self._loader("train", sampler)
 

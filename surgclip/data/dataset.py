@@ -67,6 +67,7 @@ class ClipDataset(Dataset):
         end_tolerance_s: a clip may end this far past the end of its video (then clamped);
             further is an error.
         cache_size: open readers kept per process.
+        seed: with ``epoch`` (see ``set_epoch``), fixes each item's frame sampling and augmentation.
     Item:
         dict(video float [T,3,S,S], caption str, level int, video_id str (the video's name),
         caption_id int, start_s float, end_s float).
@@ -74,7 +75,7 @@ class ClipDataset(Dataset):
 
     def __init__(self, table: ClipTable, video_root: str | Path | None = None, frames_root: str | Path | None = None,
                  frames_fps: float | None = None, num_frames: int = 8, mode: str = "uniform", transform=None,
-                 skip_errors: bool = False, end_tolerance_s: float = 1.0, cache_size: int = 4):
+                 skip_errors: bool = False, end_tolerance_s: float = 1.0, cache_size: int = 4, seed: int = 0):
         if video_root is None and frames_root is None:
             raise ValueError("give video_root (video files) or frames_root (frame folders)")
         self.table = table
@@ -84,12 +85,18 @@ class ClipDataset(Dataset):
         self.num_frames, self.mode, self.transform = num_frames, mode, transform
         self.skip_errors, self.end_tolerance_s = skip_errors, end_tolerance_s
         self.cache_size = cache_size
+        self.seed, self.epoch = seed, 0
         self.skipped = SkipCounter()
         self._readers: OrderedDict = OrderedDict()
         self._pid = os.getpid()
 
     def __len__(self) -> int:
         return len(self.table)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Item ``i`` draws its random frames and augmentation from (seed, epoch, i) alone, whatever
+        the worker, the process or the global RNG state, so a resumed run repeats its epochs exactly."""
+        self.epoch = int(epoch)
 
     def source_path(self, name: str) -> Path:
         """Where video ``name`` is read from."""
@@ -129,8 +136,7 @@ class ClipDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         t = self.table
-        # Seeded from torch's RNG: per-worker and per-epoch in DataLoader workers, advancing in-process.
-        rng = np.random.default_rng(int(torch.randint(0, 2 ** 62, (1,)).item()))
+        rng = np.random.default_rng([self.seed, self.epoch, i])
         try:
             _, frames = self.load_frames(i, rng)
         except BadItemError:
@@ -138,7 +144,12 @@ class ClipDataset(Dataset):
                 raise
             self.skipped.add()
             return dict(SKIPPED, caption_id=int(t.caption_id[i]))
-        video = self.transform(frames) if self.transform is not None else torch.from_numpy(frames)
+        if self.transform is None:
+            video = torch.from_numpy(frames)
+        else:
+            with torch.random.fork_rng(devices=[]):  # augmentation from the item's own seed
+                torch.manual_seed(int(rng.integers(2 ** 62)))
+                video = self.transform(frames)
         return {"video": video, "caption": t.caption[i], "level": int(t.level[i]), "video_id": t.video_name[i],
                 "caption_id": int(t.caption_id[i]), "start_s": float(t.start_s[i]), "end_s": float(t.end_s[i])}
 

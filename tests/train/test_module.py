@@ -123,3 +123,31 @@ def test_two_process_ddp_trains(tmp_path):
     assert trainer.world_size == 2
     after = _params(module)
     assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.slow
+def test_resume_is_exact_with_the_real_datamodule(train_sample, tmp_path):
+    """Random frame sampling + augmentation from the real pipeline, one worker process."""
+    from surgclip.data.datamodule import SurgLaViDataModule
+
+    def run(root, epochs, stop_after=None, ckpt=None):
+        class Interrupt(L.Callback):
+            def on_train_epoch_end(self, trainer, module):
+                if stop_after is not None and trainer.current_epoch == stop_after - 1:
+                    trainer.should_stop = True
+
+        L.seed_everything(0)
+        module = _module()
+        dm = SurgLaViDataModule(root=str(train_sample), model_name="tiny", num_frames=2, batch_size=4, num_workers=1)
+        trainer = _trainer(tmp_path / root, max_epochs=epochs, limit_train_batches=2, callbacks=[Interrupt()],
+                           enable_checkpointing=ckpt is None)
+        trainer.fit(module, dm, ckpt_path=ckpt)
+        return module, trainer
+
+    full, _ = run("full", 3)
+    _, stopped = run("stopped", 3, stop_after=2)
+    ckpt = stopped.checkpoint_callback.last_model_path or str(next((tmp_path / "stopped").rglob("*.ckpt")))
+    resumed, _ = run("resumed", 3, ckpt=ckpt)
+    a, b = _params(full), _params(resumed)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
