@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..utils import IMAGE_EXTENSIONS
+
 
 def register(subparsers) -> None:
     """Add the evaluation sub-commands to the ``surgclip`` parser."""
@@ -197,13 +199,27 @@ def cmd_linear_probe(args) -> int:
     return 0
 
 
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov")
+
+
 def _expand_sources(sources: list[str]) -> list[Path]:
+    """Video files and frame folders named on the command line, expanding library folders.
+
+    A folder of images is one frame folder; any other folder contributes its video files, its
+    ``{name}/{name}.mp4``-style subfolders' videos (the SurgLaVi / sample layout) and its
+    subfolders of images (frame folders).
+    """
     out = []
     for s in map(Path, sources):
-        if s.is_dir() and not any(p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp") for p in s.iterdir()):
-            out += sorted(p for p in s.iterdir() if p.suffix.lower() in (".mp4", ".avi", ".mkv", ".webm") or p.is_dir())
-        else:
+        if not s.is_dir() or any(p.suffix.lower() in IMAGE_EXTENSIONS for p in s.iterdir()):
             out.append(s)
+            continue
+        for p in sorted(s.iterdir()):
+            if p.suffix.lower() in VIDEO_SUFFIXES:
+                out.append(p)
+            elif p.is_dir():
+                videos = sorted(q for q in p.iterdir() if q.suffix.lower() in VIDEO_SUFFIXES)
+                out += videos if videos else [p]
     return out
 
 

@@ -3,13 +3,6 @@ from pathlib import Path
 
 import pytest
 
-from surgclip.data.sample import make_sample
-
-
-@pytest.fixture(scope="session")
-def small_sample(tmp_path_factory) -> Path:
-    """A 5-video sample (3 train, 1 val, 1 test), seed 0."""
-    return make_sample(tmp_path_factory.mktemp("sample") / "s", seed=0, num_videos=5, workers=1)
 
 
 @pytest.fixture(scope="session")

@@ -12,10 +12,10 @@ CONFIG = str(REPO / "configs" / "sample.yaml")
 
 
 @pytest.mark.slow
-def test_train_exports_and_reports(train_sample, tmp_path, monkeypatch, capsys):
+def test_train_exports_and_reports(small_sample, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    rc = train_main(["-c", CONFIG, "--data.root", str(train_sample), "--data.num_workers", "0",
-                     "--data.batch_size", "8", "--model.zeroshot_root", str(train_sample / "cholec80"),
+    rc = train_main(["-c", CONFIG, "--data.root", str(small_sample), "--data.num_workers", "0",
+                     "--data.batch_size", "8", "--model.zeroshot_root", str(small_sample / "cholec80"),
                      "--model.zeroshot_stride_s", "4", "--trainer.max_epochs", "2",
                      "--trainer.check_val_every_n_epoch", "1", "--trainer.limit_train_batches", "3"])
     assert rc == 0

@@ -126,7 +126,7 @@ def test_two_process_ddp_trains(tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_is_exact_with_the_real_datamodule(train_sample, tmp_path):
+def test_resume_is_exact_with_the_real_datamodule(small_sample, tmp_path):
     """Random frame sampling + augmentation from the real pipeline, one worker process."""
     from surgclip.data.datamodule import SurgLaViDataModule
 
@@ -138,7 +138,7 @@ def test_resume_is_exact_with_the_real_datamodule(train_sample, tmp_path):
 
         L.seed_everything(0)
         module = _module()
-        dm = SurgLaViDataModule(root=str(train_sample), model_name="tiny", num_frames=2, batch_size=4, num_workers=1)
+        dm = SurgLaViDataModule(root=str(small_sample), model_name="tiny", num_frames=2, batch_size=4, num_workers=1)
         trainer = _trainer(tmp_path / root, max_epochs=epochs, limit_train_batches=2, callbacks=[Interrupt()],
                            enable_checkpointing=ckpt is None)
         trainer.fit(module, dm, ckpt_path=ckpt)

@@ -1,0 +1,70 @@
+"""End to end on the bundled sample dataset: its held-out videos in the Cholec80 layout, its videos
+as a search library, and its validation captions as a paired retrieval set."""
+import csv
+import json
+import sqlite3
+
+import pytest
+import torch
+
+import surgclip
+from surgclip.cli import main
+from surgclip.evaluation.benchmarks import get_prompts, load_benchmark, load_protocol
+from surgclip.evaluation.zeroshot import evaluate_zero_shot
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    model = surgclip.create_model("tiny", seed=1)
+    return surgclip.save_pretrained(model, tmp_path_factory.mktemp("m") / "tiny")
+
+
+def test_zeroshot_cli_on_sample_matches_in_memory_evaluation(small_sample, model_dir, tmp_path):
+    out = tmp_path / "zs"
+    assert main(["zeroshot", "--benchmark", "cholec80", "--root", str(small_sample / "cholec80"), "--split", "all",
+                 "--model", str(model_dir), "--num-frames", "4", "--stride-s", "0.5", "--out", str(out)]) == 0
+    report = json.loads((out / "zeroshot.json").read_text())
+    table = load_benchmark("cholec80", small_sample / "cholec80", split="all")
+    assert report["metrics"]["num_scored"] == len(table) > 10
+    model, _, tokenizer = surgclip.load(str(model_dir), device="cpu")
+    prompts = get_prompts(load_protocol("cholec80"), "camma", table.classes)
+    direct = evaluate_zero_shot(model, tokenizer, table, prompts, num_frames=4, stride_s=0.5)
+    assert report["metrics"]["accuracy"] == pytest.approx(direct.metrics["accuracy"])
+    assert report["metrics"]["f1"] == pytest.approx(direct.metrics["f1"])
+
+
+def test_tool_map_on_sample(small_sample, model_dir, tmp_path):
+    out = tmp_path / "tools"
+    assert main(["zeroshot", "--benchmark", "cholec80", "--task", "tool", "--root", str(small_sample / "cholec80"),
+                 "--split", "all", "--model", str(model_dir), "--num-frames", "1", "--prompts", "names",
+                 "--out", str(out)]) == 0
+    metrics = json.loads((out / "zeroshot.json").read_text())["metrics"]
+    assert 0.0 <= metrics["mAP"] <= 1.0
+
+
+def test_index_search_and_paired_retrieval_on_sample(small_sample, model_dir, tmp_path, capsys):
+    ix = tmp_path / "ix"
+    assert main(["index", str(small_sample / "videos"), "--index", str(ix), "--model", str(model_dir),
+                 "--window-s", "6", "--stride-s", "6", "--num-frames", "2"]) == 0
+    assert main(["search", "the surgeon clips the cystic duct", "--index", str(ix), "-k", "4",
+                 "--sheet", str(tmp_path / "hits.png")]) == 0
+    hits = [l for l in capsys.readouterr().out.splitlines() if "score" in l]
+    assert len(hits) == 4 and (tmp_path / "hits.png").stat().st_size > 1000
+
+    val = json.loads((small_sample / "splits.json").read_text())["val"]
+    con = sqlite3.connect(small_sample / "captions.sqlite")
+    rows = con.execute("SELECT video_name, start_time, end_time, caption FROM captions WHERE video_name = ? "
+                       "AND is_descriptive = 1 AND is_surgical_content = 1 ORDER BY caption_id LIMIT 12", (val[0],)).fetchall()
+    con.close()
+    pairs = tmp_path / "pairs.csv"
+    with open(pairs, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["video", "start", "end", "caption"])
+        for name, start, end, caption in rows:
+            w.writerow([str(small_sample / "videos" / name / f"{name}.mp4"), start, end, caption])
+    out = tmp_path / "ret"
+    assert main(["retrieval", "--pairs", str(pairs), "--model", str(model_dir), "--num-frames", "2",
+                 "--out", str(out)]) == 0
+    report = json.loads(next(out.glob("*.json")).read_text())
+    numbers = json.dumps(report)
+    assert "R@1" in numbers and "MedR" in numbers
