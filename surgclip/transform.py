@@ -84,18 +84,20 @@ class ClipTransform:
         cfg: preprocessing config (size, mean/std, interpolation, resize mode).
         train: add clip-consistent augmentation (random resized crop, horizontal flip, and colour
             jitter when ``color_jitter > 0``).
+        normalize: return normalised float frames; False returns the resized/augmented uint8 frames
+            [T,3,S,S] (a quarter of the bytes to move between processes) for ``normalize_frames``
+            to finish later, e.g. on the GPU.
     """
 
     def __init__(self, cfg: PreprocessCfg | dict | None = None, train: bool = False,
-                 crop_scale: tuple = (0.5, 1.0), hflip: float = 0.5, color_jitter: float = 0.0):
+                 crop_scale: tuple = (0.5, 1.0), hflip: float = 0.5, color_jitter: float = 0.0,
+                 normalize: bool = True):
         from torchvision.transforms import InterpolationMode, v2
 
         self.cfg = cfg if isinstance(cfg, PreprocessCfg) else PreprocessCfg.from_dict(cfg)
-        self.train = train
+        self.train, self.normalize = train, normalize
         size, interp = self.cfg.image_size, InterpolationMode(self.cfg.interpolation)
         self.interpolation = interp
-        std, mean = torch.tensor(self.cfg.std).view(3, 1, 1), torch.tensor(self.cfg.mean).view(3, 1, 1)
-        self._scale, self._shift = 1.0 / (255.0 * std), -mean / std
         if train:
             steps = [v2.RandomResizedCrop((size, size), scale=crop_scale, interpolation=interp, antialias=True),
                      v2.RandomHorizontalFlip(hflip)]
@@ -121,9 +123,15 @@ class ClipTransform:
     def __call__(self, frames) -> torch.Tensor:
         x = as_uint8_frames(frames)
         x = self.augment(x) if self.augment is not None else self._resize(x)  # one draw for all frames
-        # (x / 255 - mean) / std as one fused affine on contiguous memory: the uint8 resize returns
-        # channels-last tensors, on which float conversion + normalize is several times slower.
-        return torch.addcmul(self._shift, x.contiguous().float(), self._scale)
+        x = x.contiguous()  # the uint8 resize returns channels-last strides; later ops are faster on contiguous
+        return normalize_frames(x, self.cfg) if self.normalize else x
+
+
+def normalize_frames(frames: torch.Tensor, cfg: PreprocessCfg) -> torch.Tensor:
+    """uint8 frames [..., 3, S, S] (any device) -> float ``(x / 255 - mean) / std``, as one fused affine."""
+    std = torch.tensor(cfg.std, device=frames.device).view(3, 1, 1)
+    mean = torch.tensor(cfg.mean, device=frames.device).view(3, 1, 1)
+    return torch.addcmul(-mean / std, frames.float(), 1.0 / (255.0 * std))
 
 
 class ImageTransform:

@@ -103,3 +103,17 @@ def test_load_returns_single_image_preprocess():
     x = preprocess(img)
     assert x.shape == (3, 224, 224)
     torch.testing.assert_close(x, torch.full_like(x, -1.0))
+
+
+def test_uint8_output_then_normalize_equals_float_output():
+    from surgclip.transform import normalize_frames
+
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 256, (4, 40, 60, 3), dtype=np.uint8)
+    for train in (False, True):
+        torch.manual_seed(9)
+        ref = ClipTransform(PreprocessCfg(image_size=24), train=train)(frames)
+        torch.manual_seed(9)
+        raw = ClipTransform(PreprocessCfg(image_size=24), train=train, normalize=False)(frames)
+        assert raw.dtype == torch.uint8 and raw.shape == (4, 3, 24, 24)
+        torch.testing.assert_close(normalize_frames(raw, PreprocessCfg(image_size=24)), ref)

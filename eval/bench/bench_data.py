@@ -73,10 +73,11 @@ def raw_decode_rate(root: Path, table, num_frames: int, clips: int) -> float:
     return clips / (time.perf_counter() - t0)
 
 
-def datamodule_rate(root: Path, num_frames: int, size: int, workers: int, clips: int, batch: int = 8) -> tuple[float, float]:
+def datamodule_rate(root: Path, num_frames: int, size: int, workers: int, clips: int, batch: int = 8,
+                    uint8_video: bool = False) -> tuple[float, float]:
     """(clips/s including worker start-up, as an epoch pays it; clips/s after the first batch)."""
     dm = SurgLaViDataModule(root=str(root), num_frames=num_frames, batch_size=batch, num_workers=workers, levels=[1, 2, 3]
-                            if (root / "manifest.json").is_file() else [1])
+                            if (root / "manifest.json").is_file() else [1], uint8_video=uint8_video)
     from surgclip import get_tokenizer
 
     dm.set_model(get_tokenizer("tiny"), {"image_size": size})
@@ -100,13 +101,18 @@ def bench(label: str, root: Path, args) -> dict:
     table = table.subset(np.isin(table.video_name, list(train)))
     table = table.subset(np.random.default_rng(0).permutation(len(table)))
     raw = raw_decode_rate(root, table, args.frames, args.clips)
-    dm, steady = datamodule_rate(root, args.frames, args.size, args.workers, args.clips)
-    ratio, steady_ratio = dm / max(1, args.workers) / raw, steady / max(1, args.workers) / raw
-    print(f"{label:8s} raw decode {raw:7.1f} clips/s (1 process) | DataModule {dm:7.1f} clips/s with worker "
-          f"start-up, {steady:7.1f} after the first batch ({args.workers} workers) | per worker-core "
-          f"{ratio:.2f}x / {steady_ratio:.2f}x")
-    return {"raw_clips_per_s": raw, "datamodule_clips_per_s": dm, "datamodule_steady_clips_per_s": steady,
-            "ratio_per_worker": ratio, "steady_ratio_per_worker": steady_ratio}
+    out = {"raw_clips_per_s": raw}
+    for uint8 in (False, True):
+        dm, steady = datamodule_rate(root, args.frames, args.size, args.workers, args.clips, uint8_video=uint8)
+        ratio, steady_ratio = dm / max(1, args.workers) / raw, steady / max(1, args.workers) / raw
+        kind = "uint8 batches" if uint8 else "float batches"
+        print(f"{label:8s} raw decode {raw:7.1f} clips/s (1 process) | DataModule, {kind}: {dm:7.1f} clips/s with "
+              f"worker start-up, {steady:7.1f} after the first batch ({args.workers} workers) | per worker-core "
+              f"{ratio:.2f}x / {steady_ratio:.2f}x", flush=True)
+        key = "uint8" if uint8 else "float"
+        out.update({f"datamodule_{key}_clips_per_s": dm, f"datamodule_{key}_steady_clips_per_s": steady,
+                    f"ratio_per_worker_{key}": ratio, f"steady_ratio_per_worker_{key}": steady_ratio})
+    return out
 
 
 def main() -> int:

@@ -89,6 +89,9 @@ class SurgLaViDataModule(L.LightningDataModule):
         min_duration, max_clip_s: clip duration bounds in seconds.
         skip_errors: skip and count bad items (reported per epoch) instead of raising.
         seed: split and sampling seed.
+        uint8_video: batches carry resized/augmented uint8 video [B,T,3,S,S] and the model
+            normalises it after the transfer to its device (``SurgCLIPModule`` does): a quarter of the
+            bytes between processes and no float work in the workers.
         worker_start: how workers start: ``forkserver`` (default: forked from a clean, preloaded
             server, so decoder threads of the main process are never forked mid-lock), ``spawn``
             or ``fork`` (fastest start; can deadlock once the main process has decoded video).
@@ -101,7 +104,7 @@ class SurgLaViDataModule(L.LightningDataModule):
                  splits_file: str | None = None, batch_size: int = 8, num_workers: int = 0,
                  train_sampling: str = "random", text_field: str = "caption", clean_captions: bool = True,
                  min_duration: float = 0.0, max_clip_s: float = 500.0, skip_errors: bool = False, seed: int = 0,
-                 pin_memory: bool = False, worker_start: str = "forkserver"):
+                 pin_memory: bool = False, worker_start: str = "forkserver", uint8_video: bool = False):
         super().__init__()
         self.save_hyperparameters()
         self.levels = [int(x) for x in levels]
@@ -119,7 +122,8 @@ class SurgLaViDataModule(L.LightningDataModule):
         self.tokenizer = tokenizer
         self.preprocess_cfg = preprocess_cfg if isinstance(preprocess_cfg, PreprocessCfg) else PreprocessCfg.from_dict(preprocess_cfg)
         for split, ds in self.datasets.items():
-            ds.transform = ClipTransform(self.preprocess_cfg, train=(split == "train"))
+            ds.transform = ClipTransform(self.preprocess_cfg, train=(split == "train"),
+                                         normalize=not self.hparams.uint8_video)
 
     def _ensure_model(self) -> None:
         if self.tokenizer is None:
@@ -181,7 +185,8 @@ class SurgLaViDataModule(L.LightningDataModule):
             keep = np.isin(names, list(splits[split])) if len(names) else np.zeros(0, bool)
             self.datasets[split] = ClipDataset(
                 table.subset(keep), video_root=videos, frames_root=frames, frames_fps=hp.frames_fps,
-                num_frames=hp.num_frames, mode=mode, transform=ClipTransform(self.preprocess_cfg, train=split == "train"),
+                num_frames=hp.num_frames, mode=mode,
+                transform=ClipTransform(self.preprocess_cfg, train=split == "train", normalize=not hp.uint8_video),
                 skip_errors=hp.skip_errors, seed=hp.seed)
         if len(self.datasets["train"]) == 0:
             raise ValueError(f"no training clips: {db} at levels {self.levels} with splits "

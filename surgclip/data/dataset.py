@@ -148,7 +148,7 @@ class ClipDataset(Dataset):
             video = torch.from_numpy(frames)
         else:
             with torch.random.fork_rng(devices=[]):  # augmentation from the item's own seed
-                torch.manual_seed(int(rng.integers(2 ** 62)))
+                torch.default_generator.manual_seed(int(rng.integers(2 ** 62)))  # CPU only: no CUDA lazy-init
                 video = self.transform(frames)
         return {"video": video, "caption": t.caption[i], "level": int(t.level[i]), "video_id": t.video_name[i],
                 "caption_id": int(t.caption_id[i]), "start_s": float(t.start_s[i]), "end_s": float(t.end_s[i])}

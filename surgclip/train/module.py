@@ -79,6 +79,14 @@ class SurgCLIPModule(L.LightningModule):
             dm.set_model(self.tokenizer, self.model.preprocess_cfg.to_dict())
 
     # ---- steps
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Normalise uint8 video (``data.uint8_video``) on the model's device."""
+        if isinstance(batch, dict) and isinstance(batch.get("video"), torch.Tensor) and batch["video"].dtype == torch.uint8:
+            from ..transform import normalize_frames
+
+            batch["video"] = normalize_frames(batch["video"], self.model.preprocess_cfg)
+        return batch
+
     def model_step(self, batch: dict) -> dict:
         """Embed a batch and compute the loss; returns the loss dict plus the embeddings."""
         video = self.model.encode_video(batch["video"])

@@ -151,3 +151,19 @@ def test_resume_is_exact_with_the_real_datamodule(small_sample, tmp_path):
     a, b = _params(full), _params(resumed)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_uint8_batches_are_normalised_on_the_device(small_sample):
+    from surgclip.data.datamodule import SurgLaViDataModule
+
+    module = _module()
+    batches = {}
+    for uint8 in (False, True):
+        dm = SurgLaViDataModule(root=str(small_sample), model_name="tiny", num_frames=2, batch_size=4,
+                                num_workers=0, uint8_video=uint8)
+        dm.set_model(module.tokenizer, module.model.preprocess_cfg.to_dict())
+        dm.setup("fit")
+        batches[uint8] = next(iter(dm.train_dataloader()))
+    assert batches[True]["video"].dtype == torch.uint8 and batches[False]["video"].dtype == torch.float32
+    moved = module.on_after_batch_transfer(batches[True], 0)
+    torch.testing.assert_close(moved["video"], batches[False]["video"])
