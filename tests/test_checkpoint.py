@@ -5,7 +5,7 @@ import torch
 
 import surgclip
 from surgclip.checkpoint import CheckpointMismatchError, convert_surgclip_beta, load_weights, read_state_dict
-from helpers import SMALL_OVERRIDES, small_model
+from helpers import small_model
 
 
 def _inputs(model):

@@ -2,7 +2,6 @@
 import shutil
 import sqlite3
 
-import numpy as np
 import pytest
 
 from surgclip.data.db import CaptionDB, CaptionDBError, clean_caption

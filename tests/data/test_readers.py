@@ -1,7 +1,5 @@
 """Readers against an independent decode (PyAV), on the sample and on real Cholec clips; bad files."""
 import json
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -3,7 +3,6 @@ import json
 import sqlite3
 
 import numpy as np
-import pytest
 
 from surgclip.data.readers import open_source
 from surgclip.data.sample import PHASES, frame_labels, make_sample, plan_video, render_video

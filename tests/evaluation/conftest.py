@@ -1,7 +1,5 @@
 """Fixtures for evaluation tests: a tiny Cholec80-layout dataset (real layout, small H.264 videos
 at 5 fps while the labels count 25-fps frames) and helpers."""
-import json
-import subprocess
 from pathlib import Path
 
 import numpy as np

@@ -5,7 +5,6 @@ import json
 import sqlite3
 
 import pytest
-import torch
 
 import surgclip
 from surgclip.cli import main
