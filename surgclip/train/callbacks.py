@@ -31,14 +31,19 @@ def best_checkpoint(trainer: L.Trainer) -> str | None:
     return cb.best_model_path or cb.last_model_path or None
 
 
-def export_best(trainer: L.Trainer, module: L.LightningModule, out_dir: str | os.PathLike) -> Path:
-    """Load the best checkpoint's weights into ``module.model`` and write it with ``save_pretrained``."""
-    path = best_checkpoint(trainer)
+def export_best(trainer: L.Trainer, module: L.LightningModule, out_dir: str | os.PathLike) -> tuple[Path, int]:
+    """Load the best checkpoint's weights into ``module.model`` and write it with ``save_pretrained``.
+
+    Returns (the directory, the global step the exported weights were saved at).
+    """
+    path, step = best_checkpoint(trainer), int(trainer.global_step)
     if path and Path(path).is_file():
-        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-        module.load_state_dict(state)
-    return save_pretrained(module.model, out_dir, extra={"source_checkpoint": str(path or "final weights"),
-                                                         "global_step": int(trainer.global_step)})
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        module.load_state_dict(ckpt["state_dict"])
+        step = int(ckpt.get("global_step", step))
+    out = save_pretrained(module.model, out_dir, extra={"source_checkpoint": str(path or "final weights"),
+                                                        "global_step": step})
+    return out, step
 
 
 class ExportAndReport(L.Callback):
@@ -58,12 +63,13 @@ class ExportAndReport(L.Callback):
         if trainer.fast_dev_run or not trainer.is_global_zero:
             return
         run_dir = Path(trainer.log_dir or trainer.default_root_dir)
-        model_dir = export_best(trainer, module, run_dir / "model") if self.export else None
+        model_dir, step = export_best(trainer, module, run_dir / "model") if self.export else (None, None)
         if not self.report:
             return
         metrics = dict(module.last_val_metrics)
         dm = trainer.datamodule
-        if dm is not None:  # re-score the exported (best) weights on the held-out data
+        scored = metrics and step is not None and step == module.last_val_step
+        if dm is not None and not scored:  # re-score the exported (best) weights on the held-out data
             single = L.Trainer(accelerator="cpu" if module.device.type == "cpu" else "auto", devices=1, logger=False,
                                enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
             single.validate(module, datamodule=dm, verbose=False)

@@ -67,6 +67,7 @@ class SurgCLIPModule(L.LightningModule):
         self.level_weights = {int(k): float(v) for k, v in (level_loss_weights or {}).items()}
         self._val_video, self._val_text = [], []
         self.last_val_metrics: dict[str, float] = {}
+        self.last_val_step = -1  # global step the metrics above were computed at
 
     def _init_weights(self, source: str) -> None:
         path = Path(source)
@@ -143,7 +144,7 @@ class SurgCLIPModule(L.LightningModule):
         metrics["val/num_clips"] = float(sim.shape[0])
         if self.hparams.zeroshot_root and not self.trainer.sanity_checking:
             metrics.update(self._zero_shot())
-        self.last_val_metrics = metrics
+        self.last_val_metrics, self.last_val_step = metrics, int(self.global_step)
         self.log_dict(metrics, prog_bar=False, rank_zero_only=True)
         for key in ("val/v2t_R@1", "val/zeroshot_accuracy"):
             if key in metrics:
