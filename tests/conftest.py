@@ -21,11 +21,22 @@ def _seed():
     np.random.seed(0)
 
 
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip when a prerequisite is missing, but fail under CI (``CI=true``), which installs it itself."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"CI prerequisite missing: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def realdata() -> Path:
-    """../shared/realdata (CC BY-NC-SA; read in place, never copied). Skips when absent."""
-    if not REALDATA.is_dir():
-        pytest.skip(f"real surgical data not available at {REALDATA}")
+    """../shared/realdata (CC BY-NC-SA; read in place, never copied). Skips when absent (fails under CI)."""
+    require(REALDATA.is_dir(), f"real surgical data not available at {REALDATA}")
     return REALDATA
 
 
