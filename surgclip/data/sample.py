@@ -41,7 +41,7 @@ SIZE = 160
 SPLIT_SIZES = {"train": 24, "val": 4, "test": 6}
 FIRST_TEST_NUMBER = 49  # Cholec80 test videos are 49-80
 PHASE_WEIGHTS = np.array([0.08, 0.25, 0.12, 0.22, 0.08, 0.15, 0.10])
-SCHEMA_SQL = Path(__file__).resolve().parents[2] / "data" / "schema.sql"
+SCHEMA_SQL = Path(__file__).resolve().parent / "schema.sql"
 
 
 @dataclass

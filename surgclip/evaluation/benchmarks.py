@@ -1,4 +1,4 @@
-"""Benchmark protocol files (``eval/benchmarks/<name>.json``) and dataset folders -> ``FrameTable``.
+"""Benchmark protocol files (``surgclip/benchmarks/<name>.json``, shipped in the package) and dataset folders -> ``FrameTable``.
 
 A protocol file holds the class list by id, the official split, the label fps, the metric and the
 prompt sets; ``load_benchmark`` walks a dataset root laid out as the published dataset and joins
@@ -13,7 +13,8 @@ from pathlib import Path
 from . import formats
 from .table import FrameSource, FrameTable, check_fps
 
-EVAL_DIR = Path(os.environ.get("SURGCLIP_EVAL_DIR", Path(__file__).resolve().parents[2] / "eval"))
+# Protocols ship inside the package (package-data), so a wheel install finds them.
+PROTOCOL_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def protocol_path(name: str) -> Path:
@@ -21,10 +22,10 @@ def protocol_path(name: str) -> Path:
     path = Path(name)
     if path.suffix == ".json" and path.is_file():
         return path
-    path = EVAL_DIR / "benchmarks" / f"{name}.json"
+    path = PROTOCOL_DIR / f"{name}.json"
     if not path.is_file():
-        known = sorted(p.stem for p in (EVAL_DIR / "benchmarks").glob("*.json"))
-        raise ValueError(f"unknown benchmark {name!r}; known: {known} (protocol files in {EVAL_DIR / 'benchmarks'})")
+        known = sorted(p.stem for p in PROTOCOL_DIR.glob("*.json"))
+        raise ValueError(f"unknown benchmark {name!r}; known: {known} (protocol files in {PROTOCOL_DIR})")
     return path
 
 
