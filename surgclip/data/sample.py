@@ -9,6 +9,7 @@
     cholec80/phase_annotations/videoNN-phase.txt   "Frame\\tPhase", one row per frame of the video
     cholec80/tool_annotations/videoNN-tool.txt     "Frame\\tGrasper\\t...\\tSpecimenBag", one row per second
     cholec80/fps.json                    fps of those videos and annotation strides, name mapping
+    benchmarks/<name>/                   a tiny dataset per benchmark in its official layout (sample_benchmarks)
     manifest.json                        seed, version, counts (written last: marks a complete sample)
 
 The phase sets the scene, the step the instrument and the task the motion (``sample_scenes``);
@@ -34,7 +35,7 @@ from . import sample_scenes as scenes
 from . import sample_text as text
 from .sample_text import PHASES, TOOLS
 
-SAMPLE_VERSION = 1
+SAMPLE_VERSION = 2  # 2: benchmarks/ (every benchmark's official layout)
 DEFAULT_ROOT = "data/sample"
 FPS = 5
 SIZE = 160
@@ -345,6 +346,9 @@ def make_sample(out_dir: str | Path = DEFAULT_ROOT, seed: int = 0, num_videos: i
         atomic_write_json(tmp / "splits.json", splits)
         by_name = {p.name: p for p in plans}
         mapping = _write_cholec80(tmp, [by_name[n] for n in splits["test"]], fps)
+        from .sample_benchmarks import write_sample_benchmarks
+
+        benchmarks = write_sample_benchmarks(tmp, seed, fps)
         import av
 
         atomic_write_json(tmp / "manifest.json", {
@@ -353,7 +357,7 @@ def make_sample(out_dir: str | Path = DEFAULT_ROOT, seed: int = 0, num_videos: i
             "counts": {"videos": total, **{k: len(v) for k, v in splits.items()},
                        "captions": {f"level{k}": v for k, v in counts.items() if isinstance(k, int)},
                        "dropped_by_default_filter": counts["dropped_by_default_filter"]},
-            "cholec80": mapping, "encoder": f"libx264 via PyAV {av.__version__} (crf 30, veryfast, 1 thread)",
+            "cholec80": mapping, "benchmarks": benchmarks, "encoder": f"libx264 via PyAV {av.__version__} (crf 30, veryfast, 1 thread)",
             "seconds_to_generate": round(time.time() - t0, 1)})
         if out_dir.exists():
             if any(out_dir.iterdir()):
