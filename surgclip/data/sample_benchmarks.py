@@ -27,7 +27,7 @@ import numpy as np
 from ..utils import atomic_write_json, atomic_write_text
 from .sample_text import PHASES, TOOLS
 
-DURATION = 20.0  # seconds per synthetic procedure
+DURATION = 10.0  # seconds per synthetic procedure
 BENCH_SIZE = 112
 POOL = 4  # procedures: 0, 1 = training split, 2, 3 = test split
 PROTOCOLS = Path(__file__).resolve().parents[1] / "benchmarks"
