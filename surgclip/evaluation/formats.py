@@ -18,6 +18,7 @@ from .table import FrameTable, LabelFileError, check_fps, make_table
 
 _NUM = re.compile(r"(\d+)(?=\D*$)")
 MAX_INDEX = 2 ** 40  # frame numbers / times beyond this are corrupt, not a long video
+MAX_SECONDS = 7 * 24 * 3600.0  # an interval ending after a week is corrupt (and would allocate a huge grid)
 
 
 def _guard(fn):
@@ -115,7 +116,8 @@ _class_id = class_id
 
 def _json_number(value, path, where: str, integer: bool = False):
     """A finite JSON number (bools and strings refused); ``integer`` also refuses fractions."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or abs(value) >= MAX_INDEX * 1000:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or abs(value) >= MAX_INDEX * 1000 \
+            or not math.isfinite(value):
         raise LabelFileError(path, None, f"{where}: expected a finite number, found {value!r}")
     if integer:
         if float(value) != int(value):
@@ -239,7 +241,7 @@ def read_multibypass_json(path, classes: list[str], key: str = "phases", eval_fp
         if not 0 <= cid < len(classes):
             raise LabelFileError(path, None, f"{key}[{i}]: unknown class id {cid} ({seg.get('label_name')!r}); "
                                              f"expected 0..{len(classes) - 1}")
-        if start < 0 or end < start:
+        if start < 0 or end < start or end > MAX_SECONDS:
             raise LabelFileError(path, None, f"{key}[{i}]: bad interval start {start} s, end {end} s")
         if cid not in ignore:
             intervals.append((start, end, cid))
