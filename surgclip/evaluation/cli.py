@@ -120,6 +120,7 @@ def _table(args, split: str):
             raise ValueError(f"--benchmark custom needs --{' --'.join(missing)}")
         table = load_custom(args.classes, args.labels, args.videos, args.label_unit, args.frames_fps, args.label_fps)
         protocol, task = {"name": "custom", "prompts": {}, "tasks": {"custom": {}}}, "custom"
+        table = _custom_split(table, split, probe=getattr(args, "test_split", None) is not None)
     elif args.labels_csv:
         if not args.frames_dir or not args.frames_fps:
             raise ValueError("--labels-csv needs --frames-dir and --frames-fps")
@@ -139,6 +140,23 @@ def _table(args, split: str):
     if args.limit:
         table = limit_rows(table, args.limit)
     return table, protocol, task
+
+
+def _custom_split(table, split: str, probe: bool):
+    """Rows of the videos listed in the file ``split`` (one stem per line); every video for a
+    zero-shot run without one. A linear probe needs disjoint train and test files."""
+    from .formats import read_text
+
+    if Path(split).is_file():
+        stems = [l.strip() for l in read_text(split).splitlines() if l.strip()]
+        unknown = sorted(set(stems) - set(table.videos()))
+        if unknown:
+            raise ValueError(f"{split}: videos {unknown[:5]} have no label file")
+        return table.select(np.isin(table.video, stems))
+    if probe:
+        raise ValueError("linear-probe on --benchmark custom needs --split train.txt --test-split test.txt "
+                         "(files listing video stems, one per line)")
+    return table
 
 
 def limit_rows(table, limit: int):

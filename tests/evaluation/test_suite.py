@@ -125,3 +125,13 @@ def test_custom_benchmark_zeroshot_and_linear_probe(small_sample, tmp_path):
     probe = json.loads((tmp_path / "lp" / "linear_probe.json").read_text())
     assert probe["protocol"]["task"] == "phase" and probe["protocol"]["test_split"] == "test"
     assert list(probe["metrics"]) == ["100.0"] and 0 <= probe["metrics"]["100.0"]["f1_mean"] <= 1
+    assert main(["linear-probe", *common, "--out", str(tmp_path / "lp2")] + FAST) == 1  # custom needs split files
+    (tmp_path / "train.txt").write_text("01\n02\n")
+    (tmp_path / "test.txt").write_text("15\n16\n")
+    assert main(["linear-probe", *common, "--split", str(tmp_path / "train.txt"), "--test-split",
+                 str(tmp_path / "test.txt"), "--percents", "100", "--seeds", "0", "--cache", str(tmp_path / "cache2"),
+                 "--out", str(tmp_path / "lp2")] + FAST) == 0
+    custom_probe = json.loads((tmp_path / "lp2" / "linear_probe.json").read_text())["metrics"]["100.0"]
+    assert custom_probe["runs"][0]["videos"] == ["01", "02"]
+    # the same videos and labels as the AutoLaparo layout: the same probe result
+    assert custom_probe["f1_mean"] == pytest.approx(probe["metrics"]["100.0"]["f1_mean"])
