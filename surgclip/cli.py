@@ -21,6 +21,7 @@ COMMANDS = {
     "index": "surgclip.evaluation.cli",
     "search": "surgclip.evaluation.cli",
     "retrieval": "surgclip.evaluation.cli",
+    "eval": "surgclip.evaluation.cli",
     "models": "surgclip.cli",
 }
 

@@ -9,6 +9,7 @@
     cholec80/phase_annotations/videoNN-phase.txt   "Frame\\tPhase", one row per frame of the video
     cholec80/tool_annotations/videoNN-tool.txt     "Frame\\tGrasper\\t...\\tSpecimenBag", one row per second
     cholec80/fps.json                    fps of those videos and annotation strides, name mapping
+    benchmarks/<name>/                   a tiny dataset per benchmark in its official layout (sample_benchmarks)
     manifest.json                        seed, version, counts (written last: marks a complete sample)
 
 The phase sets the scene, the step the instrument and the task the motion (``sample_scenes``);
@@ -34,14 +35,14 @@ from . import sample_scenes as scenes
 from . import sample_text as text
 from .sample_text import PHASES, TOOLS
 
-SAMPLE_VERSION = 1
+SAMPLE_VERSION = 2  # 2: benchmarks/ (every benchmark's official layout)
 DEFAULT_ROOT = "data/sample"
 FPS = 5
 SIZE = 160
 SPLIT_SIZES = {"train": 24, "val": 4, "test": 6}
 FIRST_TEST_NUMBER = 49  # Cholec80 test videos are 49-80
 PHASE_WEIGHTS = np.array([0.08, 0.25, 0.12, 0.22, 0.08, 0.15, 0.10])
-SCHEMA_SQL = Path(__file__).resolve().parents[2] / "data" / "schema.sql"
+SCHEMA_SQL = Path(__file__).resolve().parent / "schema.sql"
 
 
 @dataclass
@@ -345,6 +346,9 @@ def make_sample(out_dir: str | Path = DEFAULT_ROOT, seed: int = 0, num_videos: i
         atomic_write_json(tmp / "splits.json", splits)
         by_name = {p.name: p for p in plans}
         mapping = _write_cholec80(tmp, [by_name[n] for n in splits["test"]], fps)
+        from .sample_benchmarks import write_sample_benchmarks
+
+        benchmarks = write_sample_benchmarks(tmp, seed, fps)
         import av
 
         atomic_write_json(tmp / "manifest.json", {
@@ -353,7 +357,7 @@ def make_sample(out_dir: str | Path = DEFAULT_ROOT, seed: int = 0, num_videos: i
             "counts": {"videos": total, **{k: len(v) for k, v in splits.items()},
                        "captions": {f"level{k}": v for k, v in counts.items() if isinstance(k, int)},
                        "dropped_by_default_filter": counts["dropped_by_default_filter"]},
-            "cholec80": mapping, "encoder": f"libx264 via PyAV {av.__version__} (crf 30, veryfast, 1 thread)",
+            "cholec80": mapping, "benchmarks": benchmarks, "encoder": f"libx264 via PyAV {av.__version__} (crf 30, veryfast, 1 thread)",
             "seconds_to_generate": round(time.time() - t0, 1)})
         if out_dir.exists():
             if any(out_dir.iterdir()):

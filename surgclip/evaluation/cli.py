@@ -15,10 +15,23 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("zeroshot", help="zero-shot phase/tool recognition on a benchmark")
     _model_args(p)
     _bench_args(p)
-    p.add_argument("--prompts", default="camma", help="prompt set of the protocol (camma, surgclip, names) or a text file")
+    p.add_argument("--prompts", default=None,
+                   help="prompt set of the protocol (names, descriptive, camma, ...) or a text file; default: the task's")
     p.add_argument("--mode", default="centered", choices=["centered", "online", "frame"])
     p.add_argument("--out", default="reports/zeroshot", help="report folder (JSON, Markdown, plots)")
     p.set_defaults(func=cmd_zeroshot)
+
+    p = subparsers.add_parser("eval", help="run a whole results table (suite) and write it as Markdown, CSV and JSON")
+    _model_args(p)
+    p.add_argument("--suite", required=True, help="'surglavi' (the SurgLaVi results table) or a suite YAML file")
+    p.add_argument("--data-root", default=None, help="folder holding one sub-folder per benchmark (see README)")
+    p.add_argument("--out", default="reports/suite", help="folder for table.md, table.csv, table.json and per-cell reports")
+    p.add_argument("--prompts", default=None, help="prompt set for every cell (default: each task's default)")
+    p.add_argument("--split", default=None, help="split for every cell (default: each entry's)")
+    p.add_argument("--mode", default="centered", choices=["centered", "online", "frame"])
+    p.add_argument("--stride-s", type=float, default=1.0, help="seconds between clip frames")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N labelled rows per video")
+    p.set_defaults(func=cmd_eval)
 
     p = subparsers.add_parser("linear-probe", help="logistic regression on cached frozen features")
     _model_args(p)
@@ -66,10 +79,20 @@ def _model_args(p) -> None:
 
 
 def _bench_args(p, split: str = "test") -> None:
-    p.add_argument("--benchmark", default="cholec80", help="cholec80 | cholec80-csv | autolaparo | a protocol JSON")
-    p.add_argument("--root", help="dataset root (published layout) or label-CSV folder")
-    p.add_argument("--split", default=split)
-    p.add_argument("--task", default=None, help="phase (default) or tool")
+    p.add_argument("--benchmark", default="cholec80",
+                   help="cholec80 | cholec80-csv | autolaparo | autolaparo-csv | multibypass140 | strasbypass70 | "
+                        "bernbypass70 | grasp | sarrarp50 | cholect50 | cholect50-txt | surglavi | custom | a protocol JSON")
+    p.add_argument("--root", help="dataset root in the benchmark's official layout (README: Evaluate)")
+    p.add_argument("--split", default=split, help="official split name, 'all', or a file of video ids")
+    p.add_argument("--task", default=None, help="task of the benchmark (default: its first): phase, tool, step, "
+                                                 "instrument, action, triplet, verb, target; surglavi: the JSON's stem")
+    p.add_argument("--site", default=None, choices=["strasbourg", "bern"], help="MultiBypass140 centre")
+    p.add_argument("--classes", default=None, help="custom: class names, one per line (line order = id)")
+    p.add_argument("--labels", default=None, help="custom: folder of <video stem>.csv label files")
+    p.add_argument("--videos", default=None, help="custom: folder of videos (<stem>.mp4) or frame folders (<stem>/)")
+    p.add_argument("--label-unit", default="seconds", choices=["seconds", "frames"],
+                   help="custom: first column of the label files counts seconds or frames")
+    p.add_argument("--eval-fps", type=float, default=None, help="labelled rows kept per second (default: the protocol's)")
     p.add_argument("--label-fps", type=float, default=None, help="fps of the label files' frame numbers")
     p.add_argument("--labels-csv", default=None, help="one-video Frame,Phase CSV (with --frames-dir)")
     p.add_argument("--frames-dir", default=None, help="frame folder of that video")
@@ -86,34 +109,62 @@ def _load_model(args):
 
 
 def _table(args, split: str):
+    """(FrameTable, protocol, task) for the benchmark flags of ``zeroshot`` / ``linear-probe``."""
     from . import benchmarks as B
 
-    if args.labels_csv:
+    if args.benchmark == "custom":
+        from .loaders import load_custom
+
+        missing = [f for f in ("classes", "labels", "videos") if not getattr(args, f)]
+        if missing:
+            raise ValueError(f"--benchmark custom needs --{' --'.join(missing)}")
+        table = load_custom(args.classes, args.labels, args.videos, args.label_unit, args.frames_fps, args.label_fps)
+        protocol, task = {"name": "custom", "prompts": {}, "tasks": {"custom": {}}}, "custom"
+        table = _custom_split(table, split, probe=getattr(args, "test_split", None) is not None)
+    elif args.labels_csv:
         if not args.frames_dir or not args.frames_fps:
             raise ValueError("--labels-csv needs --frames-dir and --frames-fps")
         protocol = B.load_protocol(args.benchmark)
-        table = B.frame_folder_benchmark(args.labels_csv, args.frames_dir, B.class_names(protocol["classes"]),
+        task = args.task or B.default_task(protocol)
+        table = B.frame_folder_benchmark(args.labels_csv, args.frames_dir, B.task_classes(protocol, task),
                                          args.frames_fps, args.name_fps or args.frames_fps,
-                                         label_base=0, name=f"{protocol['name']}/phase")
+                                         label_base=0, name=f"{protocol['name']}/{task}")
     else:
         if not args.root:
-            raise ValueError("--root is required (or --labels-csv with --frames-dir)")
-        options = {}
-        if args.benchmark == "cholec80" and args.label_fps:
-            options["label_fps"] = args.label_fps
-        if args.benchmark != "cholec80" and args.frames_fps:
-            options.update(frames_root=Path(args.root).parent / "frames", frames_fps=args.frames_fps,
-                           name_fps=args.name_fps)
-        table = B.load_benchmark(args.benchmark, args.root, split=split, task=args.task, **options)
-        protocol = B.load_protocol(args.benchmark.replace("-csv", ""))
-        if args.frames_fps and args.benchmark == "cholec80":
-            table.sources = B.find_sources(Path(args.root), table.videos(), frames_fps=args.frames_fps)
+            raise ValueError("--root is required (or --labels-csv with --frames-dir, or --benchmark custom)")
+        protocol = B.load_protocol(args.benchmark)
+        task = args.task or B.default_task(protocol)
+        table = B.load_benchmark(args.benchmark, args.root, split=split, task=task, frames_fps=args.frames_fps,
+                                 name_fps=args.name_fps, label_fps=args.label_fps, eval_fps=args.eval_fps,
+                                 site=args.site)
     if args.limit:
-        keep = np.zeros(len(table), bool)
-        for v in table.videos():
-            keep[np.flatnonzero(table.video == v)[: args.limit]] = True
-        table = table.select(keep)
-    return table, protocol
+        table = limit_rows(table, args.limit)
+    return table, protocol, task
+
+
+def _custom_split(table, split: str, probe: bool):
+    """Rows of the videos listed in the file ``split`` (one stem per line); every video for a
+    zero-shot run without one. A linear probe needs disjoint train and test files."""
+    from .formats import read_text
+
+    if Path(split).is_file():
+        stems = [l.strip() for l in read_text(split).splitlines() if l.strip()]
+        unknown = sorted(set(stems) - set(table.videos()))
+        if unknown:
+            raise ValueError(f"{split}: videos {unknown[:5]} have no label file")
+        return table.select(np.isin(table.video, stems))
+    if probe:
+        raise ValueError("linear-probe on --benchmark custom needs --split train.txt --test-split test.txt "
+                         "(files listing video stems, one per line)")
+    return table
+
+
+def limit_rows(table, limit: int):
+    """The first ``limit`` rows of each video."""
+    keep = np.zeros(len(table), bool)
+    for v in table.videos():
+        keep[np.flatnonzero(table.video == v)[:limit]] = True
+    return table.select(keep)
 
 
 def _config(args) -> dict:
@@ -126,16 +177,15 @@ def cmd_zeroshot(args) -> int:
     from . import plots, reports
     from .zeroshot import evaluate_zero_shot
 
-    table, protocol = _table(args, args.split)
-    key = "tool_prompts" if table.multilabel and args.benchmark == "cholec80" else "prompts"
-    prompts = B.get_prompts(protocol, args.prompts, table.classes, key=key)
+    table, protocol, task = _table(args, args.split)
+    prompts, set_name = B.task_prompts(protocol, task, args.prompts, table)
     model, _, tokenizer = _load_model(args)
     result = evaluate_zero_shot(model, tokenizer, table, prompts, num_frames=args.num_frames, mode=args.mode,
                                 batch_size=args.batch_size, stride_s=args.stride_s, progress=True)
     out = Path(args.out)
     m = result.metrics
-    result.protocol.update(benchmark=protocol.get("name"), split=args.split, prompt_set=str(args.prompts),
-                           benchmark_metric=protocol.get("metric"))
+    result.protocol.update(benchmark=protocol.get("name"), task=task, split=args.split, prompt_set=set_name,
+                           benchmark_metric=B.task_spec(protocol, task).get("metric", protocol.get("metric")))
     if table.multilabel:
         rows = [{"benchmark": table.name, "frames": m.get("num_scored"), "mAP": m.get("mAP")}]
         cols = ["benchmark", "frames", "mAP"]
@@ -157,7 +207,16 @@ def cmd_zeroshot(args) -> int:
         plots.confusion_plot(out / "confusion.png", M.confusion_matrix(table.labels[v], result.pred[v], len(table.classes)),
                              table.classes)
     _print_summary("zero-shot", table.name, m, result.skipped, out)
+    if not m.get("num_scored"):
+        print(f"error: no labelled frame of {table.name} could be scored (skipped: {result.skipped})", file=sys.stderr)
+        return 1
     return 0
+
+
+def cmd_eval(args) -> int:
+    from .suite import run_suite
+
+    return run_suite(args)
 
 
 def _print_summary(what, name, m, skipped, out) -> None:
@@ -176,8 +235,8 @@ def cmd_linear_probe(args) -> int:
     from .features import extract_features
     from .linear_probe import linear_probe
 
-    train, protocol = _table(args, args.split)
-    test, _ = _table(args, args.test_split)
+    train, protocol, task = _table(args, args.split)
+    test, _, _ = _table(args, args.test_split)
     if train.multilabel:
         raise ValueError("linear-probe supports single-label tasks (phase, step, action)")
     model, _, _ = _load_model(args)
@@ -190,7 +249,8 @@ def cmd_linear_probe(args) -> int:
              "accuracy_std": r["accuracy_std"]} for p, r in res["results"].items()]
     skipped = {"train": s1, "test": s2}
     reports.write_report(args.out, "linear_probe", res["results"], {"metric": res["protocol"], "mode": args.mode,
-                         "num_frames": args.num_frames or model.num_frames, "benchmark": protocol.get("name")},
+                         "num_frames": args.num_frames or model.num_frames, "benchmark": protocol.get("name"),
+                         "task": task, "split": args.split, "test_split": args.test_split},
                          _config(args), reports.checkpoint_hash(args.model, model), rows,
                          ["percent", "f1", "f1_std", "accuracy", "accuracy_std"], extra={"skipped": skipped})
     for r in rows:
