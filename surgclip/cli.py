@@ -22,6 +22,9 @@ COMMANDS = {
     "search": "surgclip.evaluation.cli",
     "retrieval": "surgclip.evaluation.cli",
     "models": "surgclip.cli",
+    "coop": "surgclip.evaluation.probe_cli",
+    "cvs": "surgclip.evaluation.probe_cli",
+    "mcq": "surgclip.evaluation.probe_cli",
 }
 
 
