@@ -121,3 +121,22 @@ def test_bad_input(small):
         make_prompts(model, tok, ["a very long class name " * 4], n_ctx=16)
     with pytest.raises(ValueError, match=r"train_labels must be in 0..1"):
         train_coop(model, tok, NAMES[:2], x, y, n_ctx=2, epochs=1)
+
+
+def test_coop_command(cholec_root, tmp_path, capsys):
+    from surgclip.cli import main
+
+    out = tmp_path / "coop"
+    assert main(["coop", "--benchmark", "cholec80", "--root", str(cholec_root), "--train-split", "all",
+                 "--test-split", "all", "--shots", "1,2", "--seeds", "0", "--epochs", "2", "--n-ctx", "2",
+                 "--mode", "frame", "--cache", str(tmp_path / "cache"), "--out", str(out)]) == 0
+    report = json.loads((out / "coop.json").read_text())
+    assert list(report["metrics"]) == ["1-shot", "2-shot"]
+    assert report["protocol"]["class_texts"][1] == "calot triangle dissection"
+    from surgclip.evaluation.benchmarks import load_benchmark
+
+    present = len(np.unique(load_benchmark("cholec80", cholec_root, split="all").labels))
+    assert report["metrics"]["2-shot"]["runs"][0]["num_train_frames"] == 2 * present
+    printed = capsys.readouterr().out
+    assert "CoOp cholec80" in printed and "2-shot: F1" in printed
+    assert main(["coop", "--root", str(cholec_root), "--shots", "1,x"]) == 1
