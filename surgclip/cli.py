@@ -23,6 +23,9 @@ COMMANDS = {
     "retrieval": "surgclip.evaluation.cli",
     "eval": "surgclip.evaluation.cli",
     "models": "surgclip.cli",
+    "coop": "surgclip.evaluation.probe_cli",
+    "cvs": "surgclip.evaluation.probe_cli",
+    "mcq": "surgclip.evaluation.probe_cli",
 }
 
 

@@ -37,6 +37,27 @@ class CaptionDBError(ValueError):
     """The caption database is missing, lacks a table/column, or holds an invalid row."""
 
 
+class NotUTF8(bytes):
+    """A TEXT value that is not valid UTF-8 (kept as bytes so the row can be named, not a decode crash)."""
+
+
+def _decode_text(raw: bytes):
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return NotUTF8(raw)
+
+
+def _float(value) -> float:
+    """A numeric cell as float; NULL -> NaN; text, blobs and bad UTF-8 -> NaN (reported by the caller)."""
+    if value is None or isinstance(value, (str, bytes)):
+        try:
+            return float(value) if isinstance(value, str) else float("nan")
+        except ValueError:
+            return float("nan")
+    return float(value)
+
+
 def clean_caption(text: str) -> str:
     """Caption cleaning as released with SurgLaVi.
 
@@ -90,6 +111,7 @@ def connect_readonly(path: str | Path) -> sqlite3.Connection:
         raise CaptionDBError(f"caption database not found: {path}")
     try:
         con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        con.text_factory = _decode_text
         con.execute("SELECT 1 FROM sqlite_master LIMIT 1")
     except sqlite3.DatabaseError as err:
         raise CaptionDBError(f"{path} is not a readable SQLite database: {err}") from err
@@ -98,14 +120,32 @@ def connect_readonly(path: str | Path) -> sqlite3.Connection:
 
 def check_schema(con: sqlite3.Connection, where: str, required: dict = REQUIRED) -> None:
     """Raise CaptionDBError naming the first missing table or the missing columns of a table."""
-    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
+    tables = {r[0] for r in _fetch(con, where, "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
     for table, columns in required.items():
         if table not in tables:
             raise CaptionDBError(f"{where}: table '{table}' is missing (found tables: {sorted(tables)})")
-        have = {r[1] for r in con.execute(f"PRAGMA table_info('{table}')")}  # table name from the constant above
+        have = {r[1] for r in _fetch(con, where, f"PRAGMA table_info('{table}')")}  # table name from the constant above
         missing = [c for c in columns if c not in have]
         if missing:
             raise CaptionDBError(f"{where}: table '{table}' lacks column(s) {missing} (has {sorted(have)})")
+
+
+def _fetch(con: sqlite3.Connection, where, sql: str, params=()) -> list:
+    """Run one query; SQLite errors (malformed file, broken view, ...) become CaptionDBError naming the file."""
+    try:
+        return con.execute(sql, params).fetchall()
+    except sqlite3.Error as err:
+        raise CaptionDBError(f"{where}: query failed ({type(err).__name__}: {err})") from err
+
+
+def _int_ids(rows, where, table: str) -> dict:
+    """``{int(id): name}`` from ``(id, name)`` rows, naming the first id that is not an integer."""
+    out = {}
+    for i, name in rows:
+        if isinstance(i, bool) or not isinstance(i, (int, float)) or not float(i).is_integer():
+            raise CaptionDBError(f"{where}: table '{table}' has a non-integer level_id {i!r}")
+        out[int(i)] = name if isinstance(name, str) else repr(name)
+    return out
 
 
 def _in_clause(column: str, values: Sequence) -> tuple[str, list]:
@@ -127,7 +167,7 @@ class CaptionDB:
         con = connect_readonly(self.path)
         try:
             check_schema(con, str(self.path), {"levels": REQUIRED["levels"]})
-            return {int(i): str(n) for i, n in con.execute("SELECT level_id, name FROM levels")}
+            return _int_ids(_fetch(con, self.path, "SELECT level_id, name FROM levels"), self.path, "levels")
         finally:
             con.close()
 
@@ -164,7 +204,7 @@ class CaptionDB:
         con = connect_readonly(self.path)
         try:
             check_schema(con, str(self.path))
-            known = {int(r[0]) for r in con.execute("SELECT level_id FROM levels")}
+            known = set(_int_ids(_fetch(con, self.path, "SELECT level_id, name FROM levels"), self.path, "levels"))
             unknown = sorted(set(levels) - known)
             if unknown:
                 raise CaptionDBError(f"{self.path}: unknown level id(s) {unknown}; the levels table has {sorted(known)}")
@@ -187,7 +227,7 @@ class CaptionDB:
             sql = (f"SELECT c.caption_id, v.name, c.level_id, c.start_time, c.end_time, {text}, v.fps, "
                    f"v.procedure_type FROM captions c JOIN videos v ON v.video_id = c.video_id "
                    f"WHERE {' AND '.join(where)} ORDER BY c.caption_id")
-            rows = con.execute(sql, params).fetchall()
+            rows = _fetch(con, self.path, sql, params)
         finally:
             con.close()
         return self._to_table(rows, min_duration, max_duration, clean, video_names, skip_errors)
@@ -202,13 +242,22 @@ class CaptionDB:
             dropped[reason] = dropped.get(reason, 0) + 1
 
         for cid, name, level, start, end, text, fps, ptype in rows:
+            if isinstance(cid, bool) or not isinstance(cid, int):
+                bad("invalid_row", f"a caption row has a non-integer caption_id {cid!r} (video {name!r})")
+                continue
             if keep_names is not None and name not in keep_names:
                 continue
-            start = float("nan") if start is None else float(start)
-            end = float("nan") if end is None else float(end)
+            bad_text = [f"{col} = {v!r}"[:100] for col, v in (("videos.name", name), ("caption text", text),
+                                                                ("videos.procedure_type", ptype))
+                        if isinstance(v, NotUTF8) or (v is not None and not isinstance(v, str))]
+            if bad_text or not name:
+                bad("invalid_text", f"caption {cid}: " + ("; ".join(bad_text) + " is not UTF-8 text" if bad_text
+                                                          else f"its video has no name ({name!r})"))
+                continue
+            start, end = _float(start), _float(end)
             if not (math.isfinite(start) and math.isfinite(end)) or start < 0 or end <= start:
                 bad("invalid_times", f"caption {cid} of video {name!r} has invalid times start={start} end={end} "
-                                     f"(need 0 <= start < end)")
+                                     f"(need 0 <= start < end, finite numbers)")
                 continue
             if not (min_duration < end - start <= max_duration):
                 continue
@@ -216,8 +265,7 @@ class CaptionDB:
             if not text:
                 bad("empty_caption", f"caption {cid} of video {name!r} is empty (after cleaning: {clean})")
                 continue
-            out.append((cid, name, level, start, end, text, float(fps) if fps is not None else float("nan"),
-                        ptype or ""))
+            out.append((cid, name, int(level), start, end, text, _float(fps), ptype or ""))
         cols = list(zip(*out)) if out else [[] for _ in range(8)]
         return ClipTable(np.asarray(cols[0], dtype=np.int64), list(cols[1]), np.asarray(cols[2], dtype=np.int64),
                          np.asarray(cols[3], dtype=np.float64), np.asarray(cols[4], dtype=np.float64), list(cols[5]),
@@ -228,25 +276,37 @@ class CaptionDB:
         con = connect_readonly(self.path)
         try:
             check_schema(con, str(self.path))
-            names = {int(i): n for i, n in con.execute("SELECT level_id, name FROM levels")}
+            names = _int_ids(_fetch(con, self.path, "SELECT level_id, name FROM levels"), self.path, "levels")
             per_level = {}
-            for level, n, n_keep in con.execute(
+            for level, n, n_keep in _fetch(con, self.path,
                     "SELECT level_id, COUNT(*), SUM(is_descriptive = 1 AND is_surgical_content = 1) "
                     "FROM captions GROUP BY level_id ORDER BY level_id"):
-                durs = np.array([r[0] for r in con.execute(
+                durs = np.array([_float(r[0]) for r in _fetch(con, self.path,
                     "SELECT end_time - start_time FROM captions WHERE level_id = ?", (level,))], dtype=float)
-                per_level[int(level)] = {
-                    "name": names.get(int(level), "?"), "captions": int(n), "descriptive_surgical": int(n_keep or 0),
-                    "duration_s": {"mean": float(np.nanmean(durs)), "median": float(np.nanmedian(durs)),
-                                   "min": float(np.nanmin(durs)), "max": float(np.nanmax(durs)),
+                if not np.isfinite(durs).any():
+                    durs = np.array([np.nan, np.nan])  # keeps nan* quiet: no valid duration on this level
+                key = int(level) if isinstance(level, int) else str(level)
+                per_level[key] = {
+                    "name": names.get(key, "?"), "captions": int(n), "descriptive_surgical": int(n_keep or 0),
+                    "duration_s": {"mean": _nan_stat(np.nanmean, durs), "median": _nan_stat(np.nanmedian, durs),
+                                   "min": _nan_stat(np.nanmin, durs), "max": _nan_stat(np.nanmax, durs),
                                    "total_h": float(np.nansum(durs) / 3600)}}
-            procedures = {str(p): {"videos": int(nv), "hours": float((h or 0) / 3600)} for p, nv, h in con.execute(
+            procedures = {str(p): {"videos": int(nv), "hours": _float(h or 0) / 3600} for p, nv, h in _fetch(
+                con, self.path,
                 "SELECT procedure_type, COUNT(*), SUM(duration) FROM videos GROUP BY procedure_type ORDER BY 2 DESC")}
-            n_videos, hours = con.execute("SELECT COUNT(*), SUM(duration) FROM videos").fetchone()
+            n_videos, hours = _fetch(con, self.path, "SELECT COUNT(*), SUM(duration) FROM videos")[0]
         finally:
             con.close()
-        return {"path": str(self.path), "videos": int(n_videos), "video_hours": float((hours or 0) / 3600),
+        return {"path": str(self.path), "videos": int(n_videos), "video_hours": _float(hours or 0) / 3600,
                 "levels": per_level, "procedure_types": procedures}
+
+
+def _nan_stat(fn, values: np.ndarray) -> float:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN level: the statistic is NaN, said in the table
+        return float(fn(values))
 
 
 def format_stats(stats: dict) -> str:

@@ -162,7 +162,8 @@ class FrameFolderReader(FrameReader):
                 try:
                     with Image.open(self.files[i]) as img:
                         cache[i] = np.asarray(img.convert("RGB"))
-                except OSError as err:
+                except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+                    # PIL signals broken files with all of these (e.g. SyntaxError "broken PNG file")
                     raise VideoReadError(f"cannot read frame image {self.files[i]}: {err}") from err
             out.append(cache[i])
         shapes = {a.shape for a in out}

@@ -1,8 +1,11 @@
-"""Linear probe on frozen features: N% of the training procedures, several seeds, logistic regression.
+"""Linear probe on frozen features: N% of the training procedures or k labelled frames per class,
+several seeds, logistic regression.
 
-Procedures (videos) are sampled, not frames, so 10% means 10% of the surgeries. Scored on the test
-table with the single-label metrics (per-video mean F1/accuracy and global), reported mean ± std
-over seeds.
+Procedures (videos) are sampled, not frames, so 10% means 10% of the surgeries. k-shot draws k
+labelled frames of each class from the training procedures (all of a class's frames when it has
+fewer than k). Both are scored on the test table with the single-label metrics (per-video mean
+F1/accuracy and global), reported mean ± std over seeds under one format: ``results["10"]`` for
+10% of procedures, ``results["4-shot"]`` for 4 frames per class.
 """
 from __future__ import annotations
 
@@ -11,7 +14,9 @@ import numpy as np
 from . import metrics as M
 
 PROTOCOL = ("linear probe: frozen clip features, logistic regression (sklearn lbfgs, standardised features) on "
-            "N% of training procedures per seed; test per-video macro F1 / accuracy averaged over videos")
+            "N% of training procedures (key 'N') or k labelled training frames per class (key 'k-shot') per seed; "
+            "test per-video macro F1 / accuracy averaged over videos")
+SUMMARY_KEYS = ("f1", "accuracy", "global_f1", "global_accuracy")
 
 
 def sample_procedures(videos: list[str], percent: float, seed: int) -> list[str]:
@@ -21,43 +26,88 @@ def sample_procedures(videos: list[str], percent: float, seed: int) -> list[str]
     return sorted(rng.choice(sorted(videos), size=n, replace=False).tolist())
 
 
+def sample_shots(labels, shots: int, seed: int) -> np.ndarray:
+    """Row indices of ``shots`` frames per class (all of a class's frames if it has fewer), drawn with ``seed``.
+
+    Args:
+        labels: [N] class ids of the training frames.
+        shots: frames per class (k >= 1).
+        seed: numpy Generator seed; classes are visited in ascending id order so the draw is reproducible.
+    Returns:
+        int64 [<= k * C] sorted row indices.
+    """
+    if int(shots) < 1:
+        raise ValueError(f"shots must be >= 1, got {shots}")
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    picked = []
+    for c in np.unique(labels):
+        rows = np.flatnonzero(labels == c)
+        picked.append(rng.choice(rows, size=min(int(shots), len(rows)), replace=False))
+    return np.sort(np.concatenate(picked)).astype(np.int64) if picked else np.zeros(0, np.int64)
+
+
+def summarize_runs(runs: list[dict], **extra) -> dict:
+    """Mean and std over the runs that produced ``f1`` (failed runs keep their ``error``).
+
+    Returns:
+        ``{"runs", **extra, "f1_mean", "f1_std", "accuracy_mean", ..., "global_accuracy_std"}`` (NaN when no run).
+    """
+    ok = [r for r in runs if "f1" in r]
+    summary = {"runs": runs, **extra}
+    for key in SUMMARY_KEYS:
+        vals = np.array([r[key] for r in ok], dtype=np.float64)
+        summary[f"{key}_mean"] = float(vals.mean()) if len(vals) else float("nan")
+        summary[f"{key}_std"] = float(vals.std()) if len(vals) else float("nan")
+    return summary
+
+
 def linear_probe(train_x, train_y, train_videos, test_x, test_y, test_videos, percents=(10, 50, 100),
-                 seeds=(0, 1, 2), C: float = 1.0, max_iter: int = 1000) -> dict:
+                 seeds=(0, 1, 2), shots=(), C: float = 1.0, max_iter: int = 1000) -> dict:
     """Fit and score logistic regressions.
 
     Args:
         train_x: [N, D] features; train_y: [N] class ids; train_videos: [N] video ids.
         test_x, test_y, test_videos: the same for the test split.
-        percents: percentages of training procedures.
-        seeds: one fit per seed and percent.
+        percents: percentages of training procedures (keys ``str(pct)``).
+        seeds: one fit per seed and percent / shot count.
+        shots: frames per class drawn from all training procedures (keys ``f"{k}-shot"``), e.g. (1, 2, 4, 8, 16).
+        C, max_iter: sklearn ``LogisticRegression`` settings.
     Returns:
-        ``{"protocol", "results": {"10": {"f1_mean", "f1_std", "accuracy_mean", ..., "runs": [...]}}}``.
+        ``{"protocol", "results": {"10": {...}, "4-shot": {...}}}`` where each entry holds
+        ``f1_mean``, ``f1_std``, ``accuracy_mean``, ``accuracy_std``, ``global_*_mean/std``, ``runs``
+        (per seed: seed, f1, accuracy, global_f1, global_accuracy, num_train_frames; or an ``error``),
+        plus ``num_procedures`` (percent entries) or ``shots`` (k-shot entries).
     """
+    train_x, train_y, test_x, test_y = map(np.asarray, (train_x, train_y, test_x, test_y))
+    train_videos, test_videos = np.asarray(train_videos), np.asarray(test_videos)
+    procedures = list(dict.fromkeys(train_videos.tolist()))
+
+    def fit_and_score(rows: np.ndarray, seed: int, **info) -> dict:
+        if len(np.unique(train_y[rows])) < 2:
+            return {"seed": seed, **info, "error": "fewer than 2 classes in the sampled training frames"}
+        m = M.single_label_metrics(test_y, _fit_predict(train_x[rows], train_y[rows], test_x, C, max_iter, seed),
+                                   test_videos)
+        return {"seed": seed, **info, "num_train_frames": int(len(rows)), **{k: m[k] for k in SUMMARY_KEYS}}
+
+    results = {}
+    for pct in percents:
+        runs, chosen = [], []
+        for seed in seeds:
+            chosen = sample_procedures(procedures, pct, seed)
+            runs.append(fit_and_score(np.flatnonzero(np.isin(train_videos, chosen)), seed, videos=chosen))
+        results[str(pct)] = summarize_runs(runs, num_procedures=len(chosen))
+    for k in shots:
+        runs = [fit_and_score(sample_shots(train_y, int(k), seed), seed) for seed in seeds]
+        results[f"{int(k)}-shot"] = summarize_runs(runs, shots=int(k))
+    return {"protocol": PROTOCOL, "results": results}
+
+
+def _fit_predict(x, y, test_x, C: float, max_iter: int, seed: int) -> np.ndarray:
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    train_videos, test_videos = np.asarray(train_videos), np.asarray(test_videos)
-    procedures = list(dict.fromkeys(train_videos.tolist()))
-    results = {}
-    for pct in percents:
-        runs = []
-        for seed in seeds:
-            chosen = sample_procedures(procedures, pct, seed)
-            mask = np.isin(train_videos, chosen)
-            if len(np.unique(train_y[mask])) < 2:
-                runs.append({"seed": seed, "videos": chosen, "error": "fewer than 2 classes in the sampled procedures"})
-                continue
-            clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter, random_state=seed))
-            clf.fit(train_x[mask], train_y[mask])
-            m = M.single_label_metrics(test_y, clf.predict(test_x), test_videos)
-            runs.append({"seed": seed, "videos": chosen, "f1": m["f1"], "accuracy": m["accuracy"],
-                         "global_f1": m["global_f1"], "global_accuracy": m["global_accuracy"]})
-        ok = [r for r in runs if "f1" in r]
-        summary = {"runs": runs, "num_procedures": len(chosen) if runs else 0}
-        for key in ("f1", "accuracy", "global_f1", "global_accuracy"):
-            vals = np.array([r[key] for r in ok])
-            summary[f"{key}_mean"] = float(vals.mean()) if len(vals) else float("nan")
-            summary[f"{key}_std"] = float(vals.std()) if len(vals) else float("nan")
-        results[str(pct)] = summary
-    return {"protocol": PROTOCOL, "results": results}
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter, random_state=seed))
+    clf.fit(x, y)
+    return clf.predict(test_x)
