@@ -3,6 +3,7 @@
     surgclip train ...          (surgclip.train.cli)
     surgclip data stats DB      (surgclip.data.cli)   extract-frames, sample
     surgclip zeroshot ...       (surgclip.evaluation.cli)   linear-probe, index, search
+    surgclip serve --index DIR  (surgclip.serve.cli)   search an index in the browser
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ COMMANDS = {
     "search": "surgclip.evaluation.cli",
     "retrieval": "surgclip.evaluation.cli",
     "models": "surgclip.cli",
+    "serve": "surgclip.serve.cli",
 }
 
 
