@@ -3,6 +3,7 @@
     surgclip train ...          (surgclip.train.cli)
     surgclip data stats DB      (surgclip.data.cli)   extract-frames, sample
     surgclip zeroshot ...       (surgclip.evaluation.cli)   linear-probe, index, search
+    surgclip serve --index DIR  (surgclip.serve.cli)   search an index in the browser
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ COMMANDS = {
     "coop": "surgclip.evaluation.probe_cli",
     "cvs": "surgclip.evaluation.probe_cli",
     "mcq": "surgclip.evaluation.probe_cli",
+    "serve": "surgclip.serve.cli",
 }
 
 

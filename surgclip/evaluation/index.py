@@ -172,13 +172,52 @@ class ClipIndex:
         self._faiss = build_faiss(self.embeddings, self.meta["kind"])
         return self._faiss
 
-    def search(self, queries: np.ndarray, k: int = 5) -> list[list[dict]]:
-        """Top-k clips per query ([Q, D] float32) -> per query a list of {video, start, end, score, id}."""
+    def clip(self, i: int) -> dict:
+        """Clip ``i`` as ``{video, start, end, id}`` (``IndexError`` when out of range)."""
+        if not 0 <= int(i) < len(self.clips):
+            raise IndexError(f"clip id {i} out of range: index {self.path} holds {len(self.clips)} clips")
+        return dict(self.clips[int(i)], id=int(i))
+
+    def embedding(self, i: int) -> np.ndarray:
+        """The stored embedding of clip ``i``: [D] float32."""
+        self.clip(i)
+        return self.embeddings[int(i)]
+
+    def video_info(self) -> dict[str, dict]:
+        """Per video id: what ``index_library`` recorded (``path``, ``fps``, ``num_frames``, ``clips``, ...)."""
+        return self.meta["videos"]
+
+    def search(self, queries: np.ndarray, k: int = 5, videos: set[str] | None = None) -> list[list[dict]]:
+        """Top-k clips per query ([Q, D] float32) -> per query a list of {video, start, end, score, id}.
+
+        ``videos`` restricts the hits to those video ids (exact inner products over their clips).
+        """
         if not len(self.clips):
             raise IndexError_(f"index {self.path} is empty")
-        scores, ids = self.faiss().search(np.ascontiguousarray(queries, dtype=np.float32), min(k, len(self.clips)))
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        if videos is None:
+            scores, ids = self.faiss().search(q, min(k, len(self.clips)))
+        else:
+            ids, scores = self._search_subset(q, k, set(videos))
         return [[dict(self.clips[i], score=float(s), id=int(i)) for s, i in zip(srow, irow) if i >= 0]
                 for srow, irow in zip(scores, ids)]
+
+    def _search_subset(self, q: np.ndarray, k: int, videos: set[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k over the clips of ``videos`` only: ([Q, k'] ids, [Q, k'] scores)."""
+        cached = getattr(self, "_video_rows", None)
+        if cached is None or cached[0] != len(self.clips):  # one pass over the clips, then per-video lookups
+            by_video: dict[str, list[int]] = {}
+            for i, c in enumerate(self.clips):
+                by_video.setdefault(c["video"], []).append(i)
+            cached = self._video_rows = (len(self.clips), {v: np.asarray(r) for v, r in by_video.items()})
+        parts = [cached[1][v] for v in sorted(videos) if v in cached[1]]
+        rows = np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+        if not len(rows):
+            return np.zeros((len(q), 0), np.int64), np.zeros((len(q), 0), np.float32)
+        sims = q @ self.embeddings[rows].T
+        k = min(k, len(rows))
+        top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+        return rows[top], np.take_along_axis(sims, top, axis=1)
 
 
 def _kind_of(index) -> str:

@@ -1,0 +1,64 @@
+"""``surgclip serve --index DIR [--host 127.0.0.1] [--port 8000] [--model M]`` (registered by ``surgclip.cli``)."""
+from __future__ import annotations
+
+import ipaddress
+import sys
+
+from .engine import MAX_K, MAX_QUERY_CHARS
+
+
+def register(subparsers) -> None:
+    """Add ``serve`` to the ``surgclip`` parser."""
+    p = subparsers.add_parser("serve", help="search an index in the browser (FastAPI + uvicorn, localhost only by default)")
+    p.add_argument("--index", required=True, help="index directory written by `surgclip index`")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes the library)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--model", default=None, help="model name or directory (default: the one recorded in the index)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--max-k", type=int, default=MAX_K, help="largest k a query may ask for")
+    p.add_argument("--max-query-chars", type=int, default=MAX_QUERY_CHARS)
+    p.set_defaults(func=cmd_serve)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def build(index: str, model: str | None = None, device: str = "cpu", **bounds):
+    """The app for ``index``: the search app, or the error app (with the reason) when the index is unusable."""
+    from .app import create_app
+    from .engine import ServeError, load_engine
+
+    try:
+        engine = load_engine(index, model=model, device=device, **bounds)
+    except ServeError as err:
+        print(f"surgclip serve: {err}\n  serving a page that says so; fix the index and restart", file=sys.stderr)
+        return create_app(None, error=str(err)), None
+    return create_app(engine), engine
+
+
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    if not 1 <= args.max_k <= 10_000 or args.max_query_chars < 1:
+        raise ValueError(f"--max-k must be in [1, 10000] and --max-query-chars positive, got {args.max_k}, "
+                         f"{args.max_query_chars}")
+    if not is_loopback(args.host):
+        print(f"surgclip serve: WARNING: binding {args.host}: anyone who can reach this address can search the "
+              f"library and play its videos", file=sys.stderr)
+    app, engine = build(args.index, args.model, args.device, max_k=args.max_k, max_query_chars=args.max_query_chars)
+    if engine is not None:
+        d = engine.describe()
+        print(f"surgclip serve: model {d['model']} · index {d['index']} · {d['num_clips']} clips in "
+              f"{d['num_videos']} videos")
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"surgclip serve: open http://{host}:{args.port}/", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
