@@ -37,7 +37,8 @@ def register(subparsers) -> None:
     _model_args(p)
     _bench_args(p, split="train")
     p.add_argument("--test-split", default="test")
-    p.add_argument("--percents", default="10,50,100")
+    p.add_argument("--percents", default="10,50,100", help="percentages of training procedures ('' for none)")
+    p.add_argument("--shots", default="", help="k labelled frames per class, e.g. 1,2,4,8,16 (few-shot probes)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--mode", default="centered", choices=["centered", "online", "frame"])
     p.add_argument("--cache", default="reports/features", help="feature cache folder (resumable)")
@@ -244,7 +245,8 @@ def cmd_linear_probe(args) -> int:
     xtr, vtr, s1 = extract_features(model, train, cache, args.num_frames, args.mode, args.stride_s, args.batch_size, True)
     xte, vte, s2 = extract_features(model, test, cache, args.num_frames, args.mode, args.stride_s, args.batch_size, True)
     res = linear_probe(xtr[vtr], train.labels[vtr], train.video[vtr], xte[vte], test.labels[vte], test.video[vte],
-                       percents=[float(p) for p in args.percents.split(",")], seeds=[int(s) for s in args.seeds.split(",")])
+                       percents=_numbers(args.percents, float), shots=_numbers(args.shots, int),
+                       seeds=_numbers(args.seeds, int))
     rows = [{"percent": p, "f1": r["f1_mean"], "f1_std": r["f1_std"], "accuracy": r["accuracy_mean"],
              "accuracy_std": r["accuracy_std"]} for p, r in res["results"].items()]
     skipped = {"train": s1, "test": s2}
@@ -254,9 +256,18 @@ def cmd_linear_probe(args) -> int:
                          _config(args), reports.checkpoint_hash(args.model, model), rows,
                          ["percent", "f1", "f1_std", "accuracy", "accuracy_std"], extra={"skipped": skipped})
     for r in rows:
-        print(f"{r['percent']:>5}% of training procedures: F1 {r['f1']:.4f} ± {r['f1_std']:.4f}")
+        what = r["percent"] if r["percent"].endswith("-shot") else f"{r['percent']}% of training procedures"
+        print(f"{what:>32}: F1 {r['f1']:.4f} ± {r['f1_std']:.4f}")
     print(f"report: {args.out}/")
     return 0
+
+
+def _numbers(text: str, kind) -> list:
+    """'1,2,4' -> [1, 2, 4]; '' -> []; a bad item is an error naming it."""
+    try:
+        return [kind(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov")

@@ -122,11 +122,14 @@ def test_custom_benchmark_zeroshot_and_linear_probe(small_sample, tmp_path):
     assert main(["zeroshot", *common, "--out", str(tmp_path / "zs")] + FAST) == 0
     custom = json.loads((tmp_path / "zs" / "zeroshot.json").read_text())["metrics"]
     assert custom["num_scored"] == 12 and custom["num_videos"] == 4
-    assert main(["linear-probe", "--benchmark", "autolaparo", "--root", str(bench), "--percents", "100", "--seeds", "0",
-                 "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "lp")] + FAST) == 0
+    assert main(["linear-probe", "--benchmark", "autolaparo", "--root", str(bench), "--percents", "100", "--shots", "2",
+                 "--seeds", "0", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "lp")] + FAST) == 0
     probe = json.loads((tmp_path / "lp" / "linear_probe.json").read_text())
     assert probe["protocol"]["task"] == "phase" and probe["protocol"]["test_split"] == "test"
-    assert list(probe["metrics"]) == ["100.0"] and 0 <= probe["metrics"]["100.0"]["f1_mean"] <= 1
+    assert list(probe["metrics"]) == ["100.0", "2-shot"] and 0 <= probe["metrics"]["100.0"]["f1_mean"] <= 1
+    shot_run, full_run = probe["metrics"]["2-shot"]["runs"][0], probe["metrics"]["100.0"]["runs"][0]
+    assert probe["metrics"]["2-shot"]["shots"] == 2
+    assert 2 <= shot_run["num_train_frames"] <= min(14, full_run["num_train_frames"])  # <= 2 per phase present
     assert main(["linear-probe", *common, "--out", str(tmp_path / "lp2")] + FAST) == 1  # custom needs split files
     (tmp_path / "train.txt").write_text("01\n02\n")
     (tmp_path / "test.txt").write_text("15\n16\n")
