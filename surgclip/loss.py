@@ -95,10 +95,10 @@ class InfoNCELoss(nn.Module):
             rank = dist.get_rank()
             all_video, all_text = gather_with_grad(video), gather_with_grad(text)
             fields = {k: gather_no_grad(v) if v is not None else None for k, v in fields.items()}
-        if fields["valid"] is not None:
-            fields["valid"] = fields["valid"].bool()
             if self.local_loss:
                 offset = rank * b
+        if fields["valid"] is not None:
+            fields["valid"] = fields["valid"].bool()
         rows = slice(offset, offset + b) if self.local_loss else slice(0, all_video.shape[0])
         row_video, row_text = all_video[rows], all_text[rows]
         logits_v2t = logit_scale * row_video @ all_text.T      # [r, N]
