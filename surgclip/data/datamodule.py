@@ -298,7 +298,8 @@ class SurgLaViDataModule(L.LightningDataModule):
             self.setup()
         ds = self.datasets["train"]
         ds.set_epoch(epoch)
-        world, rank = (int(trainer.world_size), int(trainer.global_rank)) if trainer is not None else (1, 0)
+        world = int(getattr(trainer, "world_size", 1) or 1)
+        rank = int(getattr(trainer, "global_rank", 0) or 0)
         sampler = LevelSampler(ds.table.level, self.active_levels(epoch), self.level_weights, self.hparams.seed, epoch,
                                num_replicas=world, rank=rank)
         return self._loader("train", sampler)

@@ -121,7 +121,9 @@ class SurgCLIPModule(L.LightningModule):
         out = self.model_step(batch)
         loss = out["loss"]
         finite = bool(torch.isfinite(loss))
-        if not self.trainer.strategy.reduce_boolean_decision(finite, all=True):  # every rank stops together
+        if self.loss_fn.local_loss and self.trainer.world_size > 1:  # per-rank losses: every rank stops together
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if not finite:  # (the full-batch loss is the same on every rank)
             ids = sorted(set(batch["video_id"]))
             raise FloatingPointError(f"loss is {loss.item()} at global step {self.global_step} (epoch "
                                      f"{self.current_epoch}, batch {batch_idx}); videos in the batch: {ids}")
@@ -145,7 +147,7 @@ class SurgCLIPModule(L.LightningModule):
         epoch = {r: int(c) for r, c in zip(reasons, counts.tolist())}
         for r, n in epoch.items():
             self.skipped_total[r] = self.skipped_total.get(r, 0) + n
-            self.log(f"train/skipped_{r}", float(n))  # equal on every rank already: no sync
+            self.log(f"train/skipped_{r}", float(n), sync_dist=True)  # equal on every rank already
         if any(epoch.values()) and self.trainer.is_global_zero:
             print(f"epoch {self.current_epoch}: skipped {sum(epoch.values())} bad training items "
                   f"({', '.join(f'{r}: {n}' for r, n in epoch.items() if n)}); padded with valid items "
