@@ -18,6 +18,7 @@ class PairMeta:
     level: torch.Tensor | None = None     # caption level
     start: torch.Tensor | None = None     # seconds
     end: torch.Tensor | None = None
+    valid: torch.Tensor | None = None     # bool; False = a stand-in for a skipped item, left out of the loss
 
 
 def _dist_ready() -> bool:
@@ -63,12 +64,18 @@ class InfoNCELoss(nn.Module):
         multi_positive: samples sharing a ``groups`` id are all positives (soft targets).
         mask_overlaps: drop from the denominators pairs from the same video whose captions are of
             different levels and overlap in time.
+        distributed: gather across ranks when a process group of more than one rank is up (set
+            False to score one rank's batch alone, e.g. a single-process re-validation inside DDP).
+    Samples with ``meta.valid`` False are neither rows of the loss nor columns of any valid row, so
+    padding a batch with them changes neither the loss nor its gradients.
     Returns from ``forward``: dict with ``loss`` (scalar, weighted mean), ``per_sample`` [b] (local
     rows' symmetric loss), ``loss_v2t``, ``loss_t2v``.
     """
 
-    def __init__(self, local_loss: bool = False, multi_positive: bool = True, mask_overlaps: bool = False):
+    def __init__(self, local_loss: bool = False, multi_positive: bool = True, mask_overlaps: bool = False,
+                 distributed: bool = True):
         super().__init__()
+        self.distributed = distributed
         self.local_loss = local_loss
         self.multi_positive = multi_positive
         self.mask_overlaps = mask_overlaps
@@ -80,13 +87,18 @@ class InfoNCELoss(nn.Module):
         b = video.shape[0]
         rank, offset = 0, 0
         all_video, all_text = video, text
-        fields = {k: getattr(meta, k) for k in ("groups", "video", "level", "start", "end")}
-        if _dist_ready():
+        fields = {k: getattr(meta, k) for k in ("groups", "video", "level", "start", "end", "valid")}
+        if fields["valid"] is not None:
+            fields["valid"] = fields["valid"].to(torch.uint8)  # gloo does not gather bool
+        gather = self.distributed and _dist_ready()
+        if gather:
             rank = dist.get_rank()
             all_video, all_text = gather_with_grad(video), gather_with_grad(text)
             fields = {k: gather_no_grad(v) if v is not None else None for k, v in fields.items()}
             if self.local_loss:
                 offset = rank * b
+        if fields["valid"] is not None:
+            fields["valid"] = fields["valid"].bool()
         rows = slice(offset, offset + b) if self.local_loss else slice(0, all_video.shape[0])
         row_video, row_text = all_video[rows], all_text[rows]
         logits_v2t = logit_scale * row_video @ all_text.T      # [r, N]
@@ -106,14 +118,25 @@ class InfoNCELoss(nn.Module):
             false_neg = same_video & other_level & overlap & ~positives
             logits_v2t = logits_v2t.masked_fill(false_neg, float("-inf"))
             logits_t2v = logits_t2v.masked_fill(false_neg, float("-inf"))
+        valid = fields["valid"]
+        if valid is not None:
+            # padded columns leave valid rows' denominators and targets; padded rows keep their own
+            # (finite) logits and get zero weight below
+            pad_col = valid[rows][:, None] & ~valid[None, :]
+            positives = positives & ~pad_col
+            logits_v2t = logits_v2t.masked_fill(pad_col, float("-inf"))
+            logits_t2v = logits_t2v.masked_fill(pad_col, float("-inf"))
         targets = positives.float() / positives.sum(1, keepdim=True)
         loss_v2t = _soft_ce(logits_v2t, targets)
         loss_t2v = _soft_ce(logits_t2v, targets)
         per_row = (loss_v2t + loss_t2v) / 2
-        per_sample = per_row if self.local_loss or not _dist_ready() else per_row[rank * b: (rank + 1) * b]
+        per_sample = per_row if self.local_loss or not gather else per_row[rank * b: (rank + 1) * b]
         w = None
         if weights is not None:
-            w = gather_no_grad(weights) if (_dist_ready() and not self.local_loss) else weights
+            w = gather_no_grad(weights) if (gather and not self.local_loss) else weights
+        if valid is not None:
+            keep = valid[rows].to(per_row.dtype)
+            w = keep if w is None else w * keep
         loss = (per_row * w).sum() / w.sum().clamp(min=1e-12) if w is not None else per_row.mean()
         return {"loss": loss, "per_sample": per_sample.detach(), "loss_v2t": loss_v2t.mean().detach(),
                 "loss_t2v": loss_t2v.mean().detach()}

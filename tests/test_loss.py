@@ -114,3 +114,24 @@ def test_two_process_gloo_equals_single_process(tmp_path, local_loss):
     torch.testing.assert_close(got["loss"], out["loss"].detach())
     torch.testing.assert_close(got["g_v"], w_v.grad)
     torch.testing.assert_close(got["g_t"], w_t.grad)
+
+
+def test_padded_items_change_neither_loss_nor_gradients():
+    """PaddedCollate's stand-ins (valid=False copies of real items) are invisible to the loss."""
+    torch.manual_seed(0)
+    v, t = F.normalize(torch.randn(5, 4), dim=-1), F.normalize(torch.randn(5, 4), dim=-1)
+    groups = torch.tensor([0, 1, 2, 0, 4])
+    ref_v, ref_t = v.clone().requires_grad_(), t.clone().requires_grad_()
+    ref = InfoNCELoss()(ref_v, ref_t, 5.0, PairMeta(groups=groups), torch.tensor([1.0, 2, 1, 1, 1]))
+    ref["loss"].backward()
+
+    order = [0, 1, 1, 2, 3, 0, 4]  # items 1 and 0 repeated as stand-ins at positions 2 and 5
+    valid = torch.tensor([True, True, False, True, True, False, True])
+    pv, pt = v[order].clone().requires_grad_(), t[order].clone().requires_grad_()
+    out = InfoNCELoss()(pv, pt, 5.0, PairMeta(groups=groups[order], valid=valid),
+                        torch.tensor([1.0, 2, 2, 1, 1, 1, 1]))
+    out["loss"].backward()
+    torch.testing.assert_close(out["loss"], ref["loss"])
+    torch.testing.assert_close(pv.grad[valid], ref_v.grad)
+    torch.testing.assert_close(pt.grad[valid], ref_t.grad)
+    assert torch.all(pv.grad[~valid] == 0) and torch.all(pt.grad[~valid] == 0)

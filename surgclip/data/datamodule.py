@@ -15,46 +15,105 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, DistributedSampler
 
 from ..transform import ClipTransform, PreprocessCfg
-from .dataset import ClipDataset, Collate
+from .dataset import SKIP_REASONS, ClipDataset, Collate
 from .db import CaptionDB, ClipTable
 from .sample import DEFAULT_ROOT, ensure_sample
 
 log = logging.getLogger(__name__)
 
 
-class LevelSampler(Sampler):
-    """Indices of one epoch: active levels only, optionally drawn with per-level weights.
+class LevelSampler(DistributedSampler):
+    """Indices of one epoch: active levels only, optionally drawn with per-level weights, dealt to ranks.
+
+    The epoch's order is a function of (seed, epoch) alone; with ``num_replicas`` ranks, rank ``r``
+    takes positions ``r, r + R, r + 2R, ...`` (padded with the head of the order to a multiple of R,
+    as DistributedSampler does). Global batch k on R ranks therefore holds the same items as batch k
+    of one process with the same global batch. It subclasses DistributedSampler only so that
+    Lightning does not wrap it in another (shuffling) distributed sampler.
 
     Args:
         levels: int64 [N] level of each item.
         active: levels included this epoch.
         weights: level -> weight (each level's share of the epoch); None = every active item once,
             shuffled.
-        seed, epoch: the permutation / draw is a function of both.
+        seed, epoch: the permutation / draw is a function of both (``set_epoch`` changes the epoch).
+        num_replicas, rank: this process's share of the epoch.
     """
 
-    def __init__(self, levels: np.ndarray, active: list[int], weights: dict | None, seed: int, epoch: int):
+    def __init__(self, levels: np.ndarray, active: list[int], weights: dict | None, seed: int, epoch: int,
+                 num_replicas: int = 1, rank: int = 0):
+        # DistributedSampler.__init__ is not called: it wants a dataset and an initialised process group
         self.levels, self.active, self.weights, self.seed, self.epoch = levels, active, weights, seed, epoch
+        self.num_replicas, self.rank = int(num_replicas), int(rank)
         self.pool = np.flatnonzero(np.isin(levels, active))
         if self.pool.size == 0:
             raise ValueError(f"no training clips at levels {active} (levels present: {sorted(set(levels.tolist()))})")
 
-    def __len__(self) -> int:
-        return int(self.pool.size)
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
 
-    def __iter__(self):
+    def __len__(self) -> int:
+        return -(-int(self.pool.size) // self.num_replicas)
+
+    def order(self) -> list[int]:
+        """The whole epoch's order (all ranks)."""
         rng = np.random.default_rng([self.seed, self.epoch])
         if not self.weights:
-            return iter(rng.permutation(self.pool).tolist())
+            return rng.permutation(self.pool).tolist()
         per_item = np.array([float(self.weights.get(int(lv), 0.0)) for lv in self.levels[self.pool]])
         counts = {lv: np.sum(self.levels[self.pool] == lv) for lv in self.active}
         per_item /= np.array([counts[int(lv)] for lv in self.levels[self.pool]])
         if per_item.sum() <= 0:
             raise ValueError(f"level_weights {self.weights} give zero weight to every active level {self.active}")
-        return iter(rng.choice(self.pool, size=self.pool.size, replace=True, p=per_item / per_item.sum()).tolist())
+        return rng.choice(self.pool, size=self.pool.size, replace=True, p=per_item / per_item.sum()).tolist()
+
+    def __iter__(self):
+        order = self.order()
+        total = len(self) * self.num_replicas
+        order += order[: total - len(order)]  # equal shares: every rank takes the same number of steps
+        return iter(order[self.rank::self.num_replicas])
+
+
+class PaddedCollate:
+    """``Collate`` that keeps every batch at its full size, so ranks never disagree on shapes or steps.
+
+    A skipped item (``skip_errors``) is replaced by a copy of a valid item of the same batch (cycling
+    through them), or by ``blank`` when none is valid; ``valid`` marks the real ones and the loss and
+    the metrics ignore the rest. Dropping skipped items instead would give ranks batches of different
+    sizes (the loss all-gathers equal sizes) or empty batches (a rank that skips a step hangs DDP).
+
+    Args:
+        tokenizer: callable list[str] -> LongTensor [N, L].
+        blank: a stand-in item (``video`` [T,3,S,S] of the batch's dtype) for all-skipped batches.
+    Returns (per batch): ``Collate``'s batch (B = the number of items drawn) plus ``valid`` bool [B]
+        and ``skipped`` {reason: count} over ``SKIP_REASONS``.
+    """
+
+    def __init__(self, tokenizer, blank: dict):
+        self.collate, self.blank = Collate(tokenizer), blank
+
+    def __call__(self, items: list[dict]) -> dict:
+        good = [it for it in items if not it.get("skipped")]
+        skipped = {reason: 0 for reason in SKIP_REASONS}
+        for it in items:
+            if it.get("skipped"):
+                skipped[it.get("reason", "undecodable")] += 1
+        fill = good or [self.blank]
+        padded, k = [], 0
+        for it in items:
+            if it.get("skipped"):
+                padded.append(fill[k % len(fill)])
+                k += 1
+            else:
+                padded.append(it)
+        batch = self.collate(padded)
+        batch["num_skipped"] = len(items) - len(good)
+        batch["valid"] = torch.tensor([not it.get("skipped") for it in items], dtype=torch.bool)
+        batch["skipped"] = skipped
+        return batch
 
 
 def split_videos(names: list[str], seed: int, val_fraction: float = 0.1) -> dict:
@@ -71,7 +130,8 @@ class SurgLaViDataModule(L.LightningDataModule):
 
     Args:
         root: a sample-style root (``captions.sqlite``, ``videos/``, ``splits.json``); the default
-            sample is generated on first use.
+            sample is generated on first use. None: ``db_path`` and ``video_root`` or ``frames_root``
+            are required (splits from ``splits_file`` or seeded).
         db_path, video_root, frames_root: override the paths under ``root``; with ``frames_root``
             clips are read from frame folders (fps: ``frames_fps`` or each folder's ``frames.json``).
         model_name: tokenizer and preprocessing from ``surgclip.get_tokenizer`` /
@@ -97,7 +157,7 @@ class SurgLaViDataModule(L.LightningDataModule):
             or ``fork`` (fastest start; can deadlock once the main process has decoded video).
     """
 
-    def __init__(self, root: str = DEFAULT_ROOT, db_path: str | None = None, video_root: str | None = None,
+    def __init__(self, root: str | None = DEFAULT_ROOT, db_path: str | None = None, video_root: str | None = None,
                  frames_root: str | None = None, frames_fps: float | None = None, model_name: str = "tiny",
                  num_frames: int = 8, levels: list[int] = [1, 2, 3],  # noqa: B006 (LightningCLI needs a literal)
                  level_weights: dict[int, float] | None = None, level_every: dict[int, int] | None = None,
@@ -135,13 +195,22 @@ class SurgLaViDataModule(L.LightningDataModule):
     # -- paths ---------------------------------------------------------------------------------
     def _paths(self) -> tuple[Path, Path | None, Path | None, Path | None]:
         hp = self.hparams
-        root = Path(hp.root)
-        if hp.db_path is None and Path(hp.root) == Path(DEFAULT_ROOT) and not (root / "manifest.json").is_file():
-            ensure_sample(root, seed=0)
+        if hp.root is None:  # the GPU configs: every path given on its own
+            if not hp.db_path or not (hp.video_root or hp.frames_root):
+                raise ValueError("data.root is null: give data.db_path and data.video_root or data.frames_root "
+                                 "(or a sample-style data.root)")
+            root = None
+        else:
+            root = Path(hp.root)
+            if hp.db_path is None and root == Path(DEFAULT_ROOT) and not (root / "manifest.json").is_file():
+                ensure_sample(root, seed=0)
         db = Path(hp.db_path) if hp.db_path else root / "captions.sqlite"
         frames = Path(hp.frames_root) if hp.frames_root else None
         videos = Path(hp.video_root) if hp.video_root else (root / "videos" if frames is None else None)
-        splits = Path(hp.splits_file) if hp.splits_file else (root / "splits.json" if (root / "splits.json").is_file() else None)
+        if hp.splits_file:
+            splits = Path(hp.splits_file)
+        else:
+            splits = root / "splits.json" if root is not None and (root / "splits.json").is_file() else None
         return db, videos, frames, splits
 
     def _splits(self, path: Path | None, table: ClipTable) -> dict:
@@ -203,7 +272,7 @@ class SurgLaViDataModule(L.LightningDataModule):
         hp = self.hparams
         workers = hp.num_workers
         return DataLoader(self.datasets[split], batch_size=self.batch_size_per_device, sampler=sampler,
-                          shuffle=False, num_workers=workers, collate_fn=Collate(self.tokenizer),
+                          shuffle=False, num_workers=workers, collate_fn=PaddedCollate(self.tokenizer, self._blank()),
                           pin_memory=hp.pin_memory, drop_last=split == "train" and sampler is not None and
                           len(sampler) >= self.batch_size_per_device,
                           persistent_workers=False, prefetch_factor=4 if workers else None,
@@ -212,6 +281,13 @@ class SurgLaViDataModule(L.LightningDataModule):
                           generator=torch.Generator().manual_seed(hp.seed),
                           worker_init_fn=_worker_init if workers else None,
                           multiprocessing_context=_worker_context(hp.worker_start) if workers else None)
+
+    def _blank(self) -> dict:
+        """A stand-in item for batches whose items were all skipped (masked out of the loss)."""
+        size, hp = self.preprocess_cfg.image_size, self.hparams
+        dtype = torch.uint8 if hp.uint8_video else torch.float32
+        return {"video": torch.zeros(hp.num_frames, 3, size, size, dtype=dtype), "caption": "", "level": 0,
+                "video_id": "", "caption_id": -1, "start_s": 0.0, "end_s": 0.0}
 
     def train_dataloader(self) -> DataLoader:
         """Training clips of the levels active this epoch (sampler rebuilt every call)."""
@@ -222,7 +298,10 @@ class SurgLaViDataModule(L.LightningDataModule):
             self.setup()
         ds = self.datasets["train"]
         ds.set_epoch(epoch)
-        sampler = LevelSampler(ds.table.level, self.active_levels(epoch), self.level_weights, self.hparams.seed, epoch)
+        world = int(getattr(trainer, "world_size", 1) or 1)
+        rank = int(getattr(trainer, "global_rank", 0) or 0)
+        sampler = LevelSampler(ds.table.level, self.active_levels(epoch), self.level_weights, self.hparams.seed, epoch,
+                               num_replicas=world, rank=rank)
         return self._loader("train", sampler)
 
     def val_dataloader(self) -> DataLoader:
@@ -258,8 +337,10 @@ class SkippedItemsCallback(L.Callback):
     def _report(self, trainer, pl_module, split: str) -> None:
         dm = getattr(trainer, "datamodule", None)
         if isinstance(dm, SurgLaViDataModule):
-            for name, n in dm.report_skipped(split).items():
-                pl_module.log(f"data/skipped_{name}", float(n), on_epoch=True, sync_dist=True)
+            # logged on every rank every epoch (0 included): a key logged by one rank only would
+            # leave the other rank waiting in the sync
+            n = dm.report_skipped(split).get(split, 0)
+            pl_module.log(f"data/skipped_{split}", float(n), on_epoch=True, sync_dist=True, reduce_fx="sum")
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._report(trainer, pl_module, "train")

@@ -48,6 +48,7 @@ class SkipCounter:
 
 
 SKIPPED = {"skipped": True}
+SKIP_REASONS = ("missing_file", "undecodable", "bad_span")  # the ``reason`` of a SKIPPED marker
 
 
 class ClipDataset(Dataset):
@@ -134,16 +135,22 @@ class ClipDataset(Dataset):
         except (VideoReadError, ClipSpanError) as err:
             raise BadItemError(f"caption {cid} (video {name!r}, {t.start_s[i]:.2f}-{t.end_s[i]:.2f}s): {err}") from err
 
+    def skip_reason(self, name: str, err: BadItemError) -> str:
+        """One of ``SKIP_REASONS``: the source is absent, its span is outside the video, or it is unreadable."""
+        if not self.source_path(name).exists():
+            return "missing_file"
+        return "bad_span" if isinstance(err.__cause__, ClipSpanError) else "undecodable"
+
     def __getitem__(self, i: int) -> dict:
         t = self.table
         rng = np.random.default_rng([self.seed, self.epoch, i])
         try:
             _, frames = self.load_frames(i, rng)
-        except BadItemError:
+        except BadItemError as err:
             if not self.skip_errors:
                 raise
             self.skipped.add()
-            return dict(SKIPPED, caption_id=int(t.caption_id[i]))
+            return dict(SKIPPED, caption_id=int(t.caption_id[i]), reason=self.skip_reason(t.video_name[i], err))
         if self.transform is None:
             video = torch.from_numpy(frames)
         else:

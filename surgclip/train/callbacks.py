@@ -31,25 +31,31 @@ def best_checkpoint(trainer: L.Trainer) -> str | None:
     return cb.best_model_path or cb.last_model_path or None
 
 
-def export_best(trainer: L.Trainer, module: L.LightningModule, out_dir: str | os.PathLike) -> tuple[Path, int]:
+def export_best(trainer: L.Trainer, module: L.LightningModule, out_dir: str | os.PathLike) -> tuple[Path, int, dict]:
     """Load the best checkpoint's weights into ``module.model`` and write it with ``save_pretrained``.
 
-    Returns (the directory, the global step the exported weights were saved at).
+    Returns (the directory, the global step the exported weights were saved at, the validation
+    record saved with them: ``{"step", "metrics", ...}`` or {}).
     """
-    path, step = best_checkpoint(trainer), int(trainer.global_step)
+    path, step, saved = best_checkpoint(trainer), int(trainer.global_step), {}
     if path and Path(path).is_file():
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         module.load_state_dict(ckpt["state_dict"])
         step = int(ckpt.get("global_step", step))
+        saved = ckpt.get("surgclip_val") or {}
     out = save_pretrained(module.model, out_dir, extra={"source_checkpoint": str(path or "final weights"),
                                                         "global_step": step})
-    return out, step
+    return out, step, saved
 
 
 class ExportAndReport(L.Callback):
     """At the end of ``fit``: export the best checkpoint to ``{log_dir}/model`` (``surgclip.load``
-    format), validate it once more, print the held-out numbers next to chance, and write
-    ``report.json``, ``report.md`` and ``loss_curve.png`` to the log dir.
+    format), print the held-out numbers of those weights next to chance, and write ``report.json``,
+    ``report.md`` and ``loss_curve.png`` to the log dir.
+
+    The numbers come from the validation the checkpoint was saved after (kept in the checkpoint);
+    only weights that were never validated are validated again, in one process on rank 0. Every rank
+    enters this hook; rank 0 alone writes, and no collective runs after the ranks part.
 
     Args:
         export: write the ``load``-format model directory.
@@ -60,21 +66,27 @@ class ExportAndReport(L.Callback):
         self.export, self.report = export, report
 
     def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        if trainer.fast_dev_run or not trainer.is_global_zero:
+        if trainer.fast_dev_run:
             return
+        # log_dir broadcasts rank 0's directory: every rank must ask for it, before they part
         run_dir = Path(trainer.log_dir or trainer.default_root_dir)
-        model_dir, step = export_best(trainer, module, run_dir / "model") if self.export else (None, None)
+        if not trainer.is_global_zero:
+            return
+        model_dir, step, saved = export_best(trainer, module, run_dir / "model") if self.export else (None, None, {})
         if not self.report:
             return
         metrics = dict(module.last_val_metrics)
+        if step is not None and saved.get("step") == step and saved.get("metrics"):
+            metrics = dict(saved["metrics"])
         dm = trainer.datamodule
-        scored = metrics and step is not None and step == module.last_val_step
+        scored = metrics and step is not None and (step == module.last_val_step or saved.get("step") == step)
         if dm is not None and not scored:  # re-score the exported (best) weights on the held-out data
             single = L.Trainer(accelerator="cpu" if module.device.type == "cpu" else "auto", devices=1, logger=False,
                                enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
-            single.validate(module, datamodule=dm, verbose=False)
+            single.validate(module, datamodule=dm, verbose=False)  # module.setup: a 1-process loss
             metrics = dict(module.last_val_metrics)
-        write_report(run_dir, metrics, module, model_dir, best_checkpoint(trainer))
+        skipped = dict(getattr(module, "skipped_total", {}) or {})
+        write_report(run_dir, metrics, module, model_dir, best_checkpoint(trainer), skipped)
 
 
 def chance_levels(metrics: dict) -> dict[str, float]:
@@ -90,8 +102,10 @@ def chance_levels(metrics: dict) -> dict[str, float]:
 
 
 def write_report(run_dir: Path, metrics: dict, module: L.LightningModule, model_dir: Path | None,
-                 checkpoint: str | None) -> None:
-    """report.json (every number + config), report.md (headline table), loss_curve.png."""
+                 checkpoint: str | None, skipped: dict | None = None) -> None:
+    """report.json (every number + config + skipped training items by reason), report.md (headline
+    table), loss_curve.png; prints the headline numbers and the skip counts."""
+    skipped = skipped or {}
     chance = chance_levels(metrics)
     rows = [(k, v, chance.get(k)) for k, v in sorted(metrics.items())]
     lines = ["# surgclip training report", "",
@@ -102,15 +116,20 @@ def write_report(run_dir: Path, metrics: dict, module: L.LightningModule, model_
              "labelled videos.", "", "| metric | value | chance |", "|---|---|---|"]
     for key, value, ch in rows:
         lines.append(f"| {key} | {value:.4f} | {'' if ch is None else f'{ch:.4f}'} |")
+    skip_line = ("skipped training items (all epochs, all ranks): "
+                 + (", ".join(f"{r}: {n}" for r, n in sorted(skipped.items())) or "none"))
+    table = lines[-len(rows) - 2:]
     curve = plot_loss_curve(run_dir)
     if curve:
         lines += ["", f"![loss curve]({curve.name})"]
+    lines += ["", skip_line]
     atomic_write_text(run_dir / "report.md", "\n".join(lines) + "\n")
     atomic_write_json(run_dir / "report.json", {
         "metrics": metrics, "chance": chance, "model_dir": str(model_dir), "checkpoint": checkpoint,
+        "skipped_train_items": skipped,
         "hyper_parameters": {k: v for k, v in dict(module.hparams).items()},
         "model_config": module.model.config}, default=str)
-    print("\n" + "\n".join(lines[-len(rows) - 2:]))
+    print("\n" + "\n".join(table + ["", skip_line]))
     headline = []
     for key, label in (("val/v2t_R@1", "held-out retrieval R@1 % (video->text)"),
                        ("val/t2v_R@1", "held-out retrieval R@1 % (text->video)"),

@@ -9,8 +9,9 @@ import torch
 
 from ..checkpoint import CheckpointMismatchError, load_weights, read_pretrained_dir, read_state_dict, state_dict_diff
 from ..factory import create_model, get_tokenizer
+from ..data.dataset import SKIP_REASONS
 from ..loss import InfoNCELoss, PairMeta
-from .optim import param_groups, warmup_cosine
+from .optim import check_prefixes, freeze_params, param_groups, warmup_cosine
 
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 
@@ -31,7 +32,8 @@ class SurgCLIPModule(L.LightningModule):
         lr, weight_decay, betas, eps: optimiser settings (no decay on norms, biases, embeddings, temperature).
         warmup_steps, min_lr_ratio: linear warmup then cosine decay to ``min_lr_ratio * lr``.
         lr_scale: per-module learning-rate factors, e.g. ``{"vision_encoder": 0.1}`` for pretrained towers.
-        freeze: module prefixes to freeze, e.g. ``["text_encoder"]``.
+        freeze: module prefixes to freeze, e.g. ``["text_encoder"]`` (frozen here, before any DDP/FSDP
+            wrapping, so the wrapper never waits for their gradients).
         grad_checkpointing: recompute activations in backward to save memory.
         local_loss, multi_positive, mask_overlaps: see ``InfoNCELoss``.
         level_loss_weights: per-level loss weights, e.g. ``{1: 1.0, 2: 0.5, 3: 0.5}``.
@@ -60,14 +62,19 @@ class SurgCLIPModule(L.LightningModule):
         self.model = create_model(model, seed=seed, **(model_overrides or {}))
         if init_from:
             self._init_weights(init_from)
+        check_prefixes(self.model, list(lr_scale or {}) + list(freeze or []))
+        freeze_params(self.model, freeze)
         if grad_checkpointing:
             self.model.set_grad_checkpointing(True)
         self.tokenizer = get_tokenizer(self.model.config)
         self.loss_fn = InfoNCELoss(local_loss=local_loss, multi_positive=multi_positive, mask_overlaps=mask_overlaps)
         self.level_weights = {int(k): float(v) for k, v in (level_loss_weights or {}).items()}
-        self._val_video, self._val_text = [], []
+        self._val_video, self._val_text, self._val_keys = [], [], []
         self.last_val_metrics: dict[str, float] = {}
         self.last_val_step = -1  # global step the metrics above were computed at
+        # bad training items skipped this epoch on this rank, by reason; summed over ranks at epoch end
+        self._skipped = dict.fromkeys(SKIP_REASONS, 0)
+        self.skipped_total: dict[str, int] = dict.fromkeys(SKIP_REASONS, 0)
 
     def _init_weights(self, source: str) -> None:
         path = Path(source)
@@ -75,6 +82,9 @@ class SurgCLIPModule(L.LightningModule):
         load_weights(self.model, state, source=source)
 
     def setup(self, stage: str) -> None:
+        # gather across ranks only when this trainer runs several (not in a 1-process re-validation
+        # started inside a DDP job)
+        self.loss_fn.distributed = self._trainer is not None and self.trainer.world_size > 1
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is not None and hasattr(dm, "set_model"):
             dm.set_model(self.tokenizer, self.model.preprocess_cfg.to_dict())
@@ -94,7 +104,8 @@ class SurgCLIPModule(L.LightningModule):
         text = self.model.encode_text(batch["tokens"])
         device = video.device
         meta = PairMeta(groups=stable_ids(batch["caption"], device), video=stable_ids(batch["video_id"], device),
-                        level=batch["level"], start=batch["start_s"].float(), end=batch["end_s"].float())
+                        level=batch["level"], start=batch["start_s"].float(), end=batch["end_s"].float(),
+                        valid=batch.get("valid"))
         weights = None
         if self.level_weights:
             weights = torch.tensor([self.level_weights.get(int(lv), 1.0) for lv in batch["level"]], device=device)
@@ -102,53 +113,89 @@ class SurgCLIPModule(L.LightningModule):
         out["video"], out["text"] = video, text
         return out
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
-        if len(batch["video_id"]) < 2:  # skip_errors may empty a batch; one pair has no negatives
-            return None
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        # Never returns None: under DDP a rank that skips a step leaves the others waiting. Batches
+        # come full-size from PaddedCollate; its stand-ins for skipped items carry valid=False.
+        for reason, n in (batch.get("skipped") or {}).items():
+            self._skipped[reason] = self._skipped.get(reason, 0) + int(n)
         out = self.model_step(batch)
         loss = out["loss"]
-        if not torch.isfinite(loss):
+        finite = bool(torch.isfinite(loss))
+        if self.loss_fn.local_loss and self.trainer.world_size > 1:  # per-rank losses: every rank stops together
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if not finite:  # (the full-batch loss is the same on every rank)
             ids = sorted(set(batch["video_id"]))
             raise FloatingPointError(f"loss is {loss.item()} at global step {self.global_step} (epoch "
                                      f"{self.current_epoch}, batch {batch_idx}); videos in the batch: {ids}")
-        bs = len(batch["video_id"])
+        valid = batch.get("valid")
+        valid = torch.ones(len(batch["video_id"]), dtype=torch.bool) if valid is None else valid.cpu()
+        bs = max(1, int(valid.sum()))
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         self.log("train/logit_scale", self.model.logit_scale.detach(), batch_size=bs)
-        for level in batch["level"].unique().tolist():
-            sel = batch["level"] == level
-            self.log(f"train/loss_level{level}", out["per_sample"][sel].mean(), batch_size=int(sel.sum()))
+        level = batch["level"].cpu()
+        for lv in level[valid].unique().tolist():
+            sel = ((level == lv) & valid).to(out["per_sample"].device)
+            self.log(f"train/loss_level{lv}", out["per_sample"][sel].mean(), batch_size=int(sel.sum()))
         return loss
 
+    def on_train_epoch_end(self) -> None:
+        """Sum this epoch's skipped training items over ranks; log ``train/skipped_{reason}``, print them."""
+        reasons = sorted(self._skipped)
+        counts = torch.tensor([float(self._skipped[r]) for r in reasons], device=self.device)
+        counts = self.trainer.strategy.reduce(counts, reduce_op="sum")  # every rank, every epoch
+        self._skipped = dict.fromkeys(SKIP_REASONS, 0)
+        epoch = {r: int(c) for r, c in zip(reasons, counts.tolist())}
+        for r, n in epoch.items():
+            self.skipped_total[r] = self.skipped_total.get(r, 0) + n
+            self.log(f"train/skipped_{r}", float(n), sync_dist=True)  # equal on every rank already
+        if any(epoch.values()) and self.trainer.is_global_zero:
+            print(f"epoch {self.current_epoch}: skipped {sum(epoch.values())} bad training items "
+                  f"({', '.join(f'{r}: {n}' for r, n in epoch.items() if n)}); padded with valid items "
+                  f"of the same batch, left out of the loss")
+
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        if len(batch["video_id"]) == 0:
-            return
         out = self.model_step(batch)
-        self.log("val/loss", out["loss"], prog_bar=True, batch_size=len(batch["video_id"]), sync_dist=True)
+        valid = batch.get("valid")
+        valid = torch.ones(len(batch["video_id"]), dtype=torch.bool) if valid is None else valid
+        self.log("val/loss", out["loss"], prog_bar=True, batch_size=max(1, int(valid.sum())), sync_dist=True)
         self._val_video.append(out["video"].detach().float())
         self._val_text.append(out["text"].detach().float())
+        self._val_keys.append(torch.where(valid.to(self.device), batch["caption_id"].to(self.device), -1))
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_video, self._val_text, self._val_keys = [], [], []
 
     def on_validation_epoch_end(self) -> None:
-        if not self._val_video:
-            return
-        video, text = torch.cat(self._val_video), torch.cat(self._val_text)
-        self._val_video, self._val_text = [], []
+        """Retrieval over the whole held-out set (gathered from all ranks, each caption once) and,
+        outside the sanity check, zero-shot on ``zeroshot_root`` (rank 0 scores, all ranks log)."""
+        if self._val_video:
+            video, text, keys = torch.cat(self._val_video), torch.cat(self._val_text), torch.cat(self._val_keys)
+        else:  # limit_val_batches=0 on this rank: still join the collectives below
+            video = text = torch.zeros(0, self.model.embed_dim, device=self.device)
+            keys = torch.zeros(0, dtype=torch.long, device=self.device)
+        self._val_video, self._val_text, self._val_keys = [], [], []
         if self.trainer.world_size > 1:
-            video, text = self.all_gather(video).flatten(0, 1), self.all_gather(text).flatten(0, 1)
-        from ..evaluation.metrics import retrieval_metrics
-
-        sim = video @ text.T
+            video, text, keys = (self.all_gather(x).flatten(0, 1) for x in (video, text, keys))
+        video, text = _unique_by_key(video, text, keys)
         metrics = {}
-        for direction, s in (("v2t", sim), ("t2v", sim.T)):
-            for key, value in retrieval_metrics(s).items():
-                metrics[f"val/{direction}_{key}"] = float(value)
-        metrics["val/num_clips"] = float(sim.shape[0])
+        if video.shape[0]:
+            from ..evaluation.metrics import retrieval_metrics
+
+            sim = video @ text.T
+            for direction, s in (("v2t", sim), ("t2v", sim.T)):
+                for key, value in retrieval_metrics(s).items():
+                    metrics[f"val/{direction}_{key}"] = float(value)
+        metrics["val/num_clips"] = float(video.shape[0])
         if self.hparams.zeroshot_root and not self.trainer.sanity_checking:
-            metrics.update(self._zero_shot())
+            zs = self._zero_shot() if self.trainer.is_global_zero else None
+            metrics.update(self.trainer.strategy.broadcast(zs, src=0))  # one scorer, same numbers everywhere
         self.last_val_metrics, self.last_val_step = metrics, int(self.global_step)
-        self.log_dict(metrics, prog_bar=False, rank_zero_only=True)
+        # every rank holds the same values and logs the same keys in the same order; sync_dist keeps
+        # the monitored metric (val/v2t_R@1) identical for ModelCheckpoint on every rank regardless
+        self.log_dict(metrics, prog_bar=False, sync_dist=True)
         for key in ("val/v2t_R@1", "val/zeroshot_accuracy"):
             if key in metrics:
-                self.log(key.replace("val/", "val_"), metrics[key], prog_bar=True, rank_zero_only=True)
+                self.log(key.replace("val/", "val_"), metrics[key], prog_bar=True, sync_dist=True)
 
     def _zero_shot(self) -> dict[str, float]:
         """Cholec80-protocol zero-shot phase recognition on ``zeroshot_root`` (table and prompts cached)."""
@@ -165,12 +212,18 @@ class SurgCLIPModule(L.LightningModule):
         out = {f"val/zeroshot_{k}": float(result.metrics[k]) for k in ("accuracy", "f1", "global_accuracy")
                if k in result.metrics}
         out["val/zeroshot_num_classes"] = float(len(self._zs_table.classes))
+        skipped = {k: int(v) for k, v in (result.skipped or {}).items()}
+        out["val/zeroshot_skipped"] = float(sum(skipped.values()))
+        for reason, n in sorted(skipped.items()):
+            out[f"val/zeroshot_skipped_{reason}"] = float(n)
+        if out["val/zeroshot_skipped"]:
+            print(f"zero-shot: skipped {sum(skipped.values())} labelled frames ({skipped})")
         return out
 
     # ---- optimisation
     def configure_optimizers(self):
         hp = self.hparams
-        groups = param_groups(self.model, hp.lr, hp.weight_decay, hp.lr_scale, hp.freeze)
+        groups = param_groups(self.model, hp.lr, hp.weight_decay, hp.lr_scale)
         for g in groups:
             g.pop("names")
         kwargs = {"betas": tuple(hp.betas), "eps": hp.eps} if hp.optimizer != "sgd" else {"momentum": 0.9}
@@ -183,6 +236,12 @@ class SurgCLIPModule(L.LightningModule):
         L.seed_everything(self.hparams.seed + self.current_epoch, workers=True, verbose=False)
 
     # ---- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # ModelCheckpoint saves right after validation: keep those numbers with the weights they
+        # scored, so the end-of-run report need not validate the best checkpoint again
+        checkpoint["surgclip_val"] = {"step": self.last_val_step, "metrics": dict(self.last_val_metrics),
+                                      "skipped_total": dict(self.skipped_total)}
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         trained = checkpoint.get("hyper_parameters", {}).get("model")
         diff = state_dict_diff(self.state_dict(), checkpoint.get("state_dict", {}))
@@ -190,3 +249,18 @@ class SurgCLIPModule(L.LightningModule):
             raise CheckpointMismatchError(
                 f"cannot resume: the checkpoint was trained with model {trained!r}, this run builds "
                 f"{self.hparams.model!r}, and their weights differ: {diff}")
+        saved = checkpoint.get("surgclip_val") or {}
+        for r, n in (saved.get("skipped_total") or {}).items():
+            self.skipped_total[r] = int(n)
+
+
+def _unique_by_key(video: torch.Tensor, text: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of valid (key >= 0) items, each key once: DistributedSampler repeats items to even out
+    the ranks and PaddedCollate adds stand-ins; neither may count twice in retrieval metrics."""
+    keep = torch.zeros(keys.shape[0], dtype=torch.bool, device=keys.device)
+    seen = set()
+    for i, k in enumerate(keys.tolist()):
+        if k >= 0 and k not in seen:
+            seen.add(k)
+            keep[i] = True
+    return video[keep], text[keep]

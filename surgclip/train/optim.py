@@ -15,24 +15,37 @@ def no_weight_decay(name: str, param: torch.Tensor) -> bool:
     return param.ndim < 2 or any(part in lowered for part in NO_DECAY_NAMES)
 
 
+def check_prefixes(model: nn.Module, prefixes: list[str]) -> None:
+    """Raise ValueError naming a prefix (of ``lr_scale`` / ``freeze``) that matches no parameter."""
+    names = [n for n, _ in model.named_parameters()]
+    for prefix in prefixes:
+        if not any(n.startswith(prefix) for n in names):
+            raise ValueError(f"no parameters under {prefix!r}; top-level modules: "
+                             f"{sorted({n.split('.')[0] for n in names})}")
+
+
+def freeze_params(model: nn.Module, freeze: list[str] | None) -> None:
+    """requires_grad=False for parameters under the ``freeze`` prefixes. Call before DDP/FSDP wraps
+    the model: DDP registers its gradient hooks (and waits for them) per trainable parameter."""
+    check_prefixes(model, list(freeze or []))
+    for name, param in model.named_parameters():
+        if any(name.startswith(p) for p in freeze or []):
+            param.requires_grad_(False)
+
+
 def param_groups(model: nn.Module, lr: float, weight_decay: float, lr_scale: dict[str, float] | None = None,
                  freeze: list[str] | None = None) -> list[dict]:
-    """AdamW groups: (decay | no decay) x (learning-rate scale by module prefix).
+    """AdamW groups of the trainable parameters: (decay | no decay) x (learning-rate scale by prefix).
 
     Args:
         lr_scale: ``{"vision_encoder": 0.1}`` gives parameters under that prefix 0.1 x lr.
-        freeze: prefixes whose parameters are frozen (requires_grad=False).
+        freeze: prefixes to freeze first (``freeze_params``); frozen parameters join no group.
     """
-    lr_scale, freeze = lr_scale or {}, freeze or []
-    for prefix in list(lr_scale) + list(freeze):
-        if not any(n.startswith(prefix) for n, _ in model.named_parameters()):
-            raise ValueError(f"no parameters under {prefix!r}; top-level modules: "
-                             f"{sorted({n.split('.')[0] for n, _ in model.named_parameters()})}")
+    lr_scale = lr_scale or {}
+    check_prefixes(model, list(lr_scale))
+    freeze_params(model, freeze)
     groups: dict[tuple, dict] = {}
     for name, param in model.named_parameters():
-        if any(name.startswith(p) for p in freeze):
-            param.requires_grad_(False)
-            continue
         if not param.requires_grad:
             continue
         scale = next((s for p, s in lr_scale.items() if name.startswith(p)), 1.0)

@@ -115,17 +115,6 @@ def test_level_weights_and_per_level_logging():
 
 
 @pytest.mark.slow
-def test_two_process_ddp_trains(tmp_path):
-    module = _module()
-    before = _params(module)
-    trainer = _trainer(tmp_path, strategy="ddp_spawn", devices=2, max_steps=3, enable_checkpointing=False)
-    trainer.fit(module, synthetic_datamodule(module.tokenizer, batch_size=4))
-    assert trainer.world_size == 2
-    after = _params(module)
-    assert any(not torch.equal(before[k], after[k]) for k in before)
-
-
-@pytest.mark.slow
 def test_resume_is_exact_with_the_real_datamodule(small_sample, tmp_path):
     """Random frame sampling + augmentation from the real pipeline, one worker process."""
     from surgclip.data.datamodule import SurgLaViDataModule

@@ -1,0 +1,54 @@
+"""Skipped training items: counted by reason, replaced by stand-ins so every batch keeps its size
+(the copy-of-a-valid-item path runs in test_ddp; the loss side in tests/test_loss.py)."""
+import shutil
+import sqlite3
+
+import numpy as np
+import torch
+
+from surgclip.data.datamodule import SurgLaViDataModule
+
+
+def test_skips_are_counted_by_reason_and_batches_keep_their_size(small_sample, tmp_path):
+    splits = {"train": ["lc001", "lc004", "lc005"]}
+    videos = tmp_path / "videos"
+    for name in splits["train"]:
+        (videos / name).mkdir(parents=True)
+    shutil.copy(small_sample / "videos" / "lc001" / "lc001.mp4", videos / "lc001")
+    data = (small_sample / "videos" / "lc004" / "lc004.mp4").read_bytes()
+    (videos / "lc004" / "lc004.mp4").write_bytes(data[: len(data) // 2])  # truncated: undecodable
+    # lc005 has no file: missing_file
+    db = tmp_path / "captions.sqlite"
+    shutil.copy(small_sample / "captions.sqlite", db)
+    with sqlite3.connect(db) as con:
+        bad = con.execute("SELECT caption_id FROM captions WHERE video_name = 'lc001' AND level_id = 3 "
+                          "ORDER BY caption_id LIMIT 1").fetchone()[0]
+        con.execute("UPDATE captions SET start_time = 9000, end_time = 9001 WHERE caption_id = ?", (bad,))
+
+    dm = SurgLaViDataModule(root=None, db_path=str(db), video_root=str(videos),
+                            splits_file=str(small_sample / "splits.json"), model_name="tiny", num_frames=2,
+                            levels=[3], batch_size=1, skip_errors=True)
+    dm.set_model(lambda texts: torch.zeros(len(texts), 4, dtype=torch.long), {"image_size": 32})
+    dm.setup("fit")
+    table = dm.datasets["train"].table
+    names = np.asarray(table.video_name)
+    expected = {"missing_file": int((names == "lc005").sum()), "undecodable": int((names == "lc004").sum()),
+                "bad_span": 1}
+    assert all(expected.values())
+
+    counts = dict.fromkeys(expected, 0)
+    sizes, real = [], 0
+    for batch in dm.train_dataloader():
+        sizes.append(len(batch["video_id"]))
+        for reason, n in batch["skipped"].items():
+            counts[reason] += n
+        assert int((~batch["valid"]).sum()) == batch["num_skipped"] == sum(batch["skipped"].values())
+        ids = batch["caption_id"][batch["valid"]]
+        assert bad not in ids.tolist() and set(np.asarray(batch["video_id"])[batch["valid"].numpy()]) <= {"lc001"}
+        real += int(batch["valid"].sum())
+        assert batch["video"].shape[0] == len(batch["video_id"])
+        if not batch["valid"].any():  # nothing valid to copy: the blank stand-in
+            assert batch["caption_id"].tolist() == [-1] and not batch["video"].any()
+    assert counts == expected
+    assert sizes == [1] * len(table)  # every item yields a batch, skipped or not
+    assert real == len(table) - sum(expected.values())
