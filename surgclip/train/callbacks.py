@@ -17,11 +17,15 @@ from ..utils import atomic_path, atomic_write_json, atomic_write_text
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes each checkpoint to a temp file beside it and renames it into place, so an interrupted
-    save never leaves a truncated ``.ckpt`` (and never replaces a good one with it)."""
+    save never leaves a truncated ``.ckpt`` (and never replaces a good one with it); reads them with
+    ``weights_only=True`` whatever the caller asks, so resuming never unpickles code."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None):
+        return super().load_checkpoint(path, map_location=map_location, weights_only=True)
 
 
 def best_checkpoint(trainer: L.Trainer) -> str | None:
