@@ -122,18 +122,18 @@ def _published_transforms():
 
 def test_windows_equal_published_videopreprocessor(tmp_path):
     """The published VideoPreprocessor picks the same frames as window_indices for every anchor on
-    its grid (every mode, T, sample_rate; videos shorter and longer than T)."""
+    its grid (both modes, odd and even T, sample_rate 1 and 3, videos shorter and longer than T)."""
     from PIL import Image
 
     published = _published_transforms()
     checked = 0
-    for total in (1, 3, 6, 11):
+    for total in (3, 11):
         folder = tmp_path / f"n{total}"
         folder.mkdir()
         for i in range(total):  # frame i has grey level 10*i; zero-padded names sort the same both ways
             Image.fromarray(np.full((2, 2, 3), 10 * i, np.uint8)).save(folder / f"{i:04d}.png")
-        for T in (1, 2, 4, 5):
-            for rate in (1, 2, 3):
+        for T in (1, 4, 5):
+            for rate in (1, 3):
                 for mode in ("centered", "online"):
                     proc = published.VideoPreprocessor(num_frames=T, image_res=2, sample_rate=rate, mode=mode)
                     for anchor in range(0, total, rate):
@@ -142,7 +142,7 @@ def test_windows_equal_published_videopreprocessor(tmp_path):
                         ours = window_indices(anchor, T, rate, mode, total).tolist()
                         assert ours == frames, (anchor, T, rate, mode, total)
                         checked += 1
-    assert checked == 2 * 4 * (3 + 6 + 11 + 21)  # modes x T x anchors on each grid
+    assert checked == 2 * 3 * (3 + 1 + 11 + 4)  # modes x T x anchors on each grid
 
 
 def test_span_windows_use_the_published_window():
