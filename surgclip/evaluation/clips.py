@@ -142,24 +142,28 @@ def _video_clips(table, video, transform, T, mode, stride_s, skipped):
     locator = _Locator(reader, source.name_fps)
     stride = max(1, int(round(stride_s * reader.fps)))
     anchors = [locator.anchor(float(table.time_s[row])) for row in rows]
-    positions = [None if a is None else clip_positions(a, T, stride, mode, reader.num_frames).tolist()
-                 for a in anchors]
+    # [n, T] frame positions per row (-1: no such frame); numpy, not lists: 3600 rows of an hour stay small
+    positions = np.full((len(rows), T), -1, dtype=np.int64)
+    for j, a in enumerate(anchors):
+        if a is not None:
+            positions[j] = clip_positions(a, T, stride, mode, reader.num_frames)
+    del anchors
     last_use = {}  # frame -> the last row (in time order) whose clip needs it
-    for j, pos in enumerate(positions):
-        for p in pos or ():
+    for j, pos in enumerate(positions.tolist()):
+        for p in pos:
             last_use[p] = j
     cache: dict[int, torch.Tensor] = {}
     bad: set[int] = set()
-    for j, (row, pos) in enumerate(zip(rows, positions)):
-        if pos is None:
+    for j, row in enumerate(rows):
+        pos = positions[j].tolist()
+        if pos[0] < 0:
             skipped["missing_frame"] += 1
             yield row, None
             continue
         if any(p not in cache and p not in bad for p in pos):
             # Read ahead: the frames of the next rows too, in one sorted batch.
-            need = set()
-            for ahead in positions[j:j + 1 + READ_AHEAD_ROWS]:
-                need.update(ahead or ())
+            need = set(positions[j:j + 1 + READ_AHEAD_ROWS].ravel().tolist())
+            need.discard(-1)
             _read_frames(reader, sorted(need - cache.keys() - bad), transform, cache, bad)
         if bad.intersection(pos):
             skipped["undecodable_media"] += 1
