@@ -46,7 +46,8 @@ evaluate_zero_shot(model, tok, table.select(table.time_s < 20), prompts, num_fra
 before = status("VmRSS:")
 t0 = time.perf_counter()
 res = evaluate_zero_shot(model, tok, table, prompts, num_frames=T, batch_size=16)
-print(json.dumps({"held": seconds * 3 * size * size * 4 / 2**20, "before": before, "peak": status("VmHWM:"), "s": time.perf_counter() - t0,
+print(json.dumps({"held": seconds * 3 * size * size * 4 / 2**20, "before": before, "peak": status("VmHWM:"),
+                  "s": time.perf_counter() - t0,
                   "scored": res.metrics["num_scored"], "skipped": res.skipped}))
 """
 
@@ -76,7 +77,8 @@ def main():
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp())
     print(f"zero-shot evaluator, centered clips of {args.frames} frames every 1 s, 64x64 5-fps H.264, labels at 1 fps")
-    print(f"{'video':>8s} {'rows':>6s} {'RSS before':>11s} {'peak RSS':>9s} {'growth':>7s} {'all frames':>11s} {'eval s':>7s}")
+    print(f"{'video':>8s} {'rows':>6s} {'RSS before':>11s} {'peak RSS':>9s} {'growth':>7s} {'all frames':>11s} "
+          f"{'eval s':>7s}")
     for minutes in args.minutes:
         path = tmp / f"v{minutes}.mp4"
         write_video(path, minutes * 60)

@@ -24,7 +24,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -113,5 +112,4 @@ def main():
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=3)
     main()

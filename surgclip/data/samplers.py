@@ -144,7 +144,8 @@ def sample_indices(start_s: float, end_s: float, fps: float, num_frames: int, mo
         num_frames: frames to return (T).
         mode: ``uniform`` (segment centres), ``random`` (one random frame per segment),
             ``centered`` / ``online`` (``window_indices`` of ``stride``-spaced frames around the
-            middle / ending at the last frame of the span, kept inside the span), ``dynamic`` (stride grows with duration, jittered).
+            middle / ending at the last frame of the span, kept inside the span), ``dynamic``
+            (stride grows with duration, jittered).
         rng: numpy Generator for ``random`` and ``dynamic`` (required for them).
         num_frames_in_video: the source's length; see ``clip_frame_span``.
         stride: frame stride of ``centered`` / ``online`` windows (default: the span spread over T).
