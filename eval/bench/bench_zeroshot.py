@@ -64,7 +64,7 @@ def main():
     write_video(tmp / "v.mp4", max_rows + 20, fps=25, size=args.size)
     prompts = [f"phase number {i}" for i in range(7)]
     print(f"video {args.size}x{args.size} 25 fps H.264, labels at 1 fps, {args.threads} torch threads; "
-          f"seconds per labelled frame (ms)")
+          f"milliseconds per labelled frame")
     print(f"{'model':11s} {'T':>3s} {'rows':>4s} {'bare':>8s} {'(text)':>7s} {'decode':>7s} {'transf':>7s} "
           f"{'eval':>8s} {'floor':>6s} {'ratio':>6s}")
     for name, n_rows in zip(args.models, args.rows + args.rows[-1:] * len(args.models)):
