@@ -194,16 +194,15 @@ class VideoPreprocessor:
         return clip.unsqueeze(0) if add_batch_dim else clip
 
     def window(self, anchor_idx: int, count: int) -> tuple[int, int]:
-        """[start, end) of the window of frame positions around ``anchor_idx`` among ``count``."""
-        n = self.num_frames
-        if self.mode == "centered":
-            start = max(0, anchor_idx - n // 2)
-            end = min(count, start + n)
-            start = max(0, end - n)
-        else:
-            end = anchor_idx + 1
-            start = max(0, end - n)
-        return start, end
+        """[start, end) of the window of frame positions around ``anchor_idx`` among ``count``.
+
+        The positions are ``samplers.window_indices`` (stride 1: ``sample_rate`` is applied to the
+        file list before); ``_sample`` pads a window shorter than ``num_frames`` with its last frame.
+        """
+        from .data.samplers import window_indices
+
+        pos = window_indices(anchor_idx, self.num_frames, 1, self.mode, count)
+        return int(pos[0]), int(pos[-1]) + 1
 
     def _load(self, video):
         if isinstance(video, (str, Path)):

@@ -85,15 +85,52 @@ def dynamic_indices(first: int, last: int, num_frames: int, rng: np.random.Gener
 
 
 def window_indices(anchor: int, num_frames: int, stride: int, mode: str, total: int) -> np.ndarray:
-    """Frames around ``anchor`` every ``stride`` frames: ``centered`` (anchor in the middle) or
-    ``online`` (anchor last, causal); clamped to [0, total-1] by repeating the edge frame."""
-    if mode == "centered":
-        offsets = (np.arange(num_frames) - num_frames // 2) * stride
-    elif mode == "online":
-        offsets = (np.arange(num_frames) - (num_frames - 1)) * stride
-    else:
+    """The frames of the clip at ``anchor``: THE window function of the package (published SurgCLIP).
+
+    Reproduces the published ``VideoPreprocessor`` exactly: it takes every ``stride``-th frame
+    (the published ``sample_rate``), finds the anchor among them and keeps
+
+    - ``centered``: ``num_frames`` consecutive grid frames starting ``num_frames // 2`` before the
+      anchor; near the video's start or end the window *slides* to stay inside the video, so the
+      anchor is no longer in the middle (anchor 0, T=4 -> ``[0, 1, 2, 3]``);
+    - ``online``: the ``num_frames`` grid frames ending at the anchor (causal); at the video's
+      start fewer exist (anchor 1, T=4 -> ``[0, 1]``);
+
+    and a window shorter than ``num_frames`` (a short video, or online near the start) is padded
+    by repeating its last frame: ``[0, 1]`` -> ``[0, 1, 1, 1]``.
+
+    The grid is anchored at ``anchor`` (frames ``anchor + k * stride``). The published package
+    aligns it to frame 0 and accepts only anchors on it; for those anchors both grids coincide.
+
+    Used by ``VideoPreprocessor.window`` (stride 1 over the folder's frames), the zero-shot /
+    linear-probe clips (``evaluation.clips``; stride = ``stride_s`` in frames) and the
+    ``centered``/``online`` training samplers (``sample_indices``, inside the caption's span).
+
+    Args:
+        anchor: frame index of the clip's anchor, ``0 <= anchor < total``.
+        num_frames: T >= 1.
+        stride: frames between consecutive clip frames (>= 1).
+        mode: ``centered`` or ``online``.
+        total: number of frames in the video (or span).
+    Returns:
+        int64 [T], sorted, inside ``[0, total - 1]``, contains ``anchor``.
+    """
+    if mode not in ("centered", "online"):
         raise ValueError(f"unknown window mode {mode!r}; expected 'centered' or 'online'")
-    return np.clip(anchor + offsets, 0, total - 1).astype(np.int64)
+    if num_frames < 1 or stride < 1:
+        raise ValueError(f"num_frames and stride must be >= 1, got {num_frames}, {stride}")
+    if not 0 <= anchor < total:
+        raise ValueError(f"anchor frame {anchor} outside the video's frames 0..{total - 1}")
+    before = anchor // stride  # grid frames before the anchor; the anchor is grid position `before`
+    count = before + 1 + (total - 1 - anchor) // stride
+    if mode == "centered":
+        end = min(count, max(0, before - num_frames // 2) + num_frames)
+    else:
+        end = before + 1
+    start = max(0, end - num_frames)
+    pos = np.arange(start, start + num_frames)
+    pos = np.minimum(pos, end - 1)  # pad by repeating the last frame of the window
+    return (anchor + (pos - before) * stride).astype(np.int64)
 
 
 def sample_indices(start_s: float, end_s: float, fps: float, num_frames: int, mode: str = "uniform",
@@ -106,8 +143,9 @@ def sample_indices(start_s: float, end_s: float, fps: float, num_frames: int, mo
         fps: frame rate of the source.
         num_frames: frames to return (T).
         mode: ``uniform`` (segment centres), ``random`` (one random frame per segment),
-            ``centered`` / ``online`` (a window of ``stride``-spaced frames around the middle /
-            ending at the last frame of the span), ``dynamic`` (stride grows with duration, jittered).
+            ``centered`` / ``online`` (``window_indices`` of ``stride``-spaced frames around the
+            middle / ending at the last frame of the span, kept inside the span), ``dynamic``
+            (stride grows with duration, jittered).
         rng: numpy Generator for ``random`` and ``dynamic`` (required for them).
         num_frames_in_video: the source's length; see ``clip_frame_span``.
         stride: frame stride of ``centered`` / ``online`` windows (default: the span spread over T).
@@ -128,5 +166,6 @@ def sample_indices(start_s: float, end_s: float, fps: float, num_frames: int, mo
     if mode in ("centered", "online"):
         step = stride or max(1, (last - first + 1) // num_frames)
         anchor = (first + last) // 2 if mode == "centered" else last
-        return np.clip(window_indices(anchor, num_frames, step, mode, last + 1), first, last)
+        # the published window, inside the span: it slides rather than leave [first, last]
+        return first + window_indices(anchor - first, num_frames, step, mode, last - first + 1)
     raise ValueError(f"unknown sampling mode {mode!r}; expected one of {', '.join(MODES)}")

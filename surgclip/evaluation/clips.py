@@ -1,14 +1,30 @@
 """Clips at labelled frames: for each table row, the window of frames around (``centered``,
 offline) or ending at (``online``, causal) its time, or the single frame (``frame``).
 
-Frames are decoded and transformed once per video and kept while later windows still need them,
-so 16-frame windows at 1-fps labels cost about one new frame per row; frames are read in sorted
-batches covering the next ``READ_AHEAD_ROWS`` rows, so the decoder seeks once per batch, not per row. Rows whose frame is missing
-(outside the video, image absent from a folder) or unreadable are skipped and counted, never fatal.
+The frames of a clip are ``samplers.window_indices`` (the published SurgCLIP window) on a grid of
+one frame every ``stride_s`` seconds through the labelled frame. Each video is streamed once, in
+time order:
+
+- every frame is decoded and transformed once, however many overlapping windows use it, and
+  dropped after the last row that needs it (memory stays flat over long videos);
+- frames are read in sorted batches covering the next ``READ_AHEAD_ROWS`` rows, so the decoder
+  runs forward through the file instead of seeking per row;
+- a background thread decodes and transforms the next batches while the caller runs the model
+  (decord, PIL and torch release the GIL), ``prefetch`` batches ahead at most.
+
+Rows that cannot be read are skipped and counted by reason (``SKIP_REASONS``): ``missing_source``
+(no video file or frame folder), ``undecodable_media`` (a corrupt or truncated video or image;
+after a failed batched read every frame is retried alone, so only rows needing a bad frame are
+lost) and ``missing_frame`` (the labelled time lies outside the video). Anything else — a
+TypeError in a transform, an IndexError — is a bug and propagates.
 """
 from __future__ import annotations
 
+import logging
+import queue
+import threading
 from collections import Counter
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -18,7 +34,10 @@ from ..data.readers import VideoReadError, open_source, seconds_to_frame
 from ..data.samplers import window_indices
 from .table import FrameTable
 
+log = logging.getLogger(__name__)
+
 MODES = ("centered", "online", "frame")
+SKIP_REASONS = ("missing_source", "undecodable_media", "missing_frame")
 READ_AHEAD_ROWS = 32
 
 
@@ -41,7 +60,8 @@ class _Locator:
 
 
 def clip_positions(anchor: int, num_frames: int, stride: int, mode: str, total: int) -> np.ndarray:
-    """Frame positions of the clip at ``anchor`` (edge frames repeat at the ends of the video)."""
+    """Frame positions [T] of the clip at ``anchor``: ``samplers.window_indices`` (``[anchor]`` for
+    ``mode="frame"``)."""
     if mode == "frame":
         return np.array([anchor], dtype=np.int64)
     return window_indices(anchor, num_frames, stride, mode, total)
@@ -49,7 +69,7 @@ def clip_positions(anchor: int, num_frames: int, stride: int, mode: str, total: 
 
 def iter_clip_batches(table: FrameTable, transform, num_frames: int, mode: str = "centered",
                       stride_s: float = 1.0, batch_size: int = 8, skipped: Counter | None = None,
-                      progress=None) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+                      progress=None, prefetch: int = 2) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
     """Yield ``(row indices [B], clips [B, T, 3, S, S])`` over the rows of ``table``.
 
     Args:
@@ -58,65 +78,165 @@ def iter_clip_batches(table: FrameTable, transform, num_frames: int, mode: str =
         num_frames: T (ignored for ``mode="frame"``, which uses 1).
         mode: ``centered`` | ``online`` | ``frame``.
         stride_s: seconds between clip frames (1 s = the 1-fps convention of the published protocols).
-        skipped: Counter updated with ``missing_source``, ``missing_frame``, ``unreadable`` counts.
-        progress: optional tqdm-like object; ``update(n)`` is called per row handled.
+        batch_size: clips per yielded batch.
+        skipped: Counter updated with the number of skipped rows per reason in ``SKIP_REASONS``.
+        progress: optional tqdm-like object; ``update(n)`` is called as rows are handed out or skipped.
+        prefetch: batches prepared ahead by a background thread while the caller uses the current
+            one; 0 reads in the calling thread.
+    Returns:
+        An iterator; ``skipped`` is complete once it is exhausted.
     """
     if mode not in MODES:
         raise ValueError(f"unknown clip mode {mode!r}; expected one of {MODES}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     skipped = skipped if skipped is not None else Counter()
     T = 1 if mode == "frame" else int(num_frames)
-    batch_rows, batch_clips = [], []
+    items = _batches(table, transform, T, mode, stride_s, batch_size, skipped)
+    if prefetch > 0:
+        items = _in_background(items, prefetch)
+    for rows, clips, handled in items:
+        if progress is not None and handled:
+            progress.update(handled)
+        if rows is not None:
+            yield rows, clips
+
+
+def _batches(table, transform, T, mode, stride_s, batch_size, skipped):
+    """(rows [B] | None, clips | None, rows handled since the last item) for every batch."""
+    batch_rows, batch_clips, handled = [], [], 0
     for video in table.videos():
-        rows = np.flatnonzero(table.video == video)
-        rows = rows[np.argsort(table.time_s[rows], kind="stable")]
-        source = table.sources.get(video)
-        try:
-            if source is None:
-                raise VideoReadError(f"no video file or frame folder for {video}")
-            reader = open_source(source.path, fps=source.fps)
-        except (VideoReadError, FileNotFoundError, ValueError):
-            skipped["missing_source"] += len(rows)
-            _tick(progress, len(rows))
-            continue
-        locator = _Locator(reader, source.name_fps)
-        stride = max(1, int(round(stride_s * reader.fps)))
-        cache: dict[int, torch.Tensor] = {}
-        anchors = [locator.anchor(float(table.time_s[row])) for row in rows]
-        for j, row in enumerate(rows):
-            anchor = anchors[j]
-            if anchor is None:
-                skipped["missing_frame"] += 1
-                _tick(progress, 1)
+        for row, clip in _video_clips(table, video, transform, T, mode, stride_s, skipped):
+            handled += 1
+            if clip is None:
                 continue
-            pos = clip_positions(anchor, T, stride, mode, reader.num_frames)
-            need = set(pos.tolist()) - set(cache)
-            try:
-                if need:
-                    # Read ahead: the frames of the next rows too, in one sorted batch. A video
-                    # decoder then runs forward through the file once instead of seeking per row.
-                    for a in anchors[j + 1:j + 1 + READ_AHEAD_ROWS]:
-                        if a is not None:
-                            need.update(clip_positions(a, T, stride, mode, reader.num_frames).tolist())
-                    need = sorted(need - set(cache))
-                    frames = transform(reader.read(need))
-                    cache.update(zip(need, frames))
-            except (VideoReadError, ValueError, OSError):
-                skipped["unreadable"] += 1
-                _tick(progress, 1)
-                continue
-            lo = int(pos.min())
-            for key in [k for k in cache if k < lo]:  # rows are in time order: earlier frames are done
-                del cache[key]
             batch_rows.append(row)
-            batch_clips.append(torch.stack([cache[p] for p in pos.tolist()]))
-            _tick(progress, 1)
+            batch_clips.append(clip)
             if len(batch_rows) == batch_size:
-                yield np.array(batch_rows), torch.stack(batch_clips)
-                batch_rows, batch_clips = [], []
+                yield np.array(batch_rows), torch.stack(batch_clips), handled
+                batch_rows, batch_clips, handled = [], [], 0
     if batch_rows:
-        yield np.array(batch_rows), torch.stack(batch_clips)
+        yield np.array(batch_rows), torch.stack(batch_clips), handled
+    elif handled:
+        yield None, None, handled
 
 
-def _tick(progress, n: int) -> None:
-    if progress is not None:
-        progress.update(n)
+def _video_clips(table, video, transform, T, mode, stride_s, skipped):
+    """(row, clip [T,3,S,S] or None when skipped) for the rows of one video, in time order."""
+    rows = np.flatnonzero(table.video == video)
+    rows = rows[np.argsort(table.time_s[rows], kind="stable")]
+    source = table.sources.get(video)
+    if source is None or not Path(source.path).exists():
+        where = "no source in the table" if source is None else f"{source.path} does not exist"
+        log.warning("zero-shot: skipping %d rows of %s: %s", len(rows), video, where)
+        skipped["missing_source"] += len(rows)
+        yield from ((row, None) for row in rows)
+        return
+    try:
+        reader = open_source(source.path, fps=source.fps)
+    except VideoReadError as err:
+        log.warning("zero-shot: skipping %d rows of %s: %s", len(rows), video, err)
+        skipped["undecodable_media"] += len(rows)
+        yield from ((row, None) for row in rows)
+        return
+    locator = _Locator(reader, source.name_fps)
+    stride = max(1, int(round(stride_s * reader.fps)))
+    anchors = [locator.anchor(float(table.time_s[row])) for row in rows]
+    # [n, T] frame positions per row (-1: no such frame); numpy, not lists: 3600 rows of an hour stay small
+    positions = np.full((len(rows), T), -1, dtype=np.int64)
+    for j, a in enumerate(anchors):
+        if a is not None:
+            positions[j] = clip_positions(a, T, stride, mode, reader.num_frames)
+    del anchors
+    last_use = {}  # frame -> the last row (in time order) whose clip needs it
+    for j, pos in enumerate(positions.tolist()):
+        for p in pos:
+            last_use[p] = j
+    cache: dict[int, torch.Tensor] = {}
+    bad: set[int] = set()
+    for j, row in enumerate(rows):
+        pos = positions[j].tolist()
+        if pos[0] < 0:
+            skipped["missing_frame"] += 1
+            yield row, None
+            continue
+        if any(p not in cache and p not in bad for p in pos):
+            # Read ahead: the frames of the next rows too, in one sorted batch.
+            need = set(positions[j:j + 1 + READ_AHEAD_ROWS].ravel().tolist())
+            need.discard(-1)
+            _read_frames(reader, sorted(need - cache.keys() - bad), transform, cache, bad)
+        if bad.intersection(pos):
+            skipped["undecodable_media"] += 1
+            clip = None
+        else:
+            clip = torch.stack([cache[p] for p in pos])
+        for p in set(pos):
+            if last_use[p] == j:
+                cache.pop(p, None)
+        yield row, clip
+
+
+def _read_frames(reader, idx: list[int], transform, cache: dict, bad: set) -> None:
+    """Decode + transform frames ``idx`` (sorted) into ``cache``; frames that cannot be decoded go
+    to ``bad``. A failed batch is retried frame by frame so that one bad frame costs only itself."""
+    try:
+        cache.update(zip(idx, transform(reader.read(idx))))
+        return
+    except VideoReadError as err:
+        if len(idx) == 1:
+            log.warning("zero-shot: %s", err)
+            bad.add(idx[0])
+            return
+    for i in idx:
+        try:
+            cache[i] = transform(reader.read([i]))[0]
+        except VideoReadError as err:
+            log.warning("zero-shot: %s", err)
+            bad.add(i)
+
+
+_DONE = object()
+
+
+def _in_background(items, depth: int):
+    """Run iterator ``items`` in a daemon thread, ``depth`` items ahead of the consumer.
+
+    Exceptions raised by ``items`` are re-raised in the consumer; closing the consumer early stops
+    the thread at its next item.
+    """
+    out: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work():
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_DONE)
+        except BaseException as err:  # handed to the consumer, which re-raises it
+            put(err)
+        finally:
+            items.close()
+
+    thread = threading.Thread(target=work, name="surgclip-clip-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = out.get()
+            if item is _DONE:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()

@@ -12,6 +12,7 @@ Usable in memory (no files written), e.g. from a Lightning validation step::
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import closing
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,7 +41,8 @@ class ZeroShotResult:
         scores: [N, C] cosine scores (NaN rows for skipped frames).
         pred: [N] argmax class (-1 for skipped frames).
         valid: [N] bool, rows that were scored.
-        skipped: counts of skipped rows by reason (missing_source, missing_frame, unreadable).
+        skipped: counts of skipped rows by reason (``clips.SKIP_REASONS``: missing_source,
+            undecodable_media, missing_frame); reasons with no skip are absent.
         protocol: how the numbers were computed.
     """
 
@@ -115,9 +117,12 @@ def evaluate_zero_shot(model, tokenizer, table: FrameTable, prompts: list[str], 
 
         bar = tqdm(total=n, desc=f"zero-shot {table.name}", unit="frame")
     try:
-        for rows, clips in iter_clip_batches(table, transform, num_frames, mode, stride_s, batch_size, skipped, bar):
-            emb = model.encode_video(clips.to(device)).float().cpu().numpy()
-            scores[rows] = score_clips(index, emb)
+        # closing(): an error in the forward stops the reader thread now, not when the traceback dies
+        batches = iter_clip_batches(table, transform, num_frames, mode, stride_s, batch_size, skipped, bar)
+        with closing(batches):
+            for rows, clips in batches:
+                emb = model.encode_video(clips.to(device)).float().cpu().numpy()
+                scores[rows] = score_clips(index, emb)
     finally:
         if bar is not None:
             bar.close()

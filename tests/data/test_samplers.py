@@ -1,5 +1,6 @@
 """Samplers against brute-force properties, for many random spans."""
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,12 +61,99 @@ def test_dynamic_stride_grows_with_duration_and_jitters():
     assert strides[500] > 400
 
 
-def test_centered_online_windows():
-    assert list(window_indices(10, 4, 2, "centered", 100)) == [6, 8, 10, 12]
-    assert list(window_indices(10, 4, 2, "online", 100)) == [4, 6, 8, 10]
-    assert list(window_indices(1, 4, 1, "online", 100)) == [0, 0, 0, 1]
-    idx = sample_indices(0, 4, 25, 8, "online", stride=1)
-    assert idx[-1] == 99 and list(np.diff(idx)) == [1] * 7
+# (anchor, T, stride, mode, total) -> frames, worked out by hand from the published VideoPreprocessor:
+# every stride-th frame, window of T starting T//2 before the anchor (centered, slides to stay in
+# the video) or ending at it (online), padded by repeating the window's last frame.
+WINDOWS = [
+    ((0, 4, 1, "centered", 10), [0, 1, 2, 3]),        # start: slides right, anchor first
+    ((5, 4, 1, "centered", 10), [3, 4, 5, 6]),        # middle: T//2 before, T//2-1 after
+    ((5, 5, 1, "centered", 100), [3, 4, 5, 6, 7]),
+    ((9, 4, 1, "centered", 10), [6, 7, 8, 9]),        # end: slides left, anchor last
+    ((0, 4, 1, "online", 10), [0, 0, 0, 0]),          # start: padded with the last (= anchor)
+    ((1, 4, 1, "online", 10), [0, 1, 1, 1]),
+    ((5, 4, 1, "online", 10), [2, 3, 4, 5]),
+    ((9, 4, 1, "online", 10), [6, 7, 8, 9]),
+    ((0, 4, 2, "centered", 10), [0, 2, 4, 6]),        # sample_rate / stride 2
+    ((4, 4, 2, "centered", 10), [0, 2, 4, 6]),
+    ((8, 4, 2, "centered", 10), [2, 4, 6, 8]),
+    ((2, 4, 2, "online", 10), [0, 2, 2, 2]),
+    ((3, 4, 2, "centered", 10), [1, 3, 5, 7]),        # off the 0-aligned grid: grid through the anchor
+    ((10, 4, 2, "centered", 100), [6, 8, 10, 12]),
+    ((10, 4, 2, "online", 100), [4, 6, 8, 10]),
+    ((500, 4, 25, "centered", 1000), [450, 475, 500, 525]),  # 1-fps clip of a 25-fps video
+    ((1, 4, 1, "centered", 3), [0, 1, 2, 2]),         # video shorter than T: padded
+    ((2, 4, 1, "online", 3), [0, 1, 2, 2]),
+    ((7, 1, 3, "online", 9), [7]),
+    ((7, 1, 3, "centered", 9), [7]),
+]
+
+
+@pytest.mark.parametrize("args,expected", WINDOWS)
+def test_window_table(args, expected):
+    assert window_indices(*args).tolist() == expected
+
+
+def test_window_errors():
+    with pytest.raises(ValueError, match="anchor frame 10 outside the video's frames 0..9"):
+        window_indices(10, 4, 1, "online", 10)
+    with pytest.raises(ValueError, match="unknown window mode 'causal'"):
+        window_indices(1, 4, 1, "causal", 10)
+
+
+def _published_transforms():
+    """The published package's ``surgclip/transforms.py`` (PyPI surgclip 0.1.0, installed into
+    .peer/site by tests/install_peer.sh), loaded as is under another module name: it needs only
+    torch, torchvision and PIL, and a subprocess would spend ~10 s importing torch on 2 busy cores."""
+    import importlib.util
+    import os
+
+    from conftest import REPO
+
+    peer = Path(os.environ.get("SURGCLIP_PEER_SITE", REPO / ".peer" / "site")) / "surgclip" / "transforms.py"
+    if not peer.is_file():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"published SurgCLIP package missing ({peer}); CI installs it with tests/install_peer.sh")
+        pytest.skip(f"published SurgCLIP package not installed ({peer}): run tests/install_peer.sh")
+    spec = importlib.util.spec_from_file_location("published_surgclip_transforms", peer)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_windows_equal_published_videopreprocessor(tmp_path):
+    """The published VideoPreprocessor picks the same frames as window_indices for every anchor on
+    its grid (both modes, odd and even T, sample_rate 1 and 3, videos shorter and longer than T)."""
+    from PIL import Image
+
+    published = _published_transforms()
+    checked = 0
+    for total in (3, 11):
+        folder = tmp_path / f"n{total}"
+        folder.mkdir()
+        for i in range(total):  # frame i has grey level 10*i; zero-padded names sort the same both ways
+            Image.fromarray(np.full((2, 2, 3), 10 * i, np.uint8)).save(folder / f"{i:04d}.png")
+        for T in (1, 4, 5):
+            for rate in (1, 3):
+                for mode in ("centered", "online"):
+                    proc = published.VideoPreprocessor(num_frames=T, image_res=2, sample_rate=rate, mode=mode)
+                    for anchor in range(0, total, rate):
+                        clip = proc(folder / f"{anchor:04d}.png", add_batch_dim=False)
+                        frames = (((clip[:, 0, 0, 0] * 0.5 + 0.5) * 255).round().long() // 10).tolist()
+                        ours = window_indices(anchor, T, rate, mode, total).tolist()
+                        assert ours == frames, (anchor, T, rate, mode, total)
+                        checked += 1
+    assert checked == 2 * 3 * (3 + 1 + 11 + 4)  # modes x T x anchors on each grid
+
+
+def test_span_windows_use_the_published_window():
+    # centered/online training clips: the published window inside the caption's frame span
+    first, last = clip_frame_span(2.0, 6.0, 25)
+    idx = sample_indices(2.0, 6.0, 25, 8, "online", stride=20)
+    assert idx.tolist() == (first + window_indices(last - first, 8, 20, "online", last - first + 1)).tolist()
+    assert idx.tolist() == [69, 89, 109, 129, 149, 149, 149, 149]  # 5 grid frames in the span, padded
+    assert sample_indices(0, 4, 25, 8, "online", stride=1).tolist() == list(range(92, 100))
+    # a span shorter than T frames: the window is padded with its last frame, never leaves the span
+    assert sample_indices(1.0, 1.2, 25, 8, "centered").tolist() == [25, 26, 27, 28, 29, 29, 29, 29]
 
 
 @pytest.mark.parametrize("start,end,fps", [(5, 5, 25), (6, 5, 25), (0, 1, float("nan")), (0, 1, 0),

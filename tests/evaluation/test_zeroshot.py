@@ -34,18 +34,21 @@ def test_scores_match_brute_force(cholec_root, tiny_model):
     assert "mean over videos" in res.protocol["metric"] or "CAMMA" in res.protocol["metric"]
 
 
-def test_missing_frames_and_sources_counted(tmp_path, cholec_root, tiny_model):
+def test_missing_frames_sources_and_broken_videos_counted(tmp_path, cholec_root, tiny_model):
     model, _, tok = tiny_model
     table = B.load_cholec80(cholec_root, split="all")
-    table.sources["video50"] = FrameSource(tmp_path / "gone.mp4")
     long = table.select(table.video == "video49")
     long.time_s = long.time_s + 4.0  # the last 4 labelled seconds lie past the 8-s video
-    table = type(table).concat([long, table.select(table.video == "video50")])
+    cut = table.select(table.video == "video50")
+    cut.video = np.full(len(cut), "video51")
+    table = type(table).concat([long, table.select(table.video == "video50"), cut])
+    data = (cholec_root / "videos" / "video50.mp4").read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) * 2 // 3])  # a truncated copy
     table.sources = {"video49": FrameSource(cholec_root / "videos" / "video49.mp4"),
-                     "video50": FrameSource(tmp_path / "gone.mp4")}
+                     "video50": FrameSource(tmp_path / "gone.mp4"), "video51": FrameSource(tmp_path / "cut.mp4")}
     res = evaluate_zero_shot(model, tok, table, PHASES, num_frames=1)
-    assert res.skipped == {"missing_frame": 4, "missing_source": 8}
-    assert res.metrics["num_scored"] == 4 and res.metrics["num_skipped"] == 12
+    assert res.skipped == {"missing_frame": 4, "missing_source": 8, "undecodable_media": 8}
+    assert res.metrics["num_scored"] == 4 and res.metrics["num_skipped"] == 20
 
 
 def test_prompt_count_mismatch(cholec_root, tiny_model):
