@@ -22,7 +22,8 @@ eval/bench/RESULTS.md); above it an IVF index. The IVF quantizer is trained once
 crosses the threshold and again only when it has grown 4x since, so appending a video costs one
 quantizer lookup for its own clips; the inverted lists are rebuilt in memory from the stored
 assignments on open, without re-clustering. ``nprobe`` is calibrated at training time to reach
-recall@10 >= ``IVF_RECALL_TARGET`` against exact search on held-out noisy copies of stored vectors.
+recall@10 >= ``IVF_RECALL_TARGET`` against exact search on noisy copies of stored vectors, then
+doubled as a margin for queries unlike the stored clips (text); the recall stored is the calibrated one.
 """
 from __future__ import annotations
 
@@ -39,10 +40,11 @@ from ..utils import atomic_path, atomic_write_json, atomic_write_text
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 KINDS = ("auto", "exact", "ivf")  # "flat" is accepted as an alias of "exact"
-AUTO_IVF_MIN_CLIPS = 200_000  # from bench_index.py: IVF reaches >= 10x exact speed at recall >= 0.95 here
+AUTO_IVF_MIN_CLIPS = 100_000  # bench_index.py: from here IVF is >= 10x faster than exact at recall@10 >= 0.95
 IVF_MIN_CLIPS = 4096  # below this an IVF index has too few points per list to be worth it
 IVF_RECALL_TARGET = 0.97  # calibration target; a margin over the 0.95 promised for real queries
 IVF_RETRAIN_GROWTH = 4  # retrain (new nlist) when the index has grown this much since training
+IVF_NPROBE_MARGIN = 2  # nprobe = this x the calibrated one: text queries sit farther from the clips than probes
 
 
 class IndexError_(ValueError):
@@ -102,6 +104,17 @@ def probe_queries(embeddings: np.ndarray, num: int = 200, noise: float = 0.05, s
     q = embeddings[np.sort(rng.choice(len(embeddings), min(num, len(embeddings)), replace=False))]
     q = q + noise * rng.standard_normal(q.shape).astype(np.float32)
     return (q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def _add_preassigned(index, x: np.ndarray, assign: np.ndarray, first_id: int) -> None:
+    """Add [n, D] vectors to an IVF index under known list assignments, with ids first_id.. ."""
+    from faiss.contrib.ivf_tools import add_preassigned
+
+    # named arrays: add_preassigned passes raw pointers, so temporaries could be freed mid-call
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    assign = np.ascontiguousarray(assign, dtype=np.int64)
+    ids = np.arange(first_id, first_id + len(x), dtype=np.int64)
+    add_preassigned(index, x, assign, ids=ids)
 
 
 def _need(cond: bool, where: Path, field: str, expected: str, got) -> None:
@@ -412,10 +425,7 @@ class ClipIndex:
             lo, hi = self._offsets[n], self._offsets[n + 1]
             _, a = index.quantizer.search(x[lo:hi], 1)
             self._write_assign(s["id"], gen, a.ravel())
-            index_add = a.ravel().astype(np.int64)
-            from faiss.contrib.ivf_tools import add_preassigned
-
-            add_preassigned(index, np.ascontiguousarray(x[lo:hi]), index_add, ids=np.arange(lo, hi, dtype=np.int64))
+            _add_preassigned(index, x[lo:hi], a.ravel(), lo)
         nprobe, recall = self._calibrate(index, x)
         for s in self.meta["shards"]:
             s["ivf"] = gen
@@ -424,25 +434,27 @@ class ClipIndex:
 
     @staticmethod
     def _calibrate(index, x: np.ndarray, k: int = 10) -> tuple[int, float]:
-        """Smallest power-of-two nprobe with recall@k >= IVF_RECALL_TARGET on probe queries."""
+        """(nprobe, its recall@k): the smallest power of two reaching IVF_RECALL_TARGET against exact
+        search on ``probe_queries(x)``, times IVF_NPROBE_MARGIN."""
         q = probe_queries(x)
-        _, exact = exact_search(q, x, min(k, len(x)))
-        nprobe = 1
-        while True:
+        k = min(k, len(x))
+        _, exact = exact_search(q, x, k)
+
+        def recall(nprobe):
             index.nprobe = nprobe
-            _, got = index.search(q, min(k, len(x)))
-            recall = recall_at_k(got, exact)
-            if recall >= IVF_RECALL_TARGET or nprobe >= index.nlist:
-                return nprobe, round(recall, 4)
+            return recall_at_k(index.search(q, k)[1], exact)
+
+        nprobe = 1
+        while nprobe < index.nlist and recall(nprobe) < IVF_RECALL_TARGET:
             nprobe *= 2
+        nprobe = min(index.nlist, nprobe * IVF_NPROBE_MARGIN)
+        return nprobe, round(recall(nprobe), 4)
 
     def ivf(self):
         """The in-memory IVF index (built from the stored assignments, no clustering), or None."""
         if self.active_kind() != "ivf":
             return None
         if self._ivf is None:
-            from faiss.contrib.ivf_tools import add_preassigned
-
             meta = self.meta["ivf"]
             index = self._empty_ivf()
             for n, s in enumerate(self.meta["shards"]):
@@ -456,8 +468,7 @@ class ClipIndex:
                     raise IndexError_(f"IVF assignments {path} do not fit shard {s['id']} ({s['clips']} clips, "
                                       f"{meta['nlist']} lists)")
                 lo, hi = self._offsets[n], self._offsets[n + 1]
-                add_preassigned(index, np.ascontiguousarray(self.embeddings()[lo:hi]), a,
-                                ids=np.arange(lo, hi, dtype=np.int64))
+                _add_preassigned(index, self.embeddings()[lo:hi], a, lo)
             index.nprobe = meta["nprobe"]
             self._ivf = index
         return self._ivf
