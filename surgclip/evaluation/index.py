@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..utils import atomic_path, atomic_write_json, atomic_write_text
+from ..utils import atomic_path, atomic_write_text
 
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
@@ -326,8 +326,7 @@ class ClipIndex:
         if ivf is not None:
             entry["ivf"] = ivf["gen"]
             self._write_assign(sid, ivf["gen"], self._quantizer_assign(embeddings))
-        if self._emb is not None:
-            self._emb = np.concatenate([self._emb, embeddings])
+        self._emb = None  # not concatenated here: that would copy the whole index per video
         if self._clips is not None:
             self._clips += clips
         self.meta["shards"].append(entry)
@@ -338,12 +337,14 @@ class ClipIndex:
         self._ivf = None
         if self._wants_training():
             self._train_ivf()
+            self._emb = self._ivf = None  # a writer keeps only its own video in memory
         self.save()
 
     def save(self) -> None:
         """Write the manifest atomically (shard files are written by ``add_video`` before it)."""
         self.path.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.manifest_path, self.meta)
+        # compact: it is rewritten per added video, so its size is the per-video overhead
+        atomic_write_text(self.manifest_path, json.dumps(self.meta, separators=(",", ":")) + "\n")
 
     def cleanup(self) -> list[str]:
         """Delete files the manifest does not name (left by a killed writer); call under the lock.
