@@ -74,7 +74,7 @@ def _run_and_kill(cmd: list[str], ready, rng: np.random.Generator, timeout: floa
     t0 = time.monotonic()
     while not ready() and proc.poll() is None and time.monotonic() - t0 < timeout:
         time.sleep(0.002)
-    time.sleep(rng.uniform(0.0, 0.05))
+    time.sleep(rng.uniform(0.0, 0.02))
     running = proc.poll() is None
     if running:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -87,12 +87,15 @@ def _run_and_kill(cmd: list[str], ready, rng: np.random.Generator, timeout: floa
 def test_sigkill_then_resume_gives_the_uninterrupted_index(seed, library, reference, tmp_path, capsys):
     rng = np.random.default_rng(seed)
     ix = tmp_path / "ix"
-    after = int(rng.integers(0, 2))  # kill once the manifest lists this many videos, plus a random delay
+    # kill once the m-th file (temp or final) appears under shards/ -- between a shard's .npy and
+    # .jsonl, or between a shard and the manifest -- plus a random delay
+    m = int(rng.integers(1, 7))
     killed = _run_and_kill(["index", str(library), "--index", str(ix), *INDEX_ARGS],
-                           lambda: _videos_listed(ix) >= after, rng)
+                           lambda: len(list((ix / "shards").glob("*"))) >= m if (ix / "shards").is_dir() else False, rng)
     on_disk = _videos_listed(ix)
     leftovers = sorted(p.name for p in (ix / "shards").glob("*")) if (ix / "shards").is_dir() else []
-    print(f"seed {seed}: killed={killed} after {on_disk} listed videos; shard files on disk: {leftovers}")
+    with capsys.disabled():
+        print(f"\nseed {seed}: killed={killed} with {on_disk} videos listed; shard files on disk: {leftovers}")
     assert killed and on_disk < 4
     if on_disk >= 0:
         assert len(ClipIndex(ix)) == sum(v["clips"] for v in ClipIndex(ix).video_info().values())  # opens as is
@@ -153,3 +156,19 @@ def test_other_weights_are_refused_with_both_hashes(library, tmp_path, tiny_mode
     with pytest.raises(IndexError_, match=f"{fp['weights_hash']}.*{ofp['weights_hash']}"):
         index_library(other, [library / "v1.mp4"], ix, window_s=2, stride_s=1, num_frames=2)
     assert set(ClipIndex(ix).video_info()) == {"v0"}
+
+
+def test_partial_shards_left_by_a_kill_are_ignored_then_removed(library, reference, tmp_path, tiny_model):
+    """The states a kill inside a shard write leaves (deterministic complement to the SIGKILL test)."""
+    model, _, _ = tiny_model
+    ix = tmp_path / "ix"
+    index_library(model, [library / "v0.mp4"], ix, window_s=2, stride_s=1, num_frames=2, batch_size=2)
+    (ix / "shards" / "000001.npy").write_bytes(b"\x93NUMPY\x01\x00half a header")  # next shard, half written
+    (ix / "shards" / ".000001.jsonl.0a1b2c.tmp").write_text('{"video": "v1", "st')  # a temp file never renamed
+    (ix / ".manifest.json.3c4d5e.tmp").write_text("{")
+    v0 = sum(1 for key in reference if key[0] == "v0")
+    assert len(ClipIndex(ix)) == v0 and set(ClipIndex(ix).video_info()) == {"v0"}  # readers ignore them
+    report = index_library(model, sorted(library.glob("*.mp4")), ix, window_s=2, stride_s=1, num_frames=2, batch_size=2)
+    assert report["cleaned"] == [".manifest.json.3c4d5e.tmp", "shards/.000001.jsonl.0a1b2c.tmp", "shards/000001.npy"]
+    index = ClipIndex(ix)
+    assert sorted((c["video"], c["start"], c["end"]) for c in index.clips()) == sorted(reference)
