@@ -39,6 +39,22 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+_HELD_LOCKS: set[int] = set()  # fds of the folder locks this process holds
+
+
+def _drop_locks_in_child() -> None:
+    # A forked worker (e.g. of a ProcessPoolExecutor) must not keep its parent's lock alive after
+    # the parent dies: close its copies (the parent's lock stays, flock belongs to the parent's fd).
+    for fd in _HELD_LOCKS:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD_LOCKS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_locks_in_child)
+
+
 class LockedError(ValueError):
     """Another process holds a folder's lock (a ValueError, so the CLI reports it in one line)."""
 
@@ -69,11 +85,13 @@ def folder_lock(folder: str | os.PathLike, what: str) -> Iterator[Path]:
         os.close(fd)
         raise LockedError(f"{folder} is locked by another process (pid {holder}, lock file {path}): {what} "
                           f"refuses to write a folder another run is writing; wait for it to finish or stop it") from None
+    _HELD_LOCKS.add(fd)
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield path
     finally:
+        _HELD_LOCKS.discard(fd)
         os.ftruncate(fd, 0)
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)

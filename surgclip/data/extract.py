@@ -88,9 +88,10 @@ def resume_mismatch(folder: Path, fps: float | None, params: dict) -> str | None
         want = float(src if fps is None or fps >= src else fps)
         if abs(float(got) - want) > 1e-6 * want:
             diffs.append(f"fps {got:g} (wanted {want:g})")
-    count = info.get("frame_count")
-    if not (isinstance(count, int) and not isinstance(count, bool) and count > 0):
-        diffs.append(f"frame_count {count!r}")
+    for key in ("frame_count", "width", "height", "source_frames"):
+        value = info.get(key)
+        if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+            diffs.append(f"{key} {value!r}")
     return ", ".join(diffs) or None
 
 
