@@ -28,6 +28,7 @@ doubled as a margin for queries unlike the stored clips (text); the recall store
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import re
@@ -117,6 +118,21 @@ def _add_preassigned(index, x: np.ndarray, assign: np.ndarray, first_id: int) ->
     add_preassigned(index, x, assign, ids=ids)
 
 
+def _npy_bytes(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
 def _need(cond: bool, where: Path, field: str, expected: str, got) -> None:
     if not cond:
         raise IndexError_(f"corrupt index manifest {where}: field {field!r} should be {expected}, got {got!r}")
@@ -178,6 +194,8 @@ class ClipIndex:
         for key in ("model", "config_hash"):
             _need(isinstance(meta.get(key), str), p, key, "a string", meta.get(key))
         _need(isinstance(meta.get("weights_hash"), (str, type(None))), p, "weights_hash", "a string", meta.get("weights_hash"))
+        _need(isinstance(meta.get("model_source"), (str, type(None))), p, "model_source", "a string or null",
+              meta.get("model_source"))
         _need(_is_int(meta.get("embed_dim")) and meta["embed_dim"] > 0, p, "embed_dim", "a positive integer", meta.get("embed_dim"))
         _need(meta.get("kind") in KINDS, p, "kind", f"one of {KINDS}", meta.get("kind"))
         shards, videos = meta.get("shards"), meta.get("videos")
@@ -186,21 +204,30 @@ class ClipIndex:
         ids = set()
         for n, s in enumerate(shards):
             ok = isinstance(s, dict) and _is_int(s.get("id")) and s["id"] >= 0 and _is_int(s.get("clips")) and \
-                s["clips"] >= 1 and isinstance(s.get("video"), str) and isinstance(s.get("ivf"), (int, type(None)))
-            _need(ok and s["id"] not in ids, p, f"shards[{n}]", "{id >= 0 (unique), clips >= 1, video, ivf}", s)
+                s["clips"] >= 1 and isinstance(s.get("video"), str) and "ivf" in s and \
+                (s["ivf"] is None or _is_int(s["ivf"])) and isinstance(s.get("sha256"), dict) and \
+                all(isinstance(s["sha256"].get(k), str) for k in ("npy", "jsonl")) and \
+                (s["ivf"] is None or isinstance(s["sha256"].get("ivf"), str))
+            _need(ok and s["id"] not in ids, p, f"shards[{n}]", "{id >= 0 (unique), clips >= 1, video, ivf, sha256}", s)
             ids.add(s["id"])
+        by_id = {s["id"]: s for s in shards}
         for v, info in videos.items():
-            _need(isinstance(info, dict) and _is_int(info.get("clips")) and info["clips"] >= 0, p, f"videos[{v!r}]",
-                  "an object with a non-negative integer 'clips'", info)
+            ok = isinstance(info, dict) and _is_int(info.get("clips")) and _is_int(info.get("shard")) and \
+                info["shard"] in by_id and by_id[info["shard"]]["video"] == v and by_id[info["shard"]]["clips"] == info["clips"]
+            _need(ok, p, f"videos[{v!r}]", "an object whose 'shard' and 'clips' match a listed shard", info)
+        _need(len(videos) == len(shards), p, "videos", f"one entry per shard ({len(shards)})", len(videos))
         total = sum(s["clips"] for s in shards)
         _need(meta.get("num_clips") == total, p, "num_clips", f"the sum of the shards' clips ({total})", meta.get("num_clips"))
         _need(_is_int(meta.get("next_shard")) and meta["next_shard"] > max(ids, default=-1), p, "next_shard",
               "an integer above every shard id", meta.get("next_shard"))
-        ivf = meta.get("ivf")
+        _need("ivf" in meta, p, "ivf", "present (null or an object)", "missing")
+        ivf = meta["ivf"]
         if ivf is not None:
             ok = isinstance(ivf, dict) and all(_is_int(ivf.get(k)) and ivf[k] > 0 for k in ("nlist", "nprobe", "trained_on")) \
-                and _is_int(ivf.get("gen")) and ivf["gen"] >= 0
-            _need(ok, p, "ivf", "null or {gen, nlist, nprobe, trained_on}", ivf)
+                and _is_int(ivf.get("gen")) and ivf["gen"] >= 0 and isinstance(ivf.get("sha256"), str) \
+                and isinstance(ivf.get("recall@10"), (int, float)) and not isinstance(ivf["recall@10"], bool) \
+                and 0 <= ivf["recall@10"] <= 1
+            _need(ok, p, "ivf", "null or {gen, nlist, nprobe, trained_on, sha256}", ivf)
         return meta
 
     def _shard_file(self, sid: int, suffix: str) -> Path:
@@ -209,8 +236,9 @@ class ClipIndex:
     def _shard_embeddings(self, n: int, mmap: bool = False) -> np.ndarray:
         s = self.meta["shards"][n]
         path = self._shard_file(s["id"], ".npy")
-        try:
-            emb = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        try:  # a memory map (one clip's lookup) skips the checksum; a full load verifies it
+            emb = np.load(path, mmap_mode="r", allow_pickle=False) if mmap else \
+                np.load(io.BytesIO(self._read_checked(path, s["sha256"]["npy"])), allow_pickle=False)
         except (OSError, ValueError, EOFError) as err:
             raise IndexError_(f"corrupt or missing index shard {path}: {err}") from None
         if emb.dtype != np.float32 or emb.shape != (s["clips"], self.meta["embed_dim"]):
@@ -218,11 +246,19 @@ class ClipIndex:
                               f"({s['clips']}, {self.meta['embed_dim']}) (truncated or foreign file?)")
         return emb
 
+    def _read_checked(self, path: Path, digest: str) -> bytes:
+        """A file's bytes, refused (IndexError_) unless their sha256 is the one the manifest recorded."""
+        data = path.read_bytes()
+        if _sha(data) != digest:
+            raise IndexError_(f"index file {path} does not match the sha256 recorded in {self.manifest_path} "
+                              f"(damaged or replaced on disk); rebuild the index")
+        return data
+
     def _shard_clips(self, n: int) -> list[dict]:
         s = self.meta["shards"][n]
         path = self._shard_file(s["id"], ".jsonl")
         try:
-            lines = path.read_text().splitlines()
+            lines = self._read_checked(path, s["sha256"]["jsonl"]).decode().splitlines()
         except (OSError, UnicodeDecodeError) as err:
             raise IndexError_(f"corrupt or missing index shard {path}: {err}") from None
         clips = []
@@ -317,15 +353,16 @@ class ClipIndex:
             raise ValueError(f"video {video!r} is already in index {self.path}")
         sid = self.meta["next_shard"]
         clips = [{"video": video, "start": round(float(s), 3), "end": round(float(e), 3)} for s, e in spans]
-        with atomic_path(self._shard_file(sid, ".npy")) as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, embeddings, allow_pickle=False)
-        atomic_write_text(self._shard_file(sid, ".jsonl"), "".join(json.dumps(c) + "\n" for c in clips))
-        entry = {"id": sid, "clips": len(clips), "video": video, "ivf": None}
+        npy = _npy_bytes(embeddings)
+        jsonl = "".join(json.dumps(c) + "\n" for c in clips).encode()
+        _write_bytes(self._shard_file(sid, ".npy"), npy)
+        _write_bytes(self._shard_file(sid, ".jsonl"), jsonl)
+        entry = {"id": sid, "clips": len(clips), "video": video, "ivf": None,
+                 "sha256": {"npy": _sha(npy), "jsonl": _sha(jsonl)}}
         ivf = self.meta["ivf"]
         if ivf is not None:
             entry["ivf"] = ivf["gen"]
-            self._write_assign(sid, ivf["gen"], self._quantizer_assign(embeddings))
+            entry["sha256"]["ivf"] = self._write_assign(sid, ivf["gen"], self._quantizer_assign(embeddings))
         self._emb = None  # not concatenated here: that would copy the whole index per video
         if self._clips is not None:
             self._clips += clips
@@ -383,10 +420,11 @@ class ClipIndex:
     def _ivf_file(self, gen: int) -> Path:
         return self.path / f"ivf-{gen}.faiss"
 
-    def _write_assign(self, sid: int, gen: int, assign: np.ndarray) -> None:
-        with atomic_path(self._shard_file(sid, f".ivf{gen}.npy")) as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, assign.astype(np.int64), allow_pickle=False)
+    def _write_assign(self, sid: int, gen: int, assign: np.ndarray) -> str:
+        """Write a shard's IVF list assignments; returns their sha256."""
+        data = _npy_bytes(assign.astype(np.int64))
+        _write_bytes(self._shard_file(sid, f".ivf{gen}.npy"), data)
+        return _sha(data)
 
     def _quantizer_assign(self, x: np.ndarray) -> np.ndarray:
         """[n] IVF list of each vector under the current quantizer."""
@@ -399,7 +437,10 @@ class ClipIndex:
 
         path = self._ivf_file(self.meta["ivf"]["gen"])
         try:
-            index = faiss.read_index(str(path))
+            data = self._read_checked(path, self.meta["ivf"]["sha256"])
+            index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+        except OSError as err:
+            raise IndexError_(f"missing FAISS file {path}: {err}") from None
         except RuntimeError as err:
             raise IndexError_(f"corrupt or truncated FAISS file {path}: {str(err).splitlines()[0]}") from None
         if not isinstance(index, faiss.IndexIVFFlat) or index.nlist != self.meta["ivf"]["nlist"] or \
@@ -420,17 +461,20 @@ class ClipIndex:
         index.cp.seed = seed
         index.train(sample)
         gen = 0 if self.meta["ivf"] is None else self.meta["ivf"]["gen"] + 1
-        with atomic_path(self._ivf_file(gen)) as tmp:
-            faiss.write_index(index, str(tmp))
+        digests = []
+        quantizer_bytes = faiss.serialize_index(index).tobytes()
+        _write_bytes(self._ivf_file(gen), quantizer_bytes)
         for n, s in enumerate(self.meta["shards"]):
             lo, hi = self._offsets[n], self._offsets[n + 1]
             _, a = index.quantizer.search(x[lo:hi], 1)
-            self._write_assign(s["id"], gen, a.ravel())
+            digests.append(self._write_assign(s["id"], gen, a.ravel()))
             _add_preassigned(index, x[lo:hi], a.ravel(), lo)
         nprobe, recall = self._calibrate(index, x)
         for s in self.meta["shards"]:
             s["ivf"] = gen
-        self.meta["ivf"] = {"gen": gen, "nlist": nlist, "nprobe": nprobe, "trained_on": len(x), "recall@10": recall}
+            s["sha256"]["ivf"] = digests.pop(0)
+        self.meta["ivf"] = {"gen": gen, "nlist": nlist, "nprobe": nprobe, "trained_on": len(x), "recall@10": recall,
+                            "sha256": _sha(quantizer_bytes)}
         self._ivf = index
 
     @staticmethod
@@ -461,7 +505,7 @@ class ClipIndex:
             for n, s in enumerate(self.meta["shards"]):
                 path = self._shard_file(s["id"], f".ivf{meta['gen']}.npy")
                 try:
-                    a = np.load(path, allow_pickle=False)
+                    a = np.load(io.BytesIO(self._read_checked(path, s["sha256"]["ivf"])), allow_pickle=False)
                 except (OSError, ValueError, EOFError) as err:
                     raise IndexError_(f"corrupt or missing IVF assignments {path}: {err}") from None
                 if s["ivf"] != meta["gen"] or a.dtype != np.int64 or a.shape != (s["clips"],) or \
