@@ -22,8 +22,8 @@ eval/bench/RESULTS.md); above it an IVF index. The IVF quantizer is trained once
 crosses the threshold and again only when it has grown 4x since, so appending a video costs one
 quantizer lookup for its own clips; the inverted lists are rebuilt in memory from the stored
 assignments on open, without re-clustering. ``nprobe`` is calibrated at training time to reach
-recall@10 >= ``IVF_RECALL_TARGET`` against exact search on noisy copies of stored vectors, then
-doubled as a margin for queries unlike the stored clips (text); the recall stored is the calibrated one.
+recall@10 >= ``IVF_RECALL_TARGET`` against exact search on noisy copies of stored vectors (noise as
+large as the vector), then doubled as a margin for queries unlike the stored clips (text); the recall stored is the calibrated one.
 """
 from __future__ import annotations
 
@@ -99,11 +99,13 @@ def exact_search(queries: np.ndarray, embeddings: np.ndarray, k: int, block: int
     return torch.cat(scores).numpy(), torch.cat(ids).numpy().astype(np.int64)
 
 
-def probe_queries(embeddings: np.ndarray, num: int = 200, noise: float = 0.05, seed: int = 0) -> np.ndarray:
-    """Noisy unit copies of random stored vectors, for measuring recall of an approximate index."""
+def probe_queries(embeddings: np.ndarray, num: int = 200, noise: float = 1.6, seed: int = 0) -> np.ndarray:
+    """Unit copies of random stored vectors plus Gaussian noise of norm ``noise`` (1.6 = the query
+    noise of eval/bench/bench_index.py), for measuring recall of an approximate index."""
     rng = np.random.default_rng(seed)
     q = embeddings[np.sort(rng.choice(len(embeddings), min(num, len(embeddings)), replace=False))]
-    q = q + noise * rng.standard_normal(q.shape).astype(np.float32)
+    e = rng.standard_normal(q.shape).astype(np.float32)
+    q = q + noise * e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
     return (q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
