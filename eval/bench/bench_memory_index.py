@@ -5,9 +5,11 @@ then indexes each in a fresh process with the tiny model and reports that proces
 before indexing (model loaded, one short video indexed as warm-up) and after.
 
     python eval/bench/bench_memory_index.py --minutes 10 60
+    MALLOC_MMAP_THRESHOLD_=65536 python eval/bench/bench_memory_index.py   # glibc: big blocks via mmap
 """
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -81,8 +83,8 @@ def main():
             write_video(video, minutes * 60, args.fps)
             out = subprocess.run([sys.executable, __file__, "--window-s", str(args.window_s), "--child", str(video),
                                   str(tmp / "warm.mp4"), str(tmp / f"ix{minutes}")],
-                                 capture_output=True, text=True, check=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin",
-                                                                                  "HF_HUB_OFFLINE": "1"})
+                                 capture_output=True, text=True, check=True,
+                                 env=dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1"))
             r = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append(r)
             print(f"index {minutes:3d}-min video: {r['clips']:5d} clips in {r['seconds']:6.1f} s; peak RSS "

@@ -38,7 +38,7 @@ def register(subparsers) -> None:
     p.add_argument("--window-s", type=float, default=4.0)
     p.add_argument("--stride-s", type=float, default=2.0)
     p.add_argument("--kind", default=None, choices=["auto", "exact", "flat", "ivf"],
-                   help="search structure: auto (exact below 200k clips, IVF above; the default for a new index), "
+                   help="search structure: auto (exact below 300k clips, IVF above; the default for a new index), "
                         "exact (flat = exact) or ivf; default for an existing index: its recorded choice")
     p.add_argument("--frames-fps", type=float, default=None, help="fps of frame folders")
     p.set_defaults(func=cmd_index)
