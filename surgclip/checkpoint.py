@@ -2,6 +2,7 @@
 and the ``save_pretrained`` directory format (config JSON + model.safetensors)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -149,3 +150,26 @@ def read_pretrained_dir(directory: str | os.PathLike) -> tuple[dict, dict[str, t
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise ValueError(f"{config_path} is not a valid surgclip config ({err})") from err
     return config, read_state_dict(weights_path)
+
+
+def weights_hash(model: nn.Module) -> str:
+    """Hex SHA-256 of a model's state dict: every tensor's name, dtype, shape and bytes, by sorted name.
+
+    Two checkpoints of one architecture get different hashes; the same weights loaded twice get
+    the same one. The result is cached on the model and reused while no tensor was replaced or
+    modified in place (``Tensor._version`` counts in-place writes such as optimiser steps and
+    ``load_state_dict``), so calling it per batch costs a dict walk, not a pass over the bytes.
+    """
+    state = model.state_dict(keep_vars=True)
+    stamp = tuple((k, v.data_ptr(), v._version) for k, v in state.items())
+    cached = getattr(model, "_surgclip_weights_hash", None)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        t = state[key].detach().cpu().contiguous()
+        digest.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    value = digest.hexdigest()
+    object.__setattr__(model, "_surgclip_weights_hash", (stamp, value))
+    return value

@@ -1,4 +1,4 @@
-"""Small helpers shared across the package: atomic writes, frame-file listing, device choice."""
+"""Small helpers shared across the package: atomic writes, folder locks, frame-file listing, device choice."""
 from __future__ import annotations
 
 import contextlib
@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 import re
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Iterator
 
@@ -18,18 +18,83 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
     Readers never see a half-written file, and an interrupted write leaves the old file intact.
+    The temporary file is created with mode 0666 filtered by the process umask (not ``mkstemp``'s
+    0600), so the result has the permissions any other tool would give it (0644 under umask 022).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:  # a 48-bit name collision: draw another
+            continue
     os.close(fd)
-    tmp = Path(tmp)
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+_HELD_LOCKS: set[int] = set()  # fds of the folder locks this process holds
+
+
+def _drop_locks_in_child() -> None:
+    # A forked worker (e.g. of a ProcessPoolExecutor) must not keep its parent's lock alive after
+    # the parent dies: close its copies (the parent's lock stays, flock belongs to the parent's fd).
+    for fd in _HELD_LOCKS:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD_LOCKS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_locks_in_child)
+
+
+class LockedError(ValueError):
+    """Another process holds a folder's lock (a ValueError, so the CLI reports it in one line)."""
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, what: str) -> Iterator[Path]:
+    """Hold an exclusive ``fcntl.flock`` on ``folder/.lock`` for the block; refuse if it is taken.
+
+    The lock file holds the holder's pid (for the message). The kernel releases the lock when the
+    holder exits or is killed, so a crash never leaves a stale lock behind.
+
+    Args:
+        folder: the folder to guard (created if missing).
+        what: the job, for the message (e.g. ``"surgclip index"``).
+    Raises:
+        LockedError: naming the folder and the pid of the process holding it.
+    """
+    import fcntl
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ".lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise LockedError(f"{folder} is locked by another process (pid {holder}, lock file {path}): {what} "
+                          f"refuses to write a folder another run is writing; wait for it to finish or stop it") from None
+    _HELD_LOCKS.add(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield path
+    finally:
+        _HELD_LOCKS.discard(fd)
+        os.ftruncate(fd, 0)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -3,20 +3,25 @@
 Each video ``{name}.mp4`` (or ``{name}/{name}.mp4``) becomes ``{out}/{name}/000000.jpg, ...`` at
 ``fps`` frames per second, resized so that the short side is ``size`` (or squashed to a square).
 A folder is written under a temporary name and renamed when complete, with a ``frames.json``
-(fps, frame_count, size, source); a rerun skips videos whose folder is complete. ``manifest.json``
-at the root lists every video. ``check_folder`` verifies a folder against its ``frames.json``.
+(fps, frame_count, size, source); a rerun skips videos whose folder is complete *and* was made
+with the same fps, size, square and ext (any other folder is re-extracted, and the run says so).
+``manifest.json`` at the root lists every video and the failures by reason. One run at a time
+per output root: ``OUT/.lock`` refuses a second one. ``check_folder`` verifies a folder against
+its ``frames.json``.
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import sys
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
 
-from ..utils import atomic_write_json, list_frame_files
+from ..utils import atomic_write_json, folder_lock, list_frame_files
 from .readers import FRAMES_MANIFEST, VideoFileReader, VideoReadError, seconds_to_frame
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
@@ -53,16 +58,47 @@ def _target_size(h: int, w: int, size: int | None, square: bool) -> tuple[int, i
     return max(1, round(w * scale)), max(1, round(h * scale))
 
 
-def is_complete(folder: Path, params: dict) -> bool:
-    """True when ``folder`` has a ``frames.json`` written with the same extraction parameters."""
-    meta = folder / FRAMES_MANIFEST
-    if not meta.is_file():
-        return False
+def read_frames_json(folder: Path) -> dict | None:
+    """A folder's frames.json as a dict, or None when it is missing, unreadable or not an object."""
     try:
-        info = json.loads(meta.read_text())
-    except ValueError:
-        return False
-    return all(info.get(k) == v for k, v in params.items())
+        info = json.loads((folder / FRAMES_MANIFEST).read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def resume_mismatch(folder: Path, fps: float | None, params: dict) -> str | None:
+    """Why ``folder`` cannot be reused for this request (None = complete and made the same way).
+
+    Args:
+        fps: requested output rate (None = the source's). The folder's recorded fps must equal
+            ``min(fps, source_fps)`` -- a 1-fps folder does not serve a 5-fps request.
+        params: ``{"size", "square", "ext"}`` requested.
+    """
+    if not folder.exists():
+        return "not extracted yet"
+    info = read_frames_json(folder)
+    if info is None:
+        return f"no readable {FRAMES_MANIFEST}"
+    diffs = [f"{k} {info.get(k)!r} (wanted {v!r})" for k, v in params.items() if info.get(k) != v]
+    got, src = info.get("fps"), info.get("source_fps")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in (got, src)):
+        diffs.append(f"fps {got!r} / source_fps {src!r} not positive numbers")
+    else:
+        want = float(src if fps is None or fps >= src else fps)
+        if abs(float(got) - want) > 1e-6 * want:
+            diffs.append(f"fps {got:g} (wanted {want:g})")
+    for key in ("frame_count", "width", "height", "source_frames"):
+        value = info.get(key)
+        if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+            diffs.append(f"{key} {value!r}")
+    return ", ".join(diffs) or None
+
+
+def is_complete(folder: Path, params: dict) -> bool:
+    """True when ``folder`` has a ``frames.json`` with these parameters (``params`` may include ``fps``)."""
+    params = dict(params)
+    return resume_mismatch(folder, params.pop("fps", None), params) is None
 
 
 def extract_video(src: str | Path, out_dir: str | Path, fps: float | None = None, size: int | None = 224,
@@ -119,7 +155,10 @@ def check_folder(folder: str | Path, decode: bool = False) -> list[str]:
     meta = folder / FRAMES_MANIFEST
     if not meta.is_file():
         return [f"{folder}: no {FRAMES_MANIFEST}"]
-    info = json.loads(meta.read_text())
+    info = read_frames_json(folder)
+    if info is None or not all(isinstance(info.get(k), int) and not isinstance(info.get(k), bool) and info[k] >= 0
+                               for k in ("frame_count", "width", "height")):
+        return [f"{meta}: expected a JSON object with non-negative integer frame_count, width and height"]
     try:
         files = list_frame_files(folder)
     except (FileNotFoundError, ValueError) as err:
@@ -144,20 +183,35 @@ def check_folder(folder: str | Path, decode: bool = False) -> list[str]:
     return problems
 
 
+def failure_reason(src: Path, err: Exception) -> str:
+    """The skip category of a video that could not be extracted."""
+    if not Path(src).exists():
+        return "missing file"
+    if isinstance(err, VideoReadError):
+        return "undecodable media"
+    return "unwritable output" if isinstance(err, OSError) else "bad parameters"
+
+
 def _job(args) -> tuple[str, dict | None, str | None]:
     name, src, out, kwargs = args
     try:
         return name, extract_video(src, out, **kwargs), None
     except (VideoReadError, OSError, ValueError) as err:
-        return name, None, str(err)
+        return name, None, f"{failure_reason(Path(src), err)}: {err}"
 
 
 def extract_frames(src: str | Path, out_root: str | Path, fps: float | None = None, size: int | None = 224,
                    square: bool = False, ext: str = "jpg", workers: int = 2, progress: bool = True) -> dict:
-    """Extract every video under ``src`` into ``out_root/{name}/``; skip complete ones.
+    """Extract every video under ``src`` into ``out_root/{name}/``; skip folders already made this way.
 
-    Returns the root manifest {"videos": {name: record}, "failed": {name: error}} (also written to
-    ``out_root/manifest.json``).
+    Holds ``out_root/.lock`` for the run (a concurrent run gets ``LockedError`` naming the pid).
+    A folder made with another fps, size, square or ext is re-extracted, listed under
+    ``reextracted`` and (with ``progress``) printed.
+
+    Returns:
+        The root manifest ``{"videos": {name: record}, "failed": {name: "reason: error"},
+        "failed_by_reason": {reason: n}, "reextracted": {name: why}}`` (also written to
+        ``out_root/manifest.json``).
     """
     from tqdm import tqdm
 
@@ -167,25 +221,33 @@ def extract_frames(src: str | Path, out_root: str | Path, fps: float | None = No
     videos = find_videos(src)
     params = {"size": size, "square": square, "ext": ext}
     kwargs = {"fps": fps, "size": size, "square": square, "ext": ext}
-    done, todo = {}, []
-    for name, path in videos.items():
-        folder = out_root / name
-        if is_complete(folder, params) and (fps is None or json.loads((folder / FRAMES_MANIFEST).read_text())["fps"] <= fps):
-            done[name] = json.loads((folder / FRAMES_MANIFEST).read_text())
-        else:
-            todo.append((name, str(path), str(folder), kwargs))
-    failed = {}
-    bar = tqdm(total=len(videos), initial=len(done), desc="extract-frames", unit="video", disable=not progress)
-    if todo:
-        with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
-            for fut in as_completed([pool.submit(_job, t) for t in todo]):
-                name, record, err = fut.result()
-                if record is not None:
-                    done[name] = record
-                else:
-                    failed[name] = err
-                bar.update(1)
-    bar.close()
-    manifest = {"fps": fps, **params, "videos": dict(sorted(done.items())), "failed": failed}
-    atomic_write_json(out_root / "manifest.json", manifest)
+    with folder_lock(out_root, "surgclip extract-frames"):
+        done, todo, redo = {}, [], {}
+        for name, path in videos.items():
+            folder = out_root / name
+            why = resume_mismatch(folder, fps, params)
+            if why is None:
+                done[name] = read_frames_json(folder)
+            else:
+                if folder.exists():
+                    redo[name] = why
+                    if progress:
+                        print(f"extract-frames: re-extracting {name}: existing folder differs ({why})", file=sys.stderr)
+                todo.append((name, str(path), str(folder), kwargs))
+        failed = {}
+        bar = tqdm(total=len(videos), initial=len(done), desc="extract-frames", unit="video", disable=not progress)
+        if todo:
+            with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+                for fut in as_completed([pool.submit(_job, t) for t in todo]):
+                    name, record, err = fut.result()
+                    if record is not None:
+                        done[name] = record
+                    else:
+                        failed[name] = err
+                    bar.update(1)
+        bar.close()
+        reasons = Counter(msg.split(":", 1)[0] for msg in failed.values())
+        manifest = {"fps": fps, **params, "videos": dict(sorted(done.items())), "failed": failed,
+                    "failed_by_reason": dict(reasons), "reextracted": redo}
+        atomic_write_json(out_root / "manifest.json", manifest)
     return manifest

@@ -178,7 +178,10 @@ def read_folder_fps(path: Path) -> float:
     if not meta.is_file():
         raise VideoReadError(f"{path} is a frame folder without {FRAMES_MANIFEST}: pass the fps it was extracted at")
     try:
-        return float(json.loads(meta.read_text())["fps"])
+        fps = json.loads(meta.read_text())["fps"]
+        if isinstance(fps, bool) or not isinstance(fps, (int, float, str)):  # true would read as 1 fps
+            raise TypeError(f"'fps' is {fps!r}")
+        return float(fps)
     except (ValueError, KeyError, TypeError) as err:
         raise VideoReadError(f"{meta}: expected a JSON object with a numeric 'fps', got an error: {err}") from err
 

@@ -51,7 +51,9 @@ def register(subparsers) -> None:
     p.add_argument("--index", required=True, help="index directory (created or extended)")
     p.add_argument("--window-s", type=float, default=4.0)
     p.add_argument("--stride-s", type=float, default=2.0)
-    p.add_argument("--kind", default="flat", choices=["flat", "ivf", "hnsw"])
+    p.add_argument("--kind", default=None, choices=["auto", "exact", "flat", "ivf"],
+                   help="search structure: auto (exact below 300k clips, IVF above; the default for a new index), "
+                        "exact (flat = exact) or ivf; default for an existing index: its recorded choice")
     p.add_argument("--frames-fps", type=float, default=None, help="fps of frame folders")
     p.set_defaults(func=cmd_index)
 
@@ -295,43 +297,44 @@ def _expand_sources(sources: list[str]) -> list[Path]:
 
 
 def cmd_index(args) -> int:
-    from ..utils import atomic_write_json
     from .library import index_library
 
+    sources = _expand_sources(args.sources)
+    if not sources:
+        raise FileNotFoundError(f"no videos or frame folders found in {' '.join(args.sources)}")
     model, _, _ = _load_model(args)
-    report = index_library(model, _expand_sources(args.sources), args.index, args.window_s, args.stride_s,
-                           args.num_frames, args.kind, args.batch_size, args.frames_fps, progress=True)
-    meta_path = Path(args.index) / "meta.json"
-    import json
-
-    meta = json.loads(meta_path.read_text())
-    meta["model_source"] = args.model
-    atomic_write_json(meta_path, meta)
-    print(f"index {args.index}: {report['num_clips']} clips; added {len(report['added'])} videos, "
-          f"kept {len(report['skipped_existing'])}, failed {len(report['failed'])}")
+    report = index_library(model, sources, args.index, args.window_s, args.stride_s, args.num_frames, args.kind,
+                           args.batch_size, args.frames_fps, progress=True, model_source=args.model)
+    reasons = ", ".join(f"{r}: {n}" for r, n in sorted(report["failed_by_reason"].items()))
+    print(f"index {args.index}: {report['num_clips']} clips, {report['search']} search; added "
+          f"{len(report['added'])} videos, kept {len(report['skipped_existing'])}, failed {len(report['failed'])}"
+          + (f" ({reasons})" if reasons else ""))
+    if report["cleaned"]:
+        print(f"  removed {len(report['cleaned'])} files left by an interrupted run")
     for vid, why in report["failed"].items():
         print(f"  failed {vid}: {why}", file=sys.stderr)
-    if "recall_vs_exact" in report:
-        print(f"  {args.kind} recall against exact search: {report['recall_vs_exact']}")
+    if report["ivf"]:
+        ivf = report["ivf"]
+        print(f"  IVF: {ivf['nlist']} lists, nprobe {ivf['nprobe']}, recall@10 {ivf['recall@10']} against exact search "
+              f"(trained on {ivf['trained_on']} clips)")
+    if report["failed"] and not report["added"]:
+        print(f"surgclip index: error: no video could be indexed in this run ({reasons})", file=sys.stderr)
+        return 1
+    if not report["num_clips"]:
+        print("surgclip index: error: the index holds no clips", file=sys.stderr)
+        return 1
     return 0
 
 
 def cmd_search(args) -> int:
-    import json
-
     import surgclip
 
-    from .index import IndexError_
+    from .index import ClipIndex
     from .library import search_text
 
-    meta_path = Path(args.index) / "meta.json"
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"no clip index at {args.index} (meta.json missing); build one with `surgclip index`")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as err:
-        raise IndexError_(f"corrupt index metadata {meta_path}: {err}") from None
-    model, _, tokenizer = surgclip.load(args.model or meta.get("model_source", meta["model"]), device=args.device)
+    index = ClipIndex(args.index)  # IndexError_ (clear, one line) when missing or corrupt
+    meta = index.meta
+    model, _, tokenizer = surgclip.load(args.model or meta.get("model_source") or meta["model"], device=args.device)
     query = " ".join(args.query)
     hits = search_text(model, tokenizer, args.index, [query], k=args.k)[0]
     for r, h in enumerate(hits, 1):
@@ -339,7 +342,7 @@ def cmd_search(args) -> int:
     if args.sheet:
         from .plots import contact_sheet
 
-        fps = next(iter(meta["videos"].values()), {}).get("fps")
+        fps = next(iter(index.video_info().values()), {}).get("fps")
         contact_sheet(args.sheet, query, hits, frames_fps=fps)
         print(f"contact sheet: {args.sheet}")
     return 0

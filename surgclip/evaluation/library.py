@@ -2,15 +2,17 @@
 and answering text queries against it."""
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..data.readers import VideoReadError, open_source
-from ..data.samplers import uniform_indices
+from ..data.samplers import ClipSpanError, sample_indices
 from ..tokenizer import tokenize
 from ..transform import ClipTransform
+from ..utils import atomic_write_json, folder_lock
 from .index import ClipIndex, model_fingerprint
 
 
@@ -31,75 +33,96 @@ def video_id(path: Path) -> str:
     return path.stem if path.is_file() else path.name
 
 
+def window_frames(spans: list[tuple[float, float]], fps: float, num_frames: int, total: int) -> np.ndarray:
+    """[n, T] frame indices of each window, by the package's one clip-sampling rule (uniform)."""
+    return np.stack([sample_indices(s, e, fps, num_frames, "uniform", num_frames_in_video=total) for s, e in spans])
+
+
 @torch.no_grad()
 def embed_video(model, path: Path, window_s: float, stride_s: float, num_frames: int, batch_size: int = 8,
                 frames_fps: float | None = None, device=None) -> tuple[np.ndarray, list[tuple[float, float]], dict]:
-    """[n, D] clip embeddings of one video's sliding windows, their spans and source info."""
+    """[n, D] clip embeddings of one video's sliding windows, their spans and source info.
+
+    Frames are decoded per batch of ``batch_size`` windows (each frame once per batch even where
+    windows overlap) and dropped after the forward, so memory does not grow with the video's length.
+    """
     device = device or next(model.parameters()).device
     reader = open_source(path, fps=frames_fps)
     transform = ClipTransform(model.preprocess_cfg)
     spans = window_spans(reader.duration, window_s, stride_s)
+    if not spans:
+        raise VideoReadError(f"{path}: no frames ({reader.num_frames} frames at {reader.fps:g} fps)")
     out = []
     for b in range(0, len(spans), batch_size):
-        clips = []
-        for start, end in spans[b:b + batch_size]:
-            first = int(start * reader.fps)
-            last = max(first, min(reader.num_frames - 1, int(np.ceil(end * reader.fps)) - 1))
-            clips.append(transform(reader.read(uniform_indices(first, last, num_frames))))
-        out.append(model.encode_video(torch.stack(clips).to(device)).float().cpu().numpy())
+        idx = window_frames(spans[b:b + batch_size], reader.fps, num_frames, reader.num_frames)
+        wanted, where = np.unique(idx, return_inverse=True)
+        frames = reader.read(wanted)
+        clips = torch.stack([transform(frames[w]) for w in where.reshape(idx.shape)])
+        out.append(model.encode_video(clips.to(device)).float().cpu().numpy())
+        del frames, clips
     return np.concatenate(out), spans, {"path": str(path), "fps": reader.fps, "num_frames": reader.num_frames}
 
 
+def failure_reason(path: Path, err: Exception) -> str:
+    """The skip category of a video that could not be indexed."""
+    if not path.exists():
+        return "missing file"
+    if isinstance(err, ClipSpanError):
+        return "no clip fits"
+    if isinstance(err, VideoReadError):
+        return "undecodable media"
+    return "unreadable file"
+
+
 def index_library(model, sources: list[Path], index_dir, window_s: float = 4.0, stride_s: float = 2.0,
-                  num_frames: int | None = None, kind: str = "flat", batch_size: int = 8,
-                  frames_fps: float | None = None, progress: bool = False) -> dict:
+                  num_frames: int | None = None, kind: str | None = "auto", batch_size: int = 8,
+                  frames_fps: float | None = None, progress: bool = False, model_source: str | None = None) -> dict:
     """Add every not-yet-indexed video/frame folder in ``sources`` to the index at ``index_dir``.
 
-    Resumable and incremental: videos already in the index are skipped; each video is saved as
-    soon as it is embedded. Unreadable videos are skipped and listed.
+    Holds the folder's lock for the whole run (a second writer gets ``LockedError``), removes
+    files a killed run left unlisted, then appends one shard per video as soon as it is embedded,
+    so a killed run resumes at the video it was on. Unreadable videos are skipped and counted.
 
-    Returns: ``{"added": [...], "skipped_existing": [...], "failed": {video: reason}, "num_clips": N}``.
+    Args:
+        kind: ``auto`` | ``exact`` | ``ivf`` (None keeps an existing index's choice).
+        model_source: how the model was loaded (name or path), recorded for ``surgclip search``.
+    Returns:
+        ``{"added", "skipped_existing", "failed": {video: message}, "failed_by_reason": {reason: n},
+        "cleaned": [files], "num_clips", "search": exact|ivf, "ivf": {...} | None}`` (also
+        written to ``index_dir/report.json``).
     """
     fp = model_fingerprint(model)
-    index = ClipIndex(index_dir, fingerprint=fp, kind=kind)
     num_frames = int(num_frames or model.num_frames)
-    report = {"added": [], "skipped_existing": [], "failed": {}}
-    iterator = sources
-    if progress:
-        from tqdm.auto import tqdm
+    with folder_lock(index_dir, "surgclip index"):
+        index = ClipIndex(index_dir, fingerprint=fp, kind=kind)
+        if model_source and not index.meta.get("model_source"):
+            index.meta["model_source"] = str(model_source)
+        report = {"added": [], "skipped_existing": [], "failed": {}, "failed_by_reason": Counter(),
+                  "cleaned": index.cleanup()}
+        iterator = sources
+        if progress:
+            from tqdm.auto import tqdm
 
-        iterator = tqdm(sources, desc="index", unit="video")
-    for path in iterator:
-        path = Path(path)
-        vid = video_id(path)
-        if index.has_video(vid):
-            report["skipped_existing"].append(vid)
-            continue
-        try:
-            emb, spans, info = embed_video(model, path, window_s, stride_s, num_frames, batch_size, frames_fps)
-        except (VideoReadError, ValueError, OSError) as err:
-            report["failed"][vid] = str(err)
-            continue
-        index.add_video(vid, emb, spans, dict(info, window_s=window_s, stride_s=stride_s, num_frames=num_frames))
-        report["added"].append(vid)
-    index.save()  # an index with no readable video still exists, recording the model
-    if kind != "flat" and len(index):
-        report["recall_vs_exact"] = approx_recall(index.embeddings, index.faiss())
-    report["num_clips"] = len(index)
+            iterator = tqdm(sources, desc="index", unit="video")
+        for path in iterator:
+            path = Path(path)
+            vid = video_id(path)
+            if index.has_video(vid):
+                report["skipped_existing"].append(vid)
+                continue
+            try:
+                emb, spans, info = embed_video(model, path, window_s, stride_s, num_frames, batch_size, frames_fps)
+            except (VideoReadError, ClipSpanError, OSError) as err:
+                report["failed"][vid] = str(err)
+                report["failed_by_reason"][failure_reason(path, err)] += 1
+                continue
+            index.add_video(vid, emb, spans, dict(info, window_s=window_s, stride_s=stride_s, num_frames=num_frames))
+            report["added"].append(vid)
+        index.save()  # an index with no readable video still exists, recording the model
+        report.update(failed_by_reason=dict(report["failed_by_reason"]), num_clips=len(index),
+                      search=index.active_kind(), ivf=index.meta["ivf"])
+        atomic_write_json(Path(index_dir) / "report.json", report)
     return report
-
-
-def approx_recall(embeddings: np.ndarray, approx, k: int = 10, num_queries: int = 200, seed: int = 0) -> dict:
-    """Recall@k of an approximate index against exact search, queried with stored vectors + noise."""
-    from .index import build_faiss, recall_at_k
-
-    rng = np.random.default_rng(seed)
-    q = embeddings[rng.integers(0, len(embeddings), min(num_queries, len(embeddings)))]
-    q = (q + 0.05 * rng.standard_normal(q.shape)).astype(np.float32)
-    k = min(k, len(embeddings))
-    _, exact = build_faiss(embeddings, "flat").search(q, k)
-    _, got = approx.search(q, k)
-    return {f"recall@{k}": recall_at_k(got, exact), "queries": len(q)}
 
 
 @torch.no_grad()
@@ -110,7 +133,8 @@ def search_text(model, tokenizer, index_dir, queries: list[str], k: int = 5) -> 
     tokens = tokenize(queries, tokenizer, device=device, max_length=getattr(tokenizer, "context_length", 77))
     text = model.encode_text(tokens).float().cpu().numpy()
     hits = index.search(text, k)
+    info = index.video_info()
     for row in hits:
         for hit in row:
-            hit["path"] = index.meta["videos"][hit["video"]].get("path")
+            hit["path"] = info[hit["video"]].get("path")
     return hits

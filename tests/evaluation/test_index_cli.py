@@ -30,14 +30,22 @@ def test_corrupt_index_is_a_clear_error(tmp_path, tiny_model):
     idx.add_video("a", np.eye(128, dtype=np.float32)[:3], [(0, 4), (2, 6), (4, 8)])
     bad = tmp_path / "bad"
     shutil.copytree(tmp_path / "idx", bad)
-    data = (bad / "index.faiss").read_bytes()
-    (bad / "index.faiss").write_bytes(data[: len(data) // 2])
-    with pytest.raises(IndexError_, match="corrupt or truncated FAISS index"):
+    data = (bad / "shards" / "000000.npy").read_bytes()
+    (bad / "shards" / "000000.npy").write_bytes(data[: len(data) // 2])
+    with pytest.raises(IndexError_, match=r"shards/000000.npy"):
         ClipIndex(bad).search(np.eye(128, dtype=np.float32)[:1])
-    (bad / "embeddings.npy").write_bytes(b"\x93NUMPY garbage")
-    with pytest.raises(IndexError_, match="embeddings"):
+    (bad / "manifest.json").write_text("{not json")
+    with pytest.raises(IndexError_, match="corrupt index manifest .*manifest.json"):
         ClipIndex(bad)
     assert len(ClipIndex(tmp_path / "idx")) == 3  # the original is untouched
+
+
+def test_v1_layout_is_refused_with_instructions(tmp_path):
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "meta.json").write_text('{"version": 1, "model": "tiny"}')
+    np.save(tmp_path / "old" / "embeddings.npy", np.zeros((1, 128), np.float32))
+    with pytest.raises(IndexError_, match=r"version-1 clip index .*Delete it and rebuild"):
+        ClipIndex(tmp_path / "old")
 
 
 def test_cli_zeroshot_index_search(cholec_root, tmp_path, capsys):

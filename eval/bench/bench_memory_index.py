@@ -1,0 +1,99 @@
+"""Peak memory of `surgclip index` over long videos: it must not grow with the video's length.
+
+Writes synthetic H.264 videos (PyAV, 64x64, --fps frames per second) of each length in --minutes,
+then indexes each in a fresh process with the tiny model and reports that process's peak RSS
+before indexing (model loaded, one short video indexed as warm-up) and after.
+
+    python eval/bench/bench_memory_index.py --minutes 10 60
+    MALLOC_MMAP_THRESHOLD_=65536 python eval/bench/bench_memory_index.py   # glibc: big blocks via mmap
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+
+def write_video(path: Path, seconds: int, fps: int, size: int = 64) -> None:
+    """A video whose colour changes every second (cheap to encode, real decoding work)."""
+    import av
+
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps, options={"preset": "ultrafast"})
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for _ in range(seconds):
+            frame = av.VideoFrame.from_ndarray(np.broadcast_to(rng.integers(0, 255, 3, dtype=np.uint8),
+                                                               (size, size, 3)).copy(), format="rgb24")
+            for _ in range(fps):
+                for packet in stream.encode(frame):
+                    out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def child(video: str, warmup: str, index_dir: str, window_s: float) -> None:
+    import torch
+
+    import surgclip
+    from surgclip.evaluation.library import index_library
+
+    torch.set_num_threads(2)
+    model, _, _ = surgclip.load("tiny")
+    kw = dict(window_s=window_s, stride_s=window_s, num_frames=2, batch_size=8)
+    index_library(model, [Path(warmup)], Path(index_dir) / "warm", **kw)
+    before = peak_mib()
+    t0 = time.perf_counter()
+    report = index_library(model, [Path(video)], Path(index_dir) / "long", **kw)
+    print(json.dumps({"before": before, "after": peak_mib(), "clips": report["num_clips"],
+                      "seconds": time.perf_counter() - t0}))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--minutes", nargs="+", type=int, default=[10, 60])
+    ap.add_argument("--fps", type=int, default=2)
+    ap.add_argument("--window-s", type=float, default=4.0)
+    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        return child(*args.child, args.window_s)
+    with tempfile.TemporaryDirectory(prefix="bench_memory_index_") as tmp:
+        tmp = Path(tmp)
+        write_video(tmp / "warm.mp4", 20, args.fps)
+        print(f"tiny model, 2 frames per {args.window_s:g}-s window, 64x64 video at {args.fps} fps; peak RSS of a fresh "
+              f"process after warm-up vs after indexing the long video (contended machine)")
+        rows = []
+        for minutes in args.minutes:
+            video = tmp / f"long{minutes}.mp4"
+            write_video(video, minutes * 60, args.fps)
+            out = subprocess.run([sys.executable, __file__, "--window-s", str(args.window_s), "--child", str(video),
+                                  str(tmp / "warm.mp4"), str(tmp / f"ix{minutes}")],
+                                 capture_output=True, text=True, check=True,
+                                 env=dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1"))
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            rows.append(r)
+            print(f"index {minutes:3d}-min video: {r['clips']:5d} clips in {r['seconds']:6.1f} s; peak RSS "
+                  f"{r['before']:7.1f} MiB after warm-up -> {r['after']:7.1f} MiB (+{r['after'] - r['before']:.1f})",
+                  flush=True)
+        if len(rows) > 1:
+            growth = (rows[-1]["after"] - rows[-1]["before"]) - (rows[0]["after"] - rows[0]["before"])
+            print(f"growth of the indexing peak from {args.minutes[0]} to {args.minutes[-1]} min: {growth:+.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()
