@@ -12,6 +12,7 @@ atomically when done, so an interrupted extraction resumes at the next video.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections import Counter
@@ -97,9 +98,11 @@ def extract_features(model, table: FrameTable, cache_dir, num_frames: int | None
         else:
             sub = table.select(table.video == video)
             vfeat, vvalid, vskip = np.zeros((len(rows), D), np.float32), np.zeros(len(rows), bool), Counter()
-            for idx, clips in iter_clip_batches(sub, transform, settings["num_frames"], mode, stride_s, batch_size, vskip):
-                vfeat[idx] = model.encode_video(clips.to(next(model.parameters()).device)).float().cpu().numpy()
-                vvalid[idx] = True
+            batches = iter_clip_batches(sub, transform, settings["num_frames"], mode, stride_s, batch_size, vskip)
+            with contextlib.closing(batches):  # stops the reader thread even if the forward raises
+                for idx, clips in batches:
+                    vfeat[idx] = model.encode_video(clips.to(next(model.parameters()).device)).float().cpu().numpy()
+                    vvalid[idx] = True
             with atomic_path(path) as tmp:
                 save_file({"features": vfeat, "valid": vvalid.astype(np.uint8)}, str(tmp))
             meta["videos"][video] = {"rows": len(rows), "rows_hash": digest, "skipped": dict(vskip)}
