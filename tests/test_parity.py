@@ -87,3 +87,31 @@ def test_tokenizer_matches_published_on_tricky_texts(reference, tmp_path):
     ref = torch.load(out, weights_only=True)
     ours = surgclip.tokenize(ref["texts"], surgclip.get_tokenizer("SurgCLIP-B"))
     assert torch.equal(ours, ref["input_ids"])
+
+
+PEER_PREPROCESS = """
+import sys, torch
+from surgclip.transforms import VideoPreprocessor
+anchors = sys.argv[1:]
+clips = {m: torch.cat([VideoPreprocessor(num_frames=4, image_res=24, mode=m)(a) for a in anchors])
+         for m in ("centered", "online")}
+torch.save(clips, "clips.pt")
+"""
+
+
+def test_video_preprocessor_equals_published_bit_for_bit(tmp_path):
+    from helpers import write_frames
+
+    if not (PEER_SITE / "surgclip").is_dir():
+        _missing(f"published SurgCLIP package not installed in {PEER_SITE}: run tests/install_peer.sh")
+    write_frames(tmp_path / "f", [f"{i:04d}" for i in range(7)], size=(48, 86))  # zero-padded: both orders agree
+    anchors = [str(tmp_path / "f" / f"{i:04d}.jpg") for i in (0, 3, 6)]
+    run = subprocess.run([sys.executable, "-c", PEER_PREPROCESS, *anchors], env=_peer_env(),
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    refs = torch.load(tmp_path / "clips.pt", weights_only=True)
+    for mode, ref in refs.items():
+        pre = surgclip.VideoPreprocessor(num_frames=4, image_res=24, mode=mode)
+        ours = torch.cat([pre(a) for a in anchors])
+        assert ours.shape == ref.shape == (3, 4, 3, 24, 24)
+        assert torch.equal(ours, ref), (mode, (ours - ref).abs().max())
