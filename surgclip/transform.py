@@ -217,8 +217,23 @@ class VideoPreprocessor:
             frames = self._folder_window(Path(video))
         else:
             frames = [self._resize(f) for f in self._sample(self._as_list(video))]
-        clip = normalize_frames(torch.stack(frames), self.cfg)
+        clip = torch.from_numpy(self._normalize(np.stack([f.numpy() for f in frames])))
         return clip.unsqueeze(0) if add_batch_dim else clip
+
+    def _normalize(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 [T, 3, S, S] -> float32 through a per-channel table of ``normalize_frames`` values.
+
+        A uint8 input has 256 values per channel, so a lookup gives the same bits as the torch ops;
+        numpy does it in one single-threaded pass (torch's small multi-threaded ops stalled on a
+        busy machine).
+        """
+        if getattr(self, "_lut", None) is None:
+            levels = torch.arange(256, dtype=torch.uint8).view(1, 256, 1).expand(3, 256, 1).contiguous()
+            self._lut = normalize_frames(levels, self.cfg)[:, :, 0].numpy()  # [3, 256]
+        out = np.empty(frames.shape, np.float32)
+        for c in range(frames.shape[1]):
+            np.take(self._lut[c], frames[:, c], out=out[:, c])
+        return out
 
     def window(self, anchor_idx: int, count: int) -> tuple[int, int]:
         """[start, end) of the window of frame positions around ``anchor_idx`` among ``count``."""
@@ -242,7 +257,8 @@ class VideoPreprocessor:
         if self.cfg.resize == "squash" and self.cfg.interpolation in ("bicubic", "bilinear", "nearest"):
             size = self.cfg.image_size
             img = img.resize((size, size), getattr(Image.Resampling, self.cfg.interpolation.upper()))
-            return torch.from_numpy(np.array(img)).permute(2, 0, 1)
+            # contiguous once here, so stacking the cached frames on every call is a plain copy
+            return torch.from_numpy(np.array(img)).permute(2, 0, 1).contiguous()
         return self.transform(np.asarray(img)[None])[0]  # other resize modes have no published counterpart
 
     def _list(self, folder: Path) -> list[Path]:
