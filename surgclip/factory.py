@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import is_pretrained_dir, load_weights, read_pretrained_dir, read_state_dict
-from .model import SurgCLIP
+from .model import SurgCLIP, check_precision
 from .pretrained import resolve_weights
 from .tokenizer import build_tokenizer
 from .transform import ImageTransform
@@ -53,22 +53,25 @@ def get_model_config(name: str, **overrides) -> dict:
 
 
 def create_model(name_or_config: str | dict, device: str | torch.device | None = None, seed: int | None = 0,
-                 **overrides) -> SurgCLIP:
+                 precision: str = "fp32", **overrides) -> SurgCLIP:
     """Build a randomly initialised model.
 
     Args:
         name_or_config: a name from ``list_models()`` or a full architecture config dict.
         device: where to put it (default: cpu).
         seed: seed for the initial weights (the global RNG is left untouched); None = unseeded.
+        precision: inference precision, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (CUDA only); see
+            ``SurgCLIP.set_precision``.
         **overrides: config keys to deep-merge, e.g. ``vision={"timm": {"depth": 2}}``.
     """
+    precision = check_precision(precision)  # fail before building
     config = (get_model_config(name_or_config, **overrides) if isinstance(name_or_config, str)
               else deep_update(name_or_config, overrides))
     rng = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
     with rng:
         if seed is not None:
             torch.manual_seed(seed)
-        model = SurgCLIP(config)
+        model = SurgCLIP(config, precision=precision)
     return model.to(device or "cpu")
 
 
@@ -85,7 +88,8 @@ def create_model_and_transforms(name_or_config: str | dict, device=None, **overr
 
 
 def load(name_or_path: str | os.PathLike = "SurgCLIP-B", device: str | torch.device | None = None,
-         pretrained: str | os.PathLike | None = None, num_frames: int | None = None, **overrides):
+         pretrained: str | os.PathLike | None = None, num_frames: int | None = None, precision: str = "fp32",
+         **overrides):
     """Load a model for inference (published SurgCLIP API).
 
     Args:
@@ -95,10 +99,14 @@ def load(name_or_path: str | os.PathLike = "SurgCLIP-B", device: str | torch.dev
         pretrained: weights for a named model: a path, a tag or a registered file name. ``SurgCLIP-B``
             defaults to its published weights; ``tiny`` and the others default to random weights.
         num_frames: clip length the model is used with (default: the model's own).
+        precision: ``"fp32"`` (default), ``"bf16"`` (CPU and GPU) or ``"fp16"`` (GPU only): the
+            ``encode_*`` methods and ``forward`` then run under ``torch.autocast`` and still return
+            float32; the weights stay float32. Stored as ``model.precision``.
         **overrides: architecture config overrides.
     Returns:
         (model in eval mode, single-image preprocess, tokenizer)
     """
+    precision = check_precision(precision)
     device = device or default_device()
     path = str(name_or_path)
     if path.startswith(HUB_PREFIX):
@@ -118,7 +126,7 @@ def load(name_or_path: str | os.PathLike = "SurgCLIP-B", device: str | torch.dev
             load_weights(model, read_state_dict(weights), source=str(weights))
     if num_frames is not None:
         model.num_frames = int(num_frames)
-    model = model.to(device).eval()
+    model = model.to(device).eval().set_precision(precision)
     return model, ImageTransform(model.preprocess_cfg), get_tokenizer(model.config)
 
 

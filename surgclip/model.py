@@ -1,6 +1,7 @@
 """The SurgCLIP dual encoder: a video tower and a text tower projected into one embedding space."""
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Mapping
 
@@ -13,6 +14,18 @@ from .transform import PreprocessCfg
 from .video_encoder import build_video_encoder
 
 MIN_TEMPERATURE = 0.01  # logit scale capped at 100, as in CLIP
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+_PRECISION_ALIASES = {"32": "fp32", "32-true": "fp32", "float32": "fp32", "bf16-mixed": "bf16", "bfloat16": "bf16",
+                      "16": "fp16", "16-mixed": "fp16", "float16": "fp16"}
+
+
+def check_precision(precision: str) -> str:
+    """Canonical inference precision name (``fp32``, ``bf16`` or ``fp16``); Lightning's spellings
+    (``32-true``, ``bf16-mixed``, ``16-mixed``) are accepted. Raises ValueError for anything else."""
+    name = _PRECISION_ALIASES.get(str(precision), str(precision))
+    if name not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    return name
 
 
 class SurgCLIP(nn.Module):
@@ -26,12 +39,22 @@ class SurgCLIP(nn.Module):
     mean-pooled clip embedding. Either way ``encode_video`` returns a vector ``v`` such that
     ``v @ encode_text(t).T / temp`` are the logits, so one FAISS inner-product index serves both.
 
+    Precision: ``precision="bf16"`` (or ``"fp16"``, CUDA only) runs the video tower under
+    ``torch.autocast`` on the input's device: matrix products and attention in the low precision,
+    LayerNorm statistics and the residual stream in float32. The projections and the text tower stay
+    float32 (text is a few prompts per run, and bf16 there doubled the logit error for no measurable
+    gain); the weights stay float32 and the returned embeddings/logits are float32, so callers need
+    no change.
+
     Args:
         config: architecture config (see ``surgclip/model_configs/*.json``).
+        precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"``; change it later with
+            ``set_precision``.
     """
 
-    def __init__(self, config: dict):
+    def __init__(self, config: dict, precision: str = "fp32"):
         super().__init__()
+        self.precision = check_precision(precision)
         self.config = copy.deepcopy(config)
         clip_model = _open_clip_model(config["open_clip"]) if config.get("open_clip") else None
         self.vision_encoder = build_video_encoder(config["vision"], clip_model)
@@ -62,6 +85,25 @@ class SurgCLIP(nn.Module):
         """1 / temperature, capped at 1 / MIN_TEMPERATURE = 100."""
         return 1.0 / self.temp.clamp(min=MIN_TEMPERATURE)
 
+    def set_precision(self, precision: str) -> "SurgCLIP":
+        """Set the inference precision (``fp32``, ``bf16``, ``fp16``); returns the model."""
+        self.precision = check_precision(precision)
+        return self
+
+    def autocast(self, device: torch.device | str) -> contextlib.AbstractContextManager:
+        """The autocast context of ``self.precision`` for tensors on ``device`` (a no-op for fp32).
+
+        Inside an autocast region that is already active (e.g. Lightning's ``bf16-mixed`` training)
+        the outer region is left in charge.
+        """
+        dtype = PRECISIONS[self.precision]
+        device_type = torch.device(device).type
+        if dtype is None or torch.is_autocast_enabled(device_type):
+            return contextlib.nullcontext()
+        if dtype == torch.float16 and device_type != "cuda":
+            raise ValueError(f"precision 'fp16' needs a CUDA device (input is on {device_type}); use 'bf16' there")
+        return torch.autocast(device_type, dtype=dtype)
+
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Trade compute for memory in both towers during training."""
         for tower in (self.vision_encoder, self.text_encoder):
@@ -78,7 +120,9 @@ class SurgCLIP(nn.Module):
     def encode_video_frames(self, video: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         """video [B, T, 3, H, W] -> per-frame embeddings [B, T, D] (projected)."""
         self._check_video(video)
-        frames = self.vision_proj(self.vision_encoder(video))
+        with self.autocast(video.device):
+            feats = self.vision_encoder(video)
+        frames = self.vision_proj(feats.float())  # small; float32 keeps the embedding's rounding down
         return F.normalize(frames, dim=-1) if normalize else frames
 
     def encode_video(self, video: torch.Tensor, normalize: bool = True) -> torch.Tensor:
@@ -98,15 +142,16 @@ class SurgCLIP(nn.Module):
     def encode_video_tokens(self, video: torch.Tensor) -> torch.Tensor:
         """Dense token features [B, T, N, W] after ``vision_layernorm`` (divided towers only)."""
         self._check_video(video)
-        _, tokens = self.vision_encoder(video, return_tokens=True)
-        if tokens is None:
-            raise ValueError(f"model {self.name!r} has no token-level video features")
-        return self.vision_layernorm(tokens)
+        with self.autocast(video.device):
+            _, tokens = self.vision_encoder(video, return_tokens=True)
+            if tokens is None:
+                raise ValueError(f"model {self.name!r} has no token-level video features")
+            return self.vision_layernorm(tokens).float()
 
     def encode_text(self, tokens, normalize: bool = True) -> torch.Tensor:
         """tokens (LongTensor [N, L], or a mapping with ``input_ids``/``attention_mask``) -> [N, D]."""
         input_ids, mask = unpack_tokens(tokens)
-        feats = self.text_proj(self.text_encoder(input_ids, mask))
+        feats = self.text_proj(self.text_encoder(input_ids, mask))  # float32 always: see the class docstring
         return F.normalize(feats, dim=-1) if normalize else feats
 
     def forward(self, video: torch.Tensor, tokens) -> tuple[torch.Tensor, torch.Tensor]:

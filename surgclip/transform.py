@@ -7,6 +7,7 @@ gets the same augmentation.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -127,10 +128,14 @@ class ClipTransform:
 
 
 def normalize_frames(frames: torch.Tensor, cfg: PreprocessCfg) -> torch.Tensor:
-    """uint8 frames [..., 3, S, S] (any device) -> float ``(x / 255 - mean) / std``, as one fused affine."""
+    """uint8 frames [..., 3, S, S] (any device) -> float ``(x / 255 - mean) / std``.
+
+    The operations and their order are torchvision's ``ToTensor`` + ``Normalize`` (the published
+    preprocessing), so the result is bit-identical to it; in place after the first, so one buffer.
+    """
     std = torch.tensor(cfg.std, device=frames.device).view(3, 1, 1)
     mean = torch.tensor(cfg.mean, device=frames.device).view(3, 1, 1)
-    return torch.addcmul(-mean / std, frames.float(), 1.0 / (255.0 * std))
+    return frames.float().div_(255.0).sub_(mean).div_(std)
 
 
 class ImageTransform:
@@ -149,12 +154,13 @@ def get_preprocess(image_res: int = 224, **cfg) -> ImageTransform:
     return ImageTransform(PreprocessCfg(image_size=image_res, **cfg))
 
 
-def _read_image(path: Path) -> np.ndarray:
+def _read_image(path: Path):
+    """A file -> RGB PIL image; a clear error naming the file when it is not a readable image."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
+            return img.convert("RGB")
     except (OSError, UnidentifiedImageError) as err:
         raise ValueError(f"cannot read image {path}: {err}") from err
 
@@ -165,6 +171,17 @@ class VideoPreprocessor:
     Accepts an anchor frame path (its neighbours are read from the same folder, ordered by frame
     number), a list of PIL images or HxWx3 arrays, or a ``[T, H, W, 3]`` uint8 array.
 
+    Output equals the published package's tensor for tensor: each frame is resized by PIL
+    (antialiased bicubic, as the published ``transforms.Resize`` on a PIL image does) and normalised
+    with its operations in its order. This differs from ``ClipTransform`` (training and the video
+    evaluators, torchvision's uint8 resize) by one or two grey levels on a few pixels (fixed-point
+    rounding).
+
+    Frame folders are fast on repeated use: the folder listing is kept until the folder changes
+    (its mtime), and the last ``cache_frames`` resized frames are kept (keyed by path, mtime and
+    size), so sliding the anchor through a video decodes each frame once instead of ``num_frames``
+    times.
+
     Args:
         num_frames: frames in the output clip.
         image_res: output size S (ignored if ``preprocess`` is given).
@@ -174,10 +191,13 @@ class VideoPreprocessor:
             than needed; fewer are padded by repeating the last frame.
         preprocess: a ``PreprocessCfg``/dict (e.g. ``model.preprocess_cfg``) overriding size and
             normalisation.
+        cache_frames: resized frames kept between calls (0 disables the cache); default
+            ``2 * num_frames`` (150 KB each at 224 px).
     """
 
     def __init__(self, num_frames: int = 16, image_res: int = 224, sample_rate: int = 1, mode: str = "centered",
-                 sample_type: str = "uniform", preprocess: PreprocessCfg | dict | None = None):
+                 sample_type: str = "uniform", preprocess: PreprocessCfg | dict | None = None,
+                 cache_frames: int | None = None):
         if mode not in ("centered", "online"):
             raise ValueError(f"unknown mode {mode!r}; expected 'centered' or 'online'")
         if sample_type not in ("uniform", "first", "middle"):
@@ -186,12 +206,34 @@ class VideoPreprocessor:
             raise ValueError(f"num_frames and sample_rate must be >= 1, got {num_frames}, {sample_rate}")
         self.num_frames, self.sample_rate, self.mode, self.sample_type = num_frames, sample_rate, mode, sample_type
         cfg = preprocess if preprocess is not None else PreprocessCfg(image_size=image_res)
-        self.transform = ClipTransform(cfg)
+        self.transform = ClipTransform(cfg, normalize=False)
+        self.cfg = self.transform.cfg
+        self.cache_frames = 2 * num_frames if cache_frames is None else int(cache_frames)
+        self._frames: OrderedDict = OrderedDict()  # (path, mtime_ns, size) -> uint8 [3, S, S]
+        self._listings: dict = {}  # folder -> (mtime_ns, files)
 
     def __call__(self, video, add_batch_dim: bool = True) -> torch.Tensor:
-        frames = self._load(video)
-        clip = self.transform(self._sample(frames))
+        if isinstance(video, (str, Path)):
+            frames = self._folder_window(Path(video))
+        else:
+            frames = [self._resize(f) for f in self._sample(self._as_list(video))]
+        clip = torch.from_numpy(self._normalize(np.stack([f.numpy() for f in frames])))
         return clip.unsqueeze(0) if add_batch_dim else clip
+
+    def _normalize(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 [T, 3, S, S] -> float32 through a per-channel table of ``normalize_frames`` values.
+
+        A uint8 input has 256 values per channel, so a lookup gives the same bits as the torch ops;
+        numpy does it in one single-threaded pass (torch's small multi-threaded ops stalled on a
+        busy machine).
+        """
+        if getattr(self, "_lut", None) is None:
+            levels = torch.arange(256, dtype=torch.uint8).view(1, 256, 1).expand(3, 256, 1).contiguous()
+            self._lut = normalize_frames(levels, self.cfg)[:, :, 0].numpy()  # [3, 256]
+        out = np.empty(frames.shape, np.float32)
+        for c in range(frames.shape[1]):
+            np.take(self._lut[c], frames[:, c], out=out[:, c])
+        return out
 
     def window(self, anchor_idx: int, count: int) -> tuple[int, int]:
         """[start, end) of the window of frame positions around ``anchor_idx`` among ``count``.
@@ -204,17 +246,56 @@ class VideoPreprocessor:
         pos = window_indices(anchor_idx, self.num_frames, 1, self.mode, count)
         return int(pos[0]), int(pos[-1]) + 1
 
-    def _load(self, video):
-        if isinstance(video, (str, Path)):
-            anchor = Path(video)
-            files = list_frame_files(anchor.parent)[:: self.sample_rate]
-            names = [f.name for f in files]
-            if anchor.name not in names:
-                hint = "" if frame_number(anchor) is not None else " (its name has no frame number)"
-                raise ValueError(f"anchor frame {anchor.name} not found among the frames of {anchor.parent} "
-                                 f"with sample_rate={self.sample_rate}{hint}")
-            start, end = self.window(names.index(anchor.name), len(files))
-            return [_read_image(f) for f in files[start:end]]
+    def _resize(self, frame) -> torch.Tensor:
+        """One PIL image or HxWx3 array -> uint8 [3, S, S], exactly as the published package."""
+        from PIL import Image
+
+        if isinstance(frame, torch.Tensor):
+            frame = frame.numpy()
+        img = frame.convert("RGB") if hasattr(frame, "convert") else Image.fromarray(np.asarray(frame)).convert("RGB")
+        if self.cfg.resize == "squash" and self.cfg.interpolation in ("bicubic", "bilinear", "nearest"):
+            size = self.cfg.image_size
+            img = img.resize((size, size), getattr(Image.Resampling, self.cfg.interpolation.upper()))
+            # contiguous once here, so stacking the cached frames on every call is a plain copy
+            return torch.from_numpy(np.array(img)).permute(2, 0, 1).contiguous()
+        return self.transform(np.asarray(img)[None])[0]  # other resize modes have no published counterpart
+
+    def _list(self, folder: Path) -> list[Path]:
+        """The folder's frames every ``sample_rate``, listed again only when the folder changes."""
+        mtime = folder.stat().st_mtime_ns if folder.is_dir() else None
+        cached = self._listings.get(folder)
+        if cached is None or cached[0] != mtime:
+            cached = self._listings[folder] = (mtime, list_frame_files(folder)[:: self.sample_rate])
+        return cached[1]
+
+    def _frame(self, path: Path) -> torch.Tensor:
+        """Resized uint8 frame of a file, from the cache when the file is unchanged."""
+        st = path.stat()
+        key = (str(path), st.st_mtime_ns, st.st_size)
+        frame = self._frames.get(key)
+        if frame is None:
+            frame = self._resize(_read_image(path))
+            if self.cache_frames > 0:
+                self._frames[key] = frame
+                while len(self._frames) > self.cache_frames:
+                    self._frames.popitem(last=False)
+        else:
+            self._frames.move_to_end(key)
+        return frame
+
+    def _folder_window(self, anchor: Path) -> list[torch.Tensor]:
+        files = self._list(anchor.parent)
+        names = [f.name for f in files]
+        if anchor.name not in names:
+            hint = "" if frame_number(anchor) is not None else " (its name has no frame number)"
+            raise ValueError(f"anchor frame {anchor.name} not found among the frames of {anchor.parent} "
+                             f"with sample_rate={self.sample_rate}{hint}")
+        start, end = self.window(names.index(anchor.name), len(files))
+        # sample positions first, so only the frames that end up in the clip are read
+        return [self._frame(f) for f in self._sample(files[start:end])]
+
+    @staticmethod
+    def _as_list(video) -> list:
         if isinstance(video, (list, tuple)):
             if not video:
                 raise ValueError("empty frame list")

@@ -10,7 +10,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
 
 
@@ -28,6 +27,13 @@ class DividedBlock(nn.Module):
     checkpoints were trained with: the token prepended to each frame for spatial attention is that
     frame's *first patch token* (the per-frame class tokens are dropped), and the class-token slots
     leave the block holding twice the spatial-attention output at that position (no residual).
+
+    Layout: tokens stay frame-major, ``[B, T, 1 + N, D]`` (slot 0 of each frame is its class slot),
+    for the whole tower. Linear layers, LayerNorm and the MLP act per token, so only attention cares
+    about the grouping: spatial attention reads each frame as one contiguous sequence, and temporal
+    attention takes a strided view of the same qkv output. The published model instead shuffles
+    every block's tokens between the ``(n t)`` and ``(t n)`` orders (six full copies per block), which
+    made it, and our first port of it, memory-bound; under bf16 those copies dominated.
     """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, drop_path: float,
@@ -45,22 +51,30 @@ class DividedBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=ln_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
-    def forward(self, x: torch.Tensor, batch: int, frames: int) -> torch.Tensor:
-        """x: [B, (1 + N) * T, D], token index = n * T + t with n = 0 the class slots."""
-        T = frames
-        patches = x[:, T:]  # [B, N*T, D], (n t) order
-        first_patch = x[:, T:2 * T].reshape(batch * T, 1, -1)  # token n=1 of each frame, (b t)
-        xt = rearrange(patches, "b (n t) d -> (b n) t d", t=T)
-        res_t = self.drop_path(self.temporal_attn(self.temporal_norm1(xt)))
-        res_t = rearrange(res_t, "(b n) t d -> b (n t) d", b=batch)
-        patches = patches + self.temporal_fc(res_t)
+    def _temporal(self, x: torch.Tensor) -> torch.Tensor:
+        """Attention over time at every token slot: [B, T, S, D] -> [B, T, S, D].
 
-        xs = rearrange(patches, "b (n t) d -> (b t) n d", t=T)
-        xs = torch.cat([first_patch, xs], dim=1)
-        res_s = self.drop_path(self.attn(self.norm1(xs)))
-        cls_res = rearrange(res_s[:, 0], "(b t) d -> b t d", b=batch)
-        res_s = rearrange(res_s[:, 1:], "(b t) n d -> b (n t) d", b=batch)
-        x = torch.cat([2 * cls_res, patches + res_s], dim=1)
+        The class slots are attended too (0.5% of the work) and their result discarded by the caller,
+        which keeps every tensor contiguous and avoids slicing them out and back in.
+        """
+        attn = self.temporal_attn
+        B, T, S, D = x.shape
+        H = attn.num_heads
+        qkv = attn.qkv(x).view(B, T, S, 3, H, D // H).permute(3, 0, 2, 4, 1, 5)  # [3, B, S, H, T, d]
+        q, k, v = (t.reshape(B * S, H, T, D // H) for t in qkv.unbind(0))  # a view when B == 1
+        out = F.scaled_dot_product_attention(q, k, v)  # [B*S, H, T, d]
+        out = out.view(B, S, H, T, D // H).permute(0, 3, 1, 2, 4).reshape(B, T, S, D)
+        return attn.proj(out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [B, T, 1 + N, D] frame-major tokens (slot 0 = class slot) -> same shape."""
+        B, T, S, D = x.shape
+        first_patch = x[:, :, 1:2].clone()  # spatial attention's leading token (quirk 1), pre-temporal
+        xt = x + self.temporal_fc(self.drop_path(self._temporal(self.temporal_norm1(x))))
+        xt[:, :, :1] = first_patch  # the class slots' temporal result is discarded (as published)
+        res_s = self.drop_path(self.attn(self.norm1(xt.view(B * T, S, D)))).view(B, T, S, D)
+        x = xt + res_s
+        x[:, :, :1] = 2 * res_s[:, :, :1]  # quirk 2: class slot = 2 x its spatial output
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
@@ -110,22 +124,21 @@ class DividedSpaceTimeViT(nn.Module):
         x = self.patch_embed(video.flatten(0, 1))  # [(B T), N, D]
         grid_h, grid_w = (s // p for s, p in zip(video.shape[-2:], self.patch_embed.patch_size))
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        x = x + self._pos_embed(grid_h, grid_w)
-        cls_tokens, x = x[:, :1], x[:, 1:]
-        if T > 1:
-            x = rearrange(x, "(b t) n d -> (b n) t d", b=B) + _resize_nearest_1d(self.time_embed, T)
-            x = rearrange(x, "(b n) t d -> (b t) n d", b=B)
-        x = rearrange(torch.cat([cls_tokens, x], dim=1), "(b t) n d -> b (n t) d", b=B)
+        x = (x + self._pos_embed(grid_h, grid_w)).unflatten(0, (B, T))  # [B, T, 1 + N, D], frame-major
+        if T > 1:  # time embedding on the patch tokens only
+            time = _resize_nearest_1d(self.time_embed, T).unsqueeze(2)  # [1, T, 1, D]
+            x = torch.cat([x[:, :, :1], x[:, :, 1:] + time], dim=2)
 
         for block in self.blocks:
             if self.gradient_checkpointing and self.training:
-                x = torch.utils.checkpoint.checkpoint(block, x, B, T, use_reentrant=False)
+                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
             else:
-                x = block(x, B, T)
+                x = block(x)
         x = self.norm(x)
-        # The published model regroups the (n t)-ordered tokens as (t n): each "frame" below is a
-        # contiguous run of 1 + N tokens. Kept as is, because the checkpoints were trained with it.
-        tokens = rearrange(x, "b (t n) d -> b t n d", t=T)
+        # The published model keeps tokens in (n t) order and at the end regroups them as (t n): each
+        # "frame" below is a contiguous run of 1 + N tokens of the (n t) order. Kept as is, because the
+        # checkpoints were trained with it; it costs one copy here.
+        tokens = x.transpose(1, 2).reshape(B, T, -1, x.shape[-1])
         return tokens, self.pool_norm(tokens[:, :, 1:].mean(2))
 
 

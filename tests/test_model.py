@@ -117,3 +117,74 @@ def test_grad_checkpointing_gives_same_gradients():
     assert plain.keys() == ckpt.keys()
     for k in plain:
         torch.testing.assert_close(plain[k], ckpt[k], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["tiny", "SurgCLIP-B"])
+def test_bf16_precision_stays_close_to_fp32_and_returns_float32(name):
+    model = small_model(name)
+    size = model.preprocess_cfg.image_size
+    video = torch.randn(2, 4, 3, size, size)
+    tokens = surgclip.tokenize(["clipping of the cystic duct", "gallbladder in the bag", "trocar insertion"],
+                               surgclip.get_tokenizer(model.config))
+    with torch.no_grad():
+        ref, _ = model(video, tokens)
+        model.set_precision("bf16")
+        logits, _ = model(video, tokens)
+        v, t = model.encode_video(video), model.encode_text(tokens)
+        model.set_precision("fp32")
+    assert logits.dtype == v.dtype == t.dtype == torch.float32
+    assert not torch.equal(logits, ref)  # bf16 really ran
+    assert (logits - ref).abs().max().item() < 1e-2, (logits - ref).abs().max()
+    assert next(model.parameters()).dtype == torch.float32  # weights untouched
+
+
+def test_precision_is_validated_everywhere():
+    msg = r"unknown precision 'fp8'; expected one of fp32, bf16, fp16"
+    with pytest.raises(ValueError, match=msg):
+        surgclip.load("tiny", device="cpu", precision="fp8")
+    with pytest.raises(ValueError, match=msg):
+        surgclip.create_model("tiny", precision="fp8")
+    model = small_model("tiny")
+    with pytest.raises(ValueError, match=msg):
+        model.set_precision("fp8")
+    assert model.precision == "fp32" and model.set_precision("bf16-mixed").precision == "bf16"
+    model.set_precision("fp16")
+    with pytest.raises(ValueError, match=r"precision 'fp16' needs a CUDA device \(input is on cpu\)"):
+        model.encode_video(torch.randn(1, 2, 3, 32, 32))
+
+
+def _published_block(block, x, B, T):
+    """The published TimeSformer divided block, transcribed from surgclip 0.1.0 (tokens in (n t) order)."""
+    from einops import rearrange
+
+    def attn(mod, y):
+        b, n, c = y.shape
+        qkv = mod.qkv(y).reshape(b, n, 3, mod.num_heads, c // mod.num_heads).permute(2, 0, 3, 1, 4)
+        a = ((qkv[0] @ qkv[1].transpose(-2, -1)) * mod.scale).softmax(-1)
+        return mod.proj((a @ qkv[2]).transpose(1, 2).reshape(b, n, c))
+
+    xt = rearrange(x, "b (n t) m -> (b t) n m", b=B, t=T)[:, 1:]
+    cls_token = xt[:, 0, :].unsqueeze(1)
+    xt = rearrange(xt, "(b t) n m -> (b n) t m", b=B, t=T)
+    res = rearrange(attn(block.temporal_attn, block.temporal_norm1(xt)), "(b n) t m -> b (n t) m", b=B, t=T)
+    xt = x[:, T:, :] + block.temporal_fc(res)
+    xs = torch.cat((cls_token, rearrange(xt, "b (n t) m -> (b t) n m", b=B, t=T)), 1)
+    res_s = attn(block.attn, block.norm1(xs))
+    cls_token = rearrange(res_s[:, 0, :], "(b t) m -> b t m", b=B, t=T)
+    res_s = rearrange(res_s[:, 1:, :], "(b t) n m -> b (n t) m", b=B, t=T)
+    x = torch.cat((cls_token, xt), 1) + torch.cat((cls_token, res_s), 1)
+    return x + block.mlp(block.norm2(x))
+
+
+def test_frame_major_block_equals_published_block():
+    from surgclip.video_encoder import DividedBlock
+
+    B, T, S, D = 2, 3, 5, 32
+    block = DividedBlock(D, 4, 4.0, True, 0.0, 1e-6).eval()
+    for p in block.parameters():  # non-trivial temporal_fc and biases
+        torch.nn.init.normal_(p, std=0.2)
+    x = torch.randn(B, T, S, D)  # frame-major; the published layout is (n t): token n * T + t
+    with torch.no_grad():
+        ours = block(x)
+        ref = _published_block(block, x.transpose(1, 2).reshape(B, S * T, D), B, T)
+    torch.testing.assert_close(ours.transpose(1, 2).reshape(B, S * T, D), ref, rtol=1e-5, atol=1e-5)
