@@ -106,15 +106,17 @@ def test_skip_errors_counted_across_workers(small_sample, tmp_path):
     ds = dm.datasets["train"]
     bad = np.isin(ds.table.video_name, train[:2])
     fetched = (len(ds) // 4) * 4  # the train loader drops the last incomplete batch before fetching it
-    seen, skipped_in_batches = 0, 0
+    seen, valid, skipped_in_batches = 0, 0, 0
     loader = dm.train_dataloader()
     expected = int(bad[list(loader.sampler)[:fetched]].sum())
     assert expected > 0
-    for b in loader:
+    for b in loader:  # skipped items are padded with copies of valid ones, so batches keep their size
         seen += len(b["video_id"])
+        valid += int(b["valid"].sum())
         skipped_in_batches += b["num_skipped"]
+        assert b["num_skipped"] == int((~b["valid"]).sum()) == sum(b["skipped"].values())
         assert not set(b["video_id"]) & set(train[:2])
-    assert seen == fetched - expected and skipped_in_batches == expected
+    assert seen == fetched and valid == fetched - expected and skipped_in_batches == expected
     assert dm.report_skipped("train") == {"train": expected}  # counted in worker processes, read here
     assert dm.report_skipped("train") == {} and dm.skipped_total["train"] == expected
 
