@@ -62,6 +62,7 @@ def register(subparsers) -> None:
     p.add_argument("--index", required=True)
     p.add_argument("--model", default=None, help="default: the model recorded in the index")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", default="fp32", help="fp32 (default) or bf16: run the video tower under bf16 autocast (CPU or GPU; fp16 on GPU)")
     p.add_argument("-k", type=int, default=5)
     p.add_argument("--sheet", default=None, help="write a contact sheet PNG of the hits")
     p.set_defaults(func=cmd_search)
@@ -79,6 +80,7 @@ def _model_args(p) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--num-frames", type=int, default=None, help="frames per clip (default: the model's)")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--precision", default="fp32", help="fp32 (default) or bf16: run the video tower under bf16 autocast (CPU or GPU; fp16 on GPU)")
 
 
 def _bench_args(p, split: str = "test") -> None:
@@ -108,7 +110,7 @@ def _bench_args(p, split: str = "test") -> None:
 def _load_model(args):
     import surgclip
 
-    return surgclip.load(args.model, device=args.device, num_frames=args.num_frames)
+    return surgclip.load(args.model, device=args.device, num_frames=args.num_frames, precision=args.precision)
 
 
 def _table(args, split: str):
@@ -334,7 +336,8 @@ def cmd_search(args) -> int:
 
     index = ClipIndex(args.index)  # IndexError_ (clear, one line) when missing or corrupt
     meta = index.meta
-    model, _, tokenizer = surgclip.load(args.model or meta.get("model_source") or meta["model"], device=args.device)
+    model, _, tokenizer = surgclip.load(args.model or meta.get("model_source") or meta["model"], device=args.device,
+                                         precision=args.precision)
     query = " ".join(args.query)
     hits = search_text(model, tokenizer, args.index, [query], k=args.k)[0]
     for r, h in enumerate(hits, 1):

@@ -51,6 +51,7 @@ def _model_args(p) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--num-frames", type=int, default=None, help="frames per clip (default: the model's)")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--precision", default="fp32", help="fp32 (default) or bf16: run the video tower under bf16 autocast (CPU or GPU; fp16 on GPU)")
 
 
 def _ints(text: str, flag: str) -> list[int]:
@@ -63,7 +64,7 @@ def _ints(text: str, flag: str) -> list[int]:
 def _load(args):
     import surgclip
 
-    return surgclip.load(args.model, device=args.device, num_frames=args.num_frames)
+    return surgclip.load(args.model, device=args.device, num_frames=args.num_frames, precision=args.precision)
 
 
 def _config(args) -> dict:

@@ -153,7 +153,8 @@ def run_suite(args) -> int:
         protocol = B.load_protocol(entry["benchmark"])
         prompts, set_name = B.task_prompts(protocol, entry["task"], args.prompts or entry["prompts"], table)
         if model is None:
-            model, _, tokenizer = surgclip.load(args.model, device=args.device, num_frames=args.num_frames)
+            model, _, tokenizer = surgclip.load(args.model, device=args.device, num_frames=args.num_frames,
+                                                 precision=getattr(args, "precision", "fp32"))
             checkpoint = reports.checkpoint_hash(args.model, model)
         result = evaluate_zero_shot(model, tokenizer, table, prompts, num_frames=args.num_frames, mode=args.mode,
                                     batch_size=args.batch_size, stride_s=args.stride_s)

@@ -16,6 +16,7 @@ def register(subparsers) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--model", default=None, help="model name or directory (default: the one recorded in the index)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", default="fp32", help="fp32 (default) or bf16: run the video tower under bf16 autocast (CPU or GPU; fp16 on GPU)")
     p.add_argument("--max-k", type=int, default=MAX_K, help="largest k a query may ask for")
     p.add_argument("--max-query-chars", type=int, default=MAX_QUERY_CHARS)
     p.set_defaults(func=cmd_serve)
@@ -31,13 +32,13 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def build(index: str, model: str | None = None, device: str = "cpu", **bounds):
+def build(index: str, model: str | None = None, device: str = "cpu", precision: str = "fp32", **bounds):
     """The app for ``index``: the search app, or the error app (with the reason) when the index is unusable."""
     from .app import create_app
     from .engine import ServeError, load_engine
 
     try:
-        engine = load_engine(index, model=model, device=device, **bounds)
+        engine = load_engine(index, model=model, device=device, precision=precision, **bounds)
     except ServeError as err:
         print(f"surgclip serve: {err}\n  serving a page that says so; fix the index and restart", file=sys.stderr)
         return create_app(None, error=str(err)), None
@@ -53,7 +54,7 @@ def cmd_serve(args) -> int:
     if not is_loopback(args.host):
         print(f"surgclip serve: WARNING: binding {args.host}: anyone who can reach this address can search the "
               f"library and play its videos", file=sys.stderr)
-    app, engine = build(args.index, args.model, args.device, max_k=args.max_k, max_query_chars=args.max_query_chars)
+    app, engine = build(args.index, args.model, args.device, precision=args.precision, max_k=args.max_k, max_query_chars=args.max_query_chars)
     if engine is not None:
         d = engine.describe()
         print(f"surgclip serve: model {d['model']} · index {d['index']} · {d['num_clips']} clips in "

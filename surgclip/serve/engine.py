@@ -160,7 +160,8 @@ class SearchEngine:
         return dict(extra, hits=hits, took_ms=round(1000 * (time.perf_counter() - t0), 2), **self.describe())
 
 
-def load_engine(index_dir, model: str | None = None, device: str = "cpu", **kwargs) -> SearchEngine:
+def load_engine(index_dir, model: str | None = None, device: str = "cpu", precision: str = "fp32",
+                **kwargs) -> SearchEngine:
     """Open the index at ``index_dir`` and load its model once (``model`` overrides the recorded one).
 
     Raises:
@@ -175,7 +176,7 @@ def load_engine(index_dir, model: str | None = None, device: str = "cpu", **kwar
     except IndexError_ as err:
         raise ServeError(str(err)) from None
     source = model or recorded.meta.get("model_source") or recorded.meta["model"]
-    loaded, _, tokenizer = surgclip.load(source, device=device)
+    loaded, _, tokenizer = surgclip.load(source, device=device, precision=precision)
     try:  # reopen with the fingerprint: the index refuses a model other than the one that built it
         index = ClipIndex(index_dir, fingerprint=model_fingerprint(loaded))
     except IndexError_ as err:

@@ -4,6 +4,7 @@ import csv
 import json
 import sqlite3
 
+import numpy as np
 import pytest
 
 import surgclip
@@ -30,6 +31,15 @@ def test_zeroshot_cli_on_sample_matches_in_memory_evaluation(small_sample, model
     direct = evaluate_zero_shot(model, tokenizer, table, prompts, num_frames=4, stride_s=0.5)
     assert report["metrics"]["accuracy"] == pytest.approx(direct.metrics["accuracy"])
     assert report["metrics"]["f1"] == pytest.approx(direct.metrics["f1"])
+    # --precision bf16 reaches the model the CLI loads: the same numbers as a bf16 model in memory
+    assert main(["zeroshot", "--benchmark", "cholec80", "--root", str(small_sample / "cholec80"), "--split", "all",
+                 "--model", str(model_dir), "--num-frames", "4", "--stride-s", "0.5", "--precision", "bf16",
+                 "--out", str(out / "bf16")]) == 0
+    bf16 = json.loads((out / "bf16" / "zeroshot.json").read_text())
+    assert bf16["config"]["precision"] == "bf16"
+    direct_bf16 = evaluate_zero_shot(model.set_precision("bf16"), tokenizer, table, prompts, num_frames=4, stride_s=0.5)
+    assert bf16["metrics"]["accuracy"] == pytest.approx(direct_bf16.metrics["accuracy"])
+    assert np.abs(direct_bf16.scores - direct.scores).max() < 1e-2  # cosine scores: bf16 within 1e-2 of fp32
 
 
 def test_tool_map_on_sample(small_sample, model_dir, tmp_path):

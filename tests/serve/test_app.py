@@ -11,7 +11,7 @@ from surgclip.serve.engine import MAX_K
 
 def _brute_force(engine, query_vec, k, videos=None, exclude=None):
     """Top-k (id, score) by explicit dot products over every stored clip."""
-    emb, clips = engine.index.embeddings, [engine.index.clip(i) for i in range(len(engine.index))]
+    emb, clips = engine.index.embeddings(), [engine.index.clip(i) for i in range(len(engine.index))]
     scores = emb @ query_vec
     order = [i for i in np.argsort(-scores, kind="stable")
              if (videos is None or clips[i]["video"] in videos) and i != exclude]
@@ -200,7 +200,7 @@ def test_missing_index_serves_a_clear_page(tmp_path):
     assert engine is None
     client = TestClient(app)
     r = client.get("/")
-    assert r.status_code == 503 and "No usable index" in r.text and "meta.json missing" in r.text
+    assert r.status_code == 503 and "No usable index" in r.text and "manifest.json missing" in r.text
     assert str(tmp_path / "nowhere") in r.text
     r = client.get("/api/search", params={"q": "hook"})
     assert r.status_code == 503 and r.json()["error"].startswith("no usable index: no clip index at")
