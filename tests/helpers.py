@@ -41,6 +41,27 @@ def write_frames(folder, numbers, size=(24, 32), seed=0, ext=".jpg"):
     return arrays
 
 
+def write_video(path, seconds: int, fps: int = 5, size: int = 64, seed: int = 0, noise: bool = False) -> None:
+    """A small H.264 test video (PyAV): one random colour per second, or random noise in every frame."""
+    import av
+
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for _ in range(seconds):
+            colour = rng.integers(0, 255, 3, dtype=np.uint8)
+            for _ in range(fps):
+                img = (rng.integers(0, 255, (size, size, 3), dtype=np.uint8) if noise
+                       else np.broadcast_to(colour, (size, size, 3)).copy())
+                for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                    out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
 class SyntheticClips:
     """A map-style dataset of random clips whose captions name their class (learnable, tiny)."""
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import write_video
 
 from surgclip.cli import main
 from surgclip.data.extract import check_folder, extract_frames, resume_mismatch
@@ -20,29 +21,13 @@ from surgclip.utils import folder_lock
 REPO = Path(__file__).resolve().parents[2]
 
 
-def write_video(path: Path, seconds: int, fps: int = 8, size: int = 32, seed: int = 0) -> None:
-    """A small H.264 video with random noise frames (distinct content per frame)."""
-    import av
-
-    rng = np.random.default_rng(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width = stream.height = size
-        stream.pix_fmt = "yuv420p"
-        for _ in range(seconds * fps):
-            img = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
 
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
     root = tmp_path_factory.mktemp("videos")
     for k in range(4):
-        write_video(root / f"case{k}.mp4", seconds=4 + k, size=64, seed=k)
+        write_video(root / f"case{k}.mp4", seconds=4 + k, fps=8, size=64, seed=k, noise=True)
     return root
 
 

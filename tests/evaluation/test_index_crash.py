@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import write_video
 
 from surgclip.cli import main
 from surgclip.evaluation.index import ClipIndex, IndexError_, model_fingerprint
@@ -19,30 +20,13 @@ REPO = Path(__file__).resolve().parents[2]
 INDEX_ARGS = ["--model", "tiny", "--num-frames", "2", "--batch-size", "2", "--window-s", "2", "--stride-s", "1"]
 
 
-def write_video(path: Path, seconds: int, fps: int = 4, size: int = 32, seed: int = 0) -> None:
-    """A small H.264 video whose colour changes every second."""
-    import av
-
-    rng = np.random.default_rng(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width = stream.height = size
-        stream.pix_fmt = "yuv420p"
-        for _ in range(seconds):
-            img = np.broadcast_to(rng.integers(0, 255, 3, dtype=np.uint8), (size, size, 3)).copy()
-            for _ in range(fps):
-                for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                    out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
 
 
 @pytest.fixture(scope="module")
 def library(tmp_path_factory):
     root = tmp_path_factory.mktemp("lib")
     for k in range(4):
-        write_video(root / f"v{k}.mp4", seconds=4 + k, seed=k)
+        write_video(root / f"v{k}.mp4", seconds=4 + k, fps=4, size=32, seed=k)
     return root
 
 

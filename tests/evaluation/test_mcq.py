@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import write_video
 
 from surgclip.cli import main
 from surgclip.data.samplers import sample_indices
@@ -14,20 +15,6 @@ from surgclip.transform import ClipTransform
 T = 2
 
 
-def _write_video(path, seconds=4, fps=5, size=32):
-    import av
-
-    rng = np.random.default_rng(0)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width = stream.height = size
-        stream.pix_fmt = "yuv420p"
-        for _ in range(seconds * fps):
-            img = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
 
 
 QUESTIONS = [
@@ -43,7 +30,7 @@ QUESTIONS = [
 @pytest.fixture(scope="module")
 def qfile(tmp_path_factory):
     root = tmp_path_factory.mktemp("mcq")
-    _write_video(root / "clip.mp4")
+    write_video(root / "clip.mp4", 4, size=32, noise=True)
     (root / "q.json").write_text(json.dumps(QUESTIONS))
     return root / "q.json"
 
