@@ -21,8 +21,6 @@ from surgclip.utils import folder_lock
 REPO = Path(__file__).resolve().parents[2]
 
 
-
-
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
     root = tmp_path_factory.mktemp("videos")

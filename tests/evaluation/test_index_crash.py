@@ -20,8 +20,6 @@ REPO = Path(__file__).resolve().parents[2]
 INDEX_ARGS = ["--model", "tiny", "--num-frames", "2", "--batch-size", "2", "--window-s", "2", "--stride-s", "1"]
 
 
-
-
 @pytest.fixture(scope="module")
 def library(tmp_path_factory):
     root = tmp_path_factory.mktemp("lib")

@@ -15,8 +15,6 @@ from surgclip.transform import ClipTransform
 T = 2
 
 
-
-
 QUESTIONS = [
     {"clip": {"video": "clip.mp4", "start": 0.0, "end": 2.0}, "question": "Which instrument is in use?",
      "options": ["a grasper", "a clip applier", "scissors"], "answer": 1},
