@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .cli import _config, _load_model, _model_args, _numbers
+
 
 def register(subparsers) -> None:
     """Add the coop, cvs and mcq sub-commands to the ``surgclip`` parser."""
@@ -46,29 +48,11 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_mcq)
 
 
-def _model_args(p) -> None:
-    p.add_argument("--model", default="tiny", help="model name or save_pretrained directory")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--num-frames", type=int, default=None, help="frames per clip (default: the model's)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--precision", default="fp32", help="fp32 (default) or bf16: run the video tower under bf16 autocast (CPU or GPU; fp16 on GPU)")
-
-
 def _ints(text: str, flag: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"{flag} must be comma-separated integers, got {text!r}") from None
-
-
-def _load(args):
-    import surgclip
-
-    return surgclip.load(args.model, device=args.device, num_frames=args.num_frames, precision=args.precision)
-
-
-def _config(args) -> dict:
-    return {k: v for k, v in vars(args).items() if k != "func"}
+    values = _numbers(text, int)
+    if not values:
+        raise ValueError(f"{flag} needs at least one integer, got {text!r}")
+    return values
 
 
 def cmd_coop(args) -> int:
@@ -82,7 +66,7 @@ def cmd_coop(args) -> int:
     test = load_benchmark(args.benchmark, args.root, split=args.test_split, task=args.task)
     if train.multilabel:
         raise ValueError(f"coop needs a single-label task (phase, step, action); {train.name} is multi-label")
-    model, _, tokenizer = _load(args)
+    model, _, tokenizer = _load_model(args)
     T = args.num_frames or model.num_frames
     cache = Path(args.cache) / f"{model.name}-{args.mode}-{T}"
     xtr, vtr, s1 = extract_features(model, train, cache, T, args.mode, args.stride_s, args.batch_size, True)
@@ -111,7 +95,7 @@ def cmd_cvs(args) -> int:
     from .cvs import CRITERIA, evaluate_cvs, load_endoscapes_cvs
 
     table = load_endoscapes_cvs(args.root, split=args.split)
-    model, _, tokenizer = _load(args)
+    model, _, tokenizer = _load_model(args)
     sets = [s.strip() for s in args.prompts.split(",") if s.strip()]
     res = evaluate_cvs(model, tokenizer, table, sets, batch_size=args.batch_size)
     if not res["valid"].any():
@@ -141,7 +125,7 @@ def cmd_mcq(args) -> int:
     from .mcq import evaluate_mcq, load_questions
 
     questions = load_questions(args.questions)
-    model, _, tokenizer = _load(args)
+    model, _, tokenizer = _load_model(args)
     res = evaluate_mcq(model, tokenizer, questions, with_question=args.with_question, num_frames=args.num_frames)
     row = {"questions": res["num_questions"], "scored": res["num_scored"], "accuracy": res["accuracy"],
            "chance": res["chance"], "text": "question + option" if args.with_question else "option"}
