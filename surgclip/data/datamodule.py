@@ -122,8 +122,7 @@ class SurgLaViDataModule(L.LightningDataModule):
         self.tokenizer = tokenizer
         self.preprocess_cfg = preprocess_cfg if isinstance(preprocess_cfg, PreprocessCfg) else PreprocessCfg.from_dict(preprocess_cfg)
         for split, ds in self.datasets.items():
-            ds.transform = ClipTransform(self.preprocess_cfg, train=(split == "train"),
-                                         normalize=not self.hparams.uint8_video)
+            ds.transform = ClipTransform(self.preprocess_cfg, train=(split == "train"), normalize=False)
 
     def _ensure_model(self) -> None:
         if self.tokenizer is None:
@@ -186,7 +185,9 @@ class SurgLaViDataModule(L.LightningDataModule):
             self.datasets[split] = ClipDataset(
                 table.subset(keep), video_root=videos, frames_root=frames, frames_fps=hp.frames_fps,
                 num_frames=hp.num_frames, mode=mode,
-                transform=ClipTransform(self.preprocess_cfg, train=split == "train", normalize=not hp.uint8_video),
+                # items stay uint8; the collate normalises a whole batch at once (or, with
+                # uint8_video, the model does after the transfer)
+                transform=ClipTransform(self.preprocess_cfg, train=split == "train", normalize=False),
                 skip_errors=hp.skip_errors, seed=hp.seed)
         if len(self.datasets["train"]) == 0:
             raise ValueError(f"no training clips: {db} at levels {self.levels} with splits "
@@ -203,7 +204,8 @@ class SurgLaViDataModule(L.LightningDataModule):
         hp = self.hparams
         workers = hp.num_workers
         return DataLoader(self.datasets[split], batch_size=self.batch_size_per_device, sampler=sampler,
-                          shuffle=False, num_workers=workers, collate_fn=Collate(self.tokenizer),
+                          shuffle=False, num_workers=workers,
+                          collate_fn=Collate(self.tokenizer, normalize=None if hp.uint8_video else self.preprocess_cfg),
                           pin_memory=hp.pin_memory, drop_last=split == "train" and sampler is not None and
                           len(sampler) >= self.batch_size_per_device,
                           persistent_workers=False, prefetch_factor=4 if workers else None,
