@@ -106,7 +106,8 @@ class VideoFileReader(FrameReader):
             given the native frame size (read from the stream header with PyAV): when it returns a
             size, decord is opened so that FFmpeg scales each frame to ``h x w`` as it converts it to RGB (bicubic, in the decoder's
             own C loop), which costs no more than a native decode and removes the resize of full-size
-            frames from the transform. ``native_size`` keeps the file's own (height, width).
+            frames from the transform. ``native_size`` / ``frame_size``: the file's and the decoded
+            (height, width) (both None when no ``size`` rule was given: the header is not probed).
     """
 
     def __init__(self, path: str | Path, num_threads: int = 1, size=None):
