@@ -189,9 +189,17 @@ class FrameFolderReader(FrameReader):
 
 
 def probe_frame_size(path: Path) -> tuple[int, int] | None:
-    """A video file's native (height, width) from its stream header (PyAV, no decoding); None if unknown."""
-    import av
+    """A video file's native (height, width) from its stream header (PyAV, no decoding; without
+    PyAV, decord decodes the first frame); None if unknown."""
+    try:
+        import av
+    except ImportError:  # av is a test extra; decord is always there
+        import decord
 
+        try:
+            return tuple(int(v) for v in decord.VideoReader(str(path), num_threads=1)[0].shape[:2])
+        except Exception:
+            return None
     try:
         with av.open(str(path)) as container:
             ctx = container.streams.video[0].codec_context
