@@ -7,6 +7,12 @@ them) and for the bundled sample, it times (a) a one-process loop that opens eac
 decord and decodes the clip's frames with ``get_batch`` (the raw decode rate), and (b) the
 DataModule's train loader (random sampling, augmentation, tokenizing) with N workers. It prints
 clips/s of both and the ratio per worker-core: (DataModule clips/s / N) / raw clips/s.
+
+On a shared machine wall-clock rates move with the load between the two measurements, so it also
+prints CPU seconds per clip: the raw loop's process CPU time (decord's own threads included; its
+cores-in-use figure shows how much more than one core one decoding process takes) against the
+DataModule's CPU time (all workers from /proc + the main process) after the first batch. Their
+ratio, raw CPU/clip / DataModule CPU/clip, is the per-core efficiency independent of the load.
 """
 from __future__ import annotations
 
@@ -59,39 +65,59 @@ def real_root(clips_dir: Path, tmp: Path, clip_s: float = 8.0) -> Path:
     return tmp
 
 
-def raw_decode_rate(root: Path, table, num_frames: int, clips: int) -> float:
-    """Clips/s of a one-process decord loop over the same clips (uniform indices, readers cached)."""
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime of a process (all its threads) in seconds, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def raw_decode_rate(root: Path, table, num_frames: int, clips: int) -> tuple[float, float]:
+    """(clips/s, CPU s per clip) of a one-process decord loop over the same clips (random indices,
+    readers cached)."""
     import decord
 
-    readers, t0 = {}, time.perf_counter()
+    readers, t0, c0 = {}, time.perf_counter(), time.process_time()
     for i in range(clips):
         name = table.video_name[i % len(table)]
         vr = readers.get(name) or readers.setdefault(name, decord.VideoReader(str(root / "videos" / name / f"{name}.mp4"), num_threads=1))
         idx = sample_indices(table.start_s[i % len(table)], table.end_s[i % len(table)], vr.get_avg_fps(), num_frames,
                              "random", np.random.default_rng(i), len(vr))
         vr.get_batch(idx.tolist()).asnumpy()
-    return clips / (time.perf_counter() - t0)
+    return clips / (time.perf_counter() - t0), (time.process_time() - c0) / clips
 
 
 def datamodule_rate(root: Path, num_frames: int, size: int, workers: int, clips: int, batch: int = 8,
-                    uint8_video: bool = False) -> tuple[float, float]:
-    """(clips/s including worker start-up, as an epoch pays it; clips/s after the first batch)."""
+                    uint8_video: bool = False) -> tuple[float, float, float]:
+    """(clips/s including worker start-up, as an epoch pays it; clips/s after the first batch;
+    CPU s per clip after the first batch, all workers + the main process)."""
     dm = SurgLaViDataModule(root=str(root), num_frames=num_frames, batch_size=batch, num_workers=workers, levels=[1, 2, 3]
                             if (root / "manifest.json").is_file() else [1], uint8_video=uint8_video)
     from surgclip import get_tokenizer
 
     dm.set_model(get_tokenizer("tiny"), {"image_size": size})
     dm.setup()
-    n, t0, first = 0, time.perf_counter(), None
+    n, t0, first, cpu = 0, time.perf_counter(), None, 0.0
+
+    def cpu_now(it) -> float:
+        return time.process_time() + sum(proc_cpu_s(w.pid) for w in getattr(it, "_workers", []))
+
     while n < clips:
-        for b in dm.train_dataloader():
+        it = iter(dm.train_dataloader())
+        cpu_start = None
+        for b in it:
             if first is None:
                 first, n_first = time.perf_counter(), len(b["video_id"])
+                cpu_start = cpu_now(it)
+            elif cpu_start is None:
+                cpu_start = cpu_now(it)  # a later epoch's first batch: count from here
             n += len(b["video_id"])
             if n >= clips:
                 break
+        cpu += cpu_now(it) - cpu_start
+        del it
     end = time.perf_counter()
-    return n / (end - t0), (n - n_first) / (end - first)
+    return n / (end - t0), (n - n_first) / (end - first), cpu / max(1, n - n_first)
 
 
 def bench(label: str, root: Path, args) -> dict:
@@ -100,18 +126,22 @@ def bench(label: str, root: Path, args) -> dict:
     train = set(json.loads((root / "splits.json").read_text())["train"])
     table = table.subset(np.isin(table.video_name, list(train)))
     table = table.subset(np.random.default_rng(0).permutation(len(table)))
-    raw = raw_decode_rate(root, table, args.frames, args.clips)
-    out = {"raw_clips_per_s": raw}
+    raw, raw_cpu = raw_decode_rate(root, table, args.frames, args.clips)
+    out = {"raw_clips_per_s": raw, "raw_cpu_ms_per_clip": 1000 * raw_cpu, "raw_cores_in_use": raw * raw_cpu}
     for uint8 in (False, True):
-        dm, steady = datamodule_rate(root, args.frames, args.size, args.workers, args.clips, uint8_video=uint8)
+        dm, steady, dm_cpu = datamodule_rate(root, args.frames, args.size, args.workers, args.clips, uint8_video=uint8)
         ratio, steady_ratio = dm / max(1, args.workers) / raw, steady / max(1, args.workers) / raw
         kind = "uint8 batches" if uint8 else "float batches"
         print(f"{label:8s} raw decode {raw:7.1f} clips/s (1 process) | DataModule, {kind}: {dm:7.1f} clips/s with "
               f"worker start-up, {steady:7.1f} after the first batch ({args.workers} workers) | per worker-core "
               f"{ratio:.2f}x / {steady_ratio:.2f}x", flush=True)
+        print(f"{label:8s} CPU per clip: raw decode {1000 * raw_cpu:6.1f} ms ({raw * raw_cpu:.2f} cores in use) | "
+              f"DataModule {kind} {1000 * dm_cpu:6.1f} ms (workers + main) | raw / DataModule CPU "
+              f"{raw_cpu / dm_cpu:.2f}x", flush=True)
         key = "uint8" if uint8 else "float"
         out.update({f"datamodule_{key}_clips_per_s": dm, f"datamodule_{key}_steady_clips_per_s": steady,
-                    f"ratio_per_worker_{key}": ratio, f"steady_ratio_per_worker_{key}": steady_ratio})
+                    f"ratio_per_worker_{key}": ratio, f"steady_ratio_per_worker_{key}": steady_ratio,
+                    f"datamodule_{key}_cpu_ms_per_clip": 1000 * dm_cpu, f"cpu_ratio_{key}": raw_cpu / dm_cpu})
     return out
 
 

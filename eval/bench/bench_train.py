@@ -5,7 +5,9 @@ peak memory of one SurgCLIP-B step with and without gradient checkpointing.
     python eval/bench/bench_train.py                 # tiny (batch 16, 8 frames) + SurgCLIP-B (batch 2, 16 frames)
     python eval/bench/bench_train.py --skip-b        # tiny only
 
-Prints clips/s for both and their ratio (target: Lightning / bare >= 0.9).
+Prints clips/s for both and their ratio (target: Lightning / bare >= 0.9), then the same for
+``trainer.precision: bf16-mixed`` (bare loop under ``torch.autocast(bfloat16)``) with its step time
+beside fp32's and the speed-up.
 """
 from __future__ import annotations
 
@@ -32,16 +34,19 @@ def make_batch(model, batch: int, frames: int, seed: int = 0) -> dict:
             "caption_id": torch.arange(batch), "start_s": torch.zeros(batch), "end_s": torch.ones(batch)}
 
 
-def bare_loop(model, batch: dict, steps: int, warmup: int) -> float:
-    """clips/s of forward + CLIP loss + backward + AdamW step, no framework."""
+def bare_loop(model, batch: dict, steps: int, warmup: int, bf16: bool = False) -> float:
+    """clips/s of forward + CLIP loss + backward + AdamW step, no framework (bf16: under autocast)."""
+    import contextlib
+
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     model.train()
     for i in range(warmup + steps):
         if i == warmup:
             start = time.perf_counter()
-        v = model.encode_video(batch["video"])
-        t = model.encode_text(batch["tokens"])
-        logits = model.logit_scale * v @ t.T
+        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+            v = model.encode_video(batch["video"])
+            t = model.encode_text(batch["tokens"])
+            logits = (model.logit_scale * v @ t.T).float()
         labels = torch.arange(len(v))
         loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
         opt.zero_grad(set_to_none=True)
@@ -50,7 +55,8 @@ def bare_loop(model, batch: dict, steps: int, warmup: int) -> float:
     return steps * len(batch["video"]) / (time.perf_counter() - start)
 
 
-def lightning_loop(name: str, overrides: dict, batch: dict, steps: int, warmup: int, grad_ckpt: bool = False) -> float:
+def lightning_loop(name: str, overrides: dict, batch: dict, steps: int, warmup: int, grad_ckpt: bool = False,
+                   precision: str = "32-true") -> float:
     """clips/s of SurgCLIPModule.fit on the same batch repeated (timed between warmup and the end)."""
     import lightning as L
     from torch.utils.data import DataLoader, Dataset
@@ -75,7 +81,7 @@ def lightning_loop(name: str, overrides: dict, batch: dict, steps: int, warmup: 
     module = SurgCLIPModule(model=name, model_overrides=overrides, lr=1e-5, warmup_steps=0,
                             grad_checkpointing=grad_ckpt)
     timer = Timer()
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=warmup + steps, logger=False,
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=warmup + steps, logger=False, precision=precision,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         callbacks=[timer], limit_val_batches=0, num_sanity_val_steps=0, log_every_n_steps=1)
     trainer.fit(module, DataLoader(Repeat(), batch_size=None, num_workers=0))
@@ -97,6 +103,27 @@ def compare(name: str, batch_size: int, frames: int, steps: int, warmup: int, ov
            "ratio": lit / bare}
     print(f"{name:10s} batch {batch_size} x {frames} frames: bare {bare:7.2f} clips/s | Lightning+InfoNCE "
           f"{lit:7.2f} clips/s | ratio {lit / bare:.3f}", flush=True)
+    return out
+
+
+def compare_bf16(name: str, batch_size: int, frames: int, steps: int, warmup: int) -> dict:
+    """fp32 vs bf16 autocast (bare) and ``precision="bf16-mixed"`` (Lightning), interleaved in one process."""
+    import surgclip
+
+    model = surgclip.create_model(name)
+    batch = make_batch(model, batch_size, frames)
+    fp32 = [bare_loop(surgclip.create_model(name), batch, steps, warmup)]
+    bf16 = [bare_loop(surgclip.create_model(name), batch, steps, warmup, bf16=True)]
+    fp32.append(bare_loop(surgclip.create_model(name), batch, steps, warmup))  # bracket drift
+    bf16.append(bare_loop(surgclip.create_model(name), batch, steps, warmup, bf16=True))
+    lit = lightning_loop(name, {}, batch, steps, warmup, precision="bf16-mixed")
+    fp32_s, bf16_s = sum(fp32) / 2, sum(bf16) / 2
+    out = {"model": name, "precision": "bf16-mixed", "batch": batch_size, "frames": frames,
+           "fp32_step_ms": 1000 * batch_size / fp32_s, "bf16_step_ms": 1000 * batch_size / bf16_s,
+           "bf16_speedup": bf16_s / fp32_s, "lightning_bf16_clips_s": lit, "lightning_bf16_ratio": lit / bf16_s}
+    print(f"{name:10s} batch {batch_size} x {frames} frames: step fp32 {out['fp32_step_ms']:.0f} ms | bf16 autocast "
+          f"{out['bf16_step_ms']:.0f} ms | bf16 speed-up {out['bf16_speedup']:.2f}x | Lightning bf16-mixed "
+          f"{lit:7.2f} clips/s, ratio to bare bf16 {lit / bf16_s:.3f}", flush=True)
     return out
 
 
@@ -148,6 +175,7 @@ def main() -> None:
     torch.set_num_threads(2)
     torch.manual_seed(0)
     results = [compare("tiny", 16, 8, args.steps, 3)]
+    results.append(compare_bf16("tiny", 16, 8, args.steps, 3))
     if not args.skip_b:
         results.append(compare("SurgCLIP-B", 2, 16, 2, 1))
         for mode in ("mem", "mem-ckpt"):  # a fresh process each, so peak RSS is this step's alone

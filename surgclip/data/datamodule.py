@@ -87,13 +87,14 @@ class PaddedCollate:
 
     Args:
         tokenizer: callable list[str] -> LongTensor [N, L].
-        blank: a stand-in item (``video`` [T,3,S,S] of the batch's dtype) for all-skipped batches.
+        blank: a stand-in item (uint8 ``video`` [T,3,S,S]) for all-skipped batches.
+        normalize: passed to ``Collate`` (a PreprocessCfg normalises uint8 videos once per batch).
     Returns (per batch): ``Collate``'s batch (B = the number of items drawn) plus ``valid`` bool [B]
         and ``skipped`` {reason: count} over ``SKIP_REASONS``.
     """
 
-    def __init__(self, tokenizer, blank: dict):
-        self.collate, self.blank = Collate(tokenizer), blank
+    def __init__(self, tokenizer, blank: dict, normalize=None):
+        self.collate, self.blank = Collate(tokenizer, normalize=normalize), blank
 
     def __call__(self, items: list[dict]) -> dict:
         good = [it for it in items if not it.get("skipped")]
@@ -182,8 +183,7 @@ class SurgLaViDataModule(L.LightningDataModule):
         self.tokenizer = tokenizer
         self.preprocess_cfg = preprocess_cfg if isinstance(preprocess_cfg, PreprocessCfg) else PreprocessCfg.from_dict(preprocess_cfg)
         for split, ds in self.datasets.items():
-            ds.transform = ClipTransform(self.preprocess_cfg, train=(split == "train"),
-                                         normalize=not self.hparams.uint8_video)
+            ds.transform = ClipTransform(self.preprocess_cfg, train=(split == "train"), normalize=False)
 
     def _ensure_model(self) -> None:
         if self.tokenizer is None:
@@ -255,7 +255,9 @@ class SurgLaViDataModule(L.LightningDataModule):
             self.datasets[split] = ClipDataset(
                 table.subset(keep), video_root=videos, frames_root=frames, frames_fps=hp.frames_fps,
                 num_frames=hp.num_frames, mode=mode,
-                transform=ClipTransform(self.preprocess_cfg, train=split == "train", normalize=not hp.uint8_video),
+                # items stay uint8; the collate normalises a whole batch at once (or, with
+                # uint8_video, the model does after the transfer)
+                transform=ClipTransform(self.preprocess_cfg, train=split == "train", normalize=False),
                 skip_errors=hp.skip_errors, seed=hp.seed)
         if len(self.datasets["train"]) == 0:
             raise ValueError(f"no training clips: {db} at levels {self.levels} with splits "
@@ -272,7 +274,9 @@ class SurgLaViDataModule(L.LightningDataModule):
         hp = self.hparams
         workers = hp.num_workers
         return DataLoader(self.datasets[split], batch_size=self.batch_size_per_device, sampler=sampler,
-                          shuffle=False, num_workers=workers, collate_fn=PaddedCollate(self.tokenizer, self._blank()),
+                          shuffle=False, num_workers=workers,
+                          collate_fn=PaddedCollate(self.tokenizer, self._blank(),
+                                                   normalize=None if hp.uint8_video else self.preprocess_cfg),
                           pin_memory=hp.pin_memory, drop_last=split == "train" and sampler is not None and
                           len(sampler) >= self.batch_size_per_device,
                           persistent_workers=False, prefetch_factor=4 if workers else None,
@@ -285,8 +289,8 @@ class SurgLaViDataModule(L.LightningDataModule):
     def _blank(self) -> dict:
         """A stand-in item for batches whose items were all skipped (masked out of the loss)."""
         size, hp = self.preprocess_cfg.image_size, self.hparams
-        dtype = torch.uint8 if hp.uint8_video else torch.float32
-        return {"video": torch.zeros(hp.num_frames, 3, size, size, dtype=dtype), "caption": "", "level": 0,
+        # items stay uint8 until the collate (which normalises unless ``uint8_video``)
+        return {"video": torch.zeros(hp.num_frames, 3, size, size, dtype=torch.uint8), "caption": "", "level": 0,
                 "video_id": "", "caption_id": -1, "start_s": 0.0, "end_s": 0.0}
 
     def train_dataloader(self) -> DataLoader:

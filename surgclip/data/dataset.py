@@ -1,9 +1,13 @@
 """Clip-caption dataset and its collate: ClipTable rows -> frames -> float clips; tokens in the collate.
 
 Item ``i``: sampler(start_s, end_s, fps, T, mode) -> frame indices -> reader.read -> uint8
-[T, H, W, 3] -> ClipTransform (train: one random draw per clip) -> float [T, 3, S, S].
+[T, H, W, 3] -> ClipTransform (train: one random draw per clip) -> [T, 3, S, S].
 Readers are opened lazily in the process that uses them (never shared across a fork) and kept in a
-small per-process cache. Bad items raise ``BadItemError`` naming the caption and video, or, with
+per-process cache large enough for every video of a small dataset (reopening a decoder per item
+costs more than decoding a short clip). Video files larger than the model input are decoded at a
+reduced size (``DecodeSize``): FFmpeg scales while it converts to RGB, so the transform never
+touches full-size frames. The collate stacks into shared memory (no copy on the way to the main
+process) and can normalise uint8 items once per batch. Bad items raise ``BadItemError`` naming the caption and video, or, with
 ``skip_errors``, become a ``SKIPPED`` marker counted in a counter shared by all worker processes.
 """
 from __future__ import annotations
@@ -15,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from .db import ClipTable
 from .readers import FrameReader, VideoReadError, open_source
@@ -51,6 +55,58 @@ SKIPPED = {"skipped": True}
 SKIP_REASONS = ("missing_file", "undecodable", "bad_span")  # the ``reason`` of a SKIPPED marker
 
 
+class DecodeSize:
+    """The size to decode a video at for a ClipTransform: ``(height, width) -> (h, w) | None``.
+
+    Never upscales (None: decode at the native size when the frame is not larger than needed).
+    Evaluation decodes straight at what the transform's resize would produce (``squash``: S x S;
+    ``shortest``: short side S; ``laparoscopic``: 360 x 640), so the transform's resize becomes a
+    no-op. Training keeps the aspect ratio and shrinks the short side to ``S / sqrt(min crop scale)``
+    (317 px for S=224, scale 0.5): every random-resized crop is then still at least S pixels on
+    a side before its one resize, and is drawn over the same fraction of the frame as at full size.
+
+    Args:
+        image_size: S; resize: the PreprocessCfg resize mode; train: training transform.
+        min_scale: the smallest random-resized-crop area fraction (training only).
+    """
+
+    def __init__(self, image_size: int, resize: str = "squash", train: bool = False, min_scale: float = 1.0):
+        self.image_size, self.resize, self.train, self.min_scale = int(image_size), resize, train, float(min_scale)
+
+    @classmethod
+    def for_transform(cls, transform) -> "DecodeSize | None":
+        """The rule for a ClipTransform (None for any other transform: decode at the native size)."""
+        from ..transform import ClipTransform
+
+        if not isinstance(transform, ClipTransform):
+            return None
+        scale = 1.0
+        for step in getattr(transform.augment, "transforms", []):
+            scale = min(scale, float(getattr(step, "scale", (1.0,))[0]))
+        return cls(transform.cfg.image_size, transform.cfg.resize, transform.train, scale)
+
+    def __call__(self, height: int, width: int) -> tuple[int, int] | None:
+        s = self.image_size
+        if self.train:
+            short = int(np.ceil(s / np.sqrt(max(self.min_scale, 1e-3))))
+            k = short / min(height, width)
+            return (int(round(height * k)), int(round(width * k))) if k < 1 else None
+        if self.resize == "squash":
+            return (s, s) if height >= s and width >= s else None
+        if self.resize == "shortest":
+            if min(height, width) <= s:
+                return None
+            # torchvision's own rounding for resize(x, s), so the transform then resizes nothing
+            long = int(s * max(height, width) / min(height, width))
+            return (s, long) if height <= width else (long, s)
+        if self.resize == "laparoscopic":
+            return (360, 640) if height >= 360 and width >= 640 else None
+        return None
+
+    def __repr__(self) -> str:
+        return f"DecodeSize({self.image_size}, {self.resize!r}, train={self.train}, min_scale={self.min_scale})"
+
+
 class ClipDataset(Dataset):
     """Clips of a ClipTable read from video files or frame folders.
 
@@ -68,15 +124,18 @@ class ClipDataset(Dataset):
         end_tolerance_s: a clip may end this far past the end of its video (then clamped);
             further is an error.
         cache_size: open readers kept per process.
+        decode_at_size: decode video files larger than the model input at a reduced size
+            (``DecodeSize.for_transform(transform)``) instead of full size.
         seed: with ``epoch`` (see ``set_epoch``), fixes each item's frame sampling and augmentation.
     Item:
-        dict(video float [T,3,S,S], caption str, level int, video_id str (the video's name),
+        dict(video [T,3,S,S] (float, or uint8 from a ``normalize=False`` transform), caption str, level int, video_id str (the video's name),
         caption_id int, start_s float, end_s float).
     """
 
     def __init__(self, table: ClipTable, video_root: str | Path | None = None, frames_root: str | Path | None = None,
                  frames_fps: float | None = None, num_frames: int = 8, mode: str = "uniform", transform=None,
-                 skip_errors: bool = False, end_tolerance_s: float = 1.0, cache_size: int = 4, seed: int = 0):
+                 skip_errors: bool = False, end_tolerance_s: float = 1.0, cache_size: int = 64,
+                 decode_at_size: bool = True, seed: int = 0):
         if video_root is None and frames_root is None:
             raise ValueError("give video_root (video files) or frames_root (frame folders)")
         self.table = table
@@ -85,7 +144,7 @@ class ClipDataset(Dataset):
         self.frames_fps = frames_fps
         self.num_frames, self.mode, self.transform = num_frames, mode, transform
         self.skip_errors, self.end_tolerance_s = skip_errors, end_tolerance_s
-        self.cache_size = cache_size
+        self.cache_size, self.decode_at_size = cache_size, decode_at_size
         self.seed, self.epoch = seed, 0
         self.skipped = SkipCounter()
         self._readers: OrderedDict = OrderedDict()
@@ -112,7 +171,8 @@ class ClipDataset(Dataset):
         if name in self._readers:
             self._readers.move_to_end(name)
             return self._readers[name]
-        reader = open_source(self.source_path(name), fps=self.frames_fps)
+        size = DecodeSize.for_transform(self.transform) if self.decode_at_size else None
+        reader = open_source(self.source_path(name), fps=self.frames_fps, size=size)
         self._readers[name] = reader
         while len(self._readers) > self.cache_size:
             self._readers.popitem(last=False)
@@ -161,19 +221,45 @@ class ClipDataset(Dataset):
                 "caption_id": int(t.caption_id[i]), "start_s": float(t.start_s[i]), "end_s": float(t.end_s[i])}
 
 
+def _empty_batch_tensor(shape: tuple, dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised tensor, in shared memory inside a DataLoader worker so that sending the
+    batch to the main process passes a file descriptor instead of copying it (as default_collate)."""
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    numel = int(np.prod(shape))
+    storage = torch.UntypedStorage._new_shared(numel * torch.empty((), dtype=dtype).element_size())
+    return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
+
+
 class Collate:
-    """Stack items and tokenize their captions.
+    """Stack items and tokenize their captions (once per batch).
 
     Args:
         tokenizer: callable list[str] -> LongTensor [N, L].
+        normalize: a PreprocessCfg: uint8 item videos are normalised here, once per batch, into the
+            float batch (``(x / 255 - mean) / std``, as ``transform.normalize_frames``); None keeps
+            the items' dtype.
     Returns (per batch):
         video [B,T,3,S,S], tokens [B,L], level/caption_id LongTensor [B], start_s/end_s float [B],
         video_id list[str], caption list[str], num_skipped int (SKIPPED markers dropped from this batch).
         A batch whose items were all skipped has B = 0 (``video`` is an empty tensor).
     """
 
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
+    def __init__(self, tokenizer, normalize=None):
+        self.tokenizer, self.normalize = tokenizer, normalize
+
+    def stack_video(self, videos: list[torch.Tensor]) -> torch.Tensor:
+        """[B, T, 3, S, S], written once into its (shared-memory) destination."""
+        shape = (len(videos), *videos[0].shape)
+        if self.normalize is not None and videos[0].dtype == torch.uint8:
+            cfg = self.normalize
+            std = torch.tensor(cfg.std, dtype=torch.float32).view(3, 1, 1)
+            mean = torch.tensor(cfg.mean, dtype=torch.float32).view(3, 1, 1)
+            out = _empty_batch_tensor(shape, torch.float32)
+            for i, v in enumerate(videos):  # per item: the uint8 -> float pass writes straight into the batch
+                torch.addcmul(-mean / std, v, 1.0 / (255.0 * std), out=out[i])
+            return out
+        return torch.stack(videos, out=_empty_batch_tensor(shape, videos[0].dtype))
 
     def __call__(self, items: list[dict]) -> dict:
         good = [it for it in items if not it.get("skipped")]
@@ -185,7 +271,7 @@ class Collate:
             return batch
         captions = [it["caption"] for it in good]
         batch.update(
-            video=torch.stack([it["video"] for it in good]),
+            video=self.stack_video([it["video"] for it in good]),
             tokens=self.tokenizer(captions),
             level=torch.tensor([it["level"] for it in good], dtype=torch.long),
             caption_id=torch.tensor([it["caption_id"] for it in good], dtype=torch.long),

@@ -97,9 +97,20 @@ class FrameReader:
 
 
 class VideoFileReader(FrameReader):
-    """A video file decoded with decord; ``read`` fetches all requested frames in one batch."""
+    """A video file decoded with decord; ``read`` fetches all requested frames in one batch.
 
-    def __init__(self, path: str | Path, num_threads: int = 1):
+    Args:
+        path: the video file.
+        num_threads: decord decoding threads.
+        size: None (decode at the native size), or a callable ``(height, width) -> (h, w) | None``
+            given the native frame size (read from the stream header with PyAV): when it returns a
+            size, decord is opened so that FFmpeg scales each frame to ``h x w`` as it converts it to RGB (bicubic, in the decoder's
+            own C loop), which costs no more than a native decode and removes the resize of full-size
+            frames from the transform. ``native_size`` / ``frame_size``: the file's and the decoded
+            (height, width) (both None when no ``size`` rule was given: the header is not probed).
+    """
+
+    def __init__(self, path: str | Path, num_threads: int = 1, size=None):
         self.path = Path(path)
         if not self.path.is_file():
             raise VideoReadError(f"video not found: {self.path}")
@@ -109,10 +120,16 @@ class VideoFileReader(FrameReader):
             check_mp4_boxes(self.path)
         import decord
 
+        self.native_size = probe_frame_size(self.path) if size is not None else None
+        target = size(*self.native_size) if self.native_size is not None else None
+        kwargs = {}
+        if target is not None and tuple(target) != self.native_size:
+            kwargs = {"height": int(target[0]), "width": int(target[1])}  # decord sizes its output at open only
         try:
-            self._vr = decord.VideoReader(str(self.path), num_threads=num_threads)
+            self._vr = decord.VideoReader(str(self.path), num_threads=num_threads, **kwargs)
         except Exception as err:  # decord raises its own DECORDError for anything undecodable
             raise VideoReadError(f"cannot open video {self.path}: {str(err).splitlines()[0]}") from err
+        self.frame_size = (kwargs["height"], kwargs["width"]) if kwargs else self.native_size
         self.fps = float(self._vr.get_avg_fps())
         self.num_frames = len(self._vr)
         if not (self.fps > 0 and math.isfinite(self.fps)) or self.num_frames <= 0:
@@ -172,6 +189,26 @@ class FrameFolderReader(FrameReader):
         return np.stack(out)
 
 
+def probe_frame_size(path: Path) -> tuple[int, int] | None:
+    """A video file's native (height, width) from its stream header (PyAV, no decoding; without
+    PyAV, decord decodes the first frame); None if unknown."""
+    try:
+        import av
+    except ImportError:  # av is a test extra; decord is always there
+        import decord
+
+        try:
+            return tuple(int(v) for v in decord.VideoReader(str(path), num_threads=1)[0].shape[:2])
+        except Exception:
+            return None
+    try:
+        with av.open(str(path)) as container:
+            ctx = container.streams.video[0].codec_context
+            return (int(ctx.height), int(ctx.width)) if ctx.height and ctx.width else None
+    except (av.FFmpegError, IndexError, OSError):
+        return None  # decord reports the real problem when it opens the file
+
+
 def read_folder_fps(path: Path) -> float:
     """The fps recorded in a frame folder's ``frames.json`` (written by ``extract-frames``)."""
     meta = path / FRAMES_MANIFEST
@@ -186,13 +223,15 @@ def read_folder_fps(path: Path) -> float:
         raise VideoReadError(f"{meta}: expected a JSON object with a numeric 'fps', got an error: {err}") from err
 
 
-def open_source(path: str | Path, fps: float | None = None, num_threads: int = 1) -> FrameReader:
+def open_source(path: str | Path, fps: float | None = None, num_threads: int = 1, size=None) -> FrameReader:
     """A reader for a video file or a frame folder.
 
     Args:
         path: a video file, or a folder of numbered frames.
         fps: the rate a frame folder was extracted at (default: its ``frames.json``); ignored for files.
         num_threads: decord decoding threads for video files.
+        size: decode-size rule for video files, ``(height, width) -> (h, w) | None`` (see
+            ``VideoFileReader``); frame folders are read at their stored size.
     Returns:
         A FrameReader.
     Raises:
@@ -201,4 +240,4 @@ def open_source(path: str | Path, fps: float | None = None, num_threads: int = 1
     path = Path(path)
     if path.is_dir():
         return FrameFolderReader(path, fps)
-    return VideoFileReader(path, num_threads=num_threads)
+    return VideoFileReader(path, num_threads=num_threads, size=size)

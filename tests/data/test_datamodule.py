@@ -124,3 +124,35 @@ def test_skip_errors_counted_across_workers(small_sample, tmp_path):
 def test_collate_all_skipped():
     b = Collate(lambda texts: torch.zeros(len(texts), 4, dtype=torch.long))([{"skipped": True}] * 2)
     assert b["num_skipped"] == 2 and b["video"].numel() == 0 and b["video_id"] == []
+
+
+def test_decode_size_rules():
+    from surgclip.data.dataset import DecodeSize
+
+    # eval: straight at what the resize would produce; never upscale
+    assert DecodeSize(224, "squash")(480, 854) == (224, 224)
+    assert DecodeSize(224, "squash")(160, 160) is None
+    assert DecodeSize(224, "shortest")(480, 854) == (224, 398)  # torchvision: int(224 * 854 / 480)
+    assert DecodeSize(224, "laparoscopic")(480, 854) == (360, 640)
+    # train: aspect kept, short side S / sqrt(min scale) = 317 for scale 0.5
+    assert DecodeSize(224, "squash", train=True, min_scale=0.5)(480, 854) == (317, 564)
+    assert DecodeSize(224, "squash", train=True, min_scale=0.5)(300, 300) is None
+    rule = DecodeSize.for_transform(ClipTransform({"image_size": 64}, train=True, crop_scale=(0.25, 1.0)))
+    assert (rule.image_size, rule.train, rule.min_scale) == (64, True, 0.25)
+    assert DecodeSize.for_transform(lambda x: x) is None
+
+
+def test_collate_normalises_uint8_batches_once():
+    from surgclip.transform import PreprocessCfg, normalize_frames
+
+    cfg = PreprocessCfg(image_size=8, mean=(0.1, 0.2, 0.3), std=(0.5, 0.25, 0.125))
+    g = torch.Generator().manual_seed(0)
+    items = [{"video": torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8, generator=g), "caption": f"c{i}",
+              "level": 1, "video_id": "v", "caption_id": i, "start_s": 0.0, "end_s": 1.0} for i in range(3)]
+    tok = lambda texts: torch.zeros(len(texts), 4, dtype=torch.long)  # noqa: E731
+    batch = Collate(tok, normalize=cfg)(items)
+    assert batch["video"].dtype == torch.float32 and batch["video"].shape == (3, 2, 3, 8, 8)
+    ref = normalize_frames(torch.stack([it["video"] for it in items]), cfg)
+    torch.testing.assert_close(batch["video"], ref, rtol=0, atol=1e-5)
+    raw = Collate(tok)(items)["video"]
+    assert raw.dtype == torch.uint8 and torch.equal(raw, torch.stack([it["video"] for it in items]))

@@ -114,3 +114,24 @@ def test_frame_folder_errors(tmp_path):
     (tmp_path / "1.png").write_bytes(b"garbage")
     with pytest.raises(VideoReadError, match="1.png"):
         r.read([1])
+
+
+def test_decode_at_size_equals_pyav_decode_then_resize(small_sample):
+    """decord scaling in the decoder ~ PyAV full-size decode + the transform's bicubic resize."""
+    import torch
+    from torchvision.transforms.v2 import functional as TF
+
+    path = next((small_sample / "videos").glob("*/*.mp4"))
+    idx = [0, 37, 120]
+    r = VideoFileReader(path, size=lambda h, w: (96, 112))
+    assert r.native_size == (160, 160) and r.frame_size == (96, 112)
+    small = r.read(idx)
+    assert small.shape == (3, 96, 112, 3) and small.dtype == np.uint8
+    full = torch.from_numpy(pyav_frames(path, idx)).permute(0, 3, 1, 2)
+    ref = TF.resize(full, [96, 112], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
+    ref = ref.permute(0, 2, 3, 1).numpy().astype(np.float32)
+    err = np.abs(small.astype(np.float32) - ref).mean(axis=(1, 2, 3))
+    assert err.max() < 3.0, err  # grey levels; a different frame differs by far more
+    other = np.abs(small[[1, 2, 0]].astype(np.float32) - ref).mean(axis=(1, 2, 3))
+    assert other.min() > 3 * err.max()
+    assert VideoFileReader(path, size=lambda h, w: None).frame_size == (160, 160)  # None: native size

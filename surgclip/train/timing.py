@@ -1,0 +1,129 @@
+"""``RunTimer``: a run's wall time next to the bare compute of the same training steps.
+
+Wall time varies between machines; its ratio to the bare compute measured in the same run does
+much less, and says how much of the run went to anything but the model (data loading, validation,
+zero-shot scoring, checkpoints, start-up of workers, the report).
+"""
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from ..utils import atomic_write_json
+
+
+def _detached(batch):
+    """A deep copy of a batch's tensors (kept after the loader has moved on)."""
+    if isinstance(batch, torch.Tensor):
+        return batch.detach().clone()
+    if isinstance(batch, dict):
+        return {k: _detached(v) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_detached(v) for v in batch)
+    return batch
+
+
+class RunTimer(L.Callback):
+    """Measures ``elapsed`` (fit start -> end of ``on_fit_end``, the report included when this
+    callback is listed after ``ExportAndReport``) and the bare compute of the steps the run took.
+
+    Bare compute: at the end of the run, a deep copy of ``module.model`` and a fresh optimizer of the
+    run's class and param-group settings take ``warmup + bare_steps`` forward + symmetric InfoNCE + backward +
+    optimizer steps on training batches kept in memory from the first epoch (under the run's
+    precision context); the mean step time times ``trainer.global_step`` is the bare compute. The
+    trained model and optimizer are never touched. Writes ``timing.json`` next to ``report.json``
+    (the run's log dir) and prints one line.
+
+    Args:
+        bare_steps: timed steps (cycling over the kept batches).
+        warmup: untimed steps first (allocator, kernels, lazy init).
+        keep_batches: training batches kept from the first epoch.
+    Writes:
+        timing.json: elapsed_s, bare_step_s, steps, bare_compute_s, ratio (= elapsed / bare compute),
+        clips, train_clips_per_s_bare, precision.
+    """
+
+    def __init__(self, bare_steps: int = 3, warmup: int = 1, keep_batches: int = 2):
+        if bare_steps < 1 or keep_batches < 1 or warmup < 0:
+            raise ValueError(f"RunTimer needs bare_steps >= 1, keep_batches >= 1, warmup >= 0; got "
+                             f"{bare_steps}, {keep_batches}, {warmup}")
+        self.bare_steps, self.warmup, self.keep_batches = bare_steps, warmup, keep_batches
+        self.batches: list = []
+        self.start = None
+        self.clips = 0
+        self.result: dict = {}
+
+    def on_fit_start(self, trainer, module) -> None:
+        self.start, self.clips, self.batches = time.perf_counter(), 0, []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        n = len(batch.get("video_id", ())) if isinstance(batch, dict) else 0
+        self.clips += n
+        if len(self.batches) < self.keep_batches and n >= 2:
+            self.batches.append(_detached(batch))
+
+    def bare_step_seconds(self, trainer, module) -> float:
+        """Mean seconds of one forward + loss + backward + optimizer step of a copy of the model."""
+        model = copy.deepcopy(module.model).train()
+        run_opt = trainer.optimizers[0] if trainer.optimizers else None
+        opt_cls = type(run_opt) if run_opt is not None else torch.optim.AdamW
+        if run_opt is None:
+            opt = opt_cls(model.parameters())
+        else:  # the run's param groups (lr, decay, ...) over the copy's parameters
+            twin = {id(p): q for p, q in zip(module.model.parameters(), model.parameters())}
+            opt = opt_cls([{**{k: v for k, v in g.items() if k != "params"},
+                            "params": [twin[id(p)] for p in g["params"] if id(p) in twin]} for g in run_opt.param_groups])
+        context = trainer.precision_plugin.forward_context
+
+        def step(batch):
+            with context():
+                v = model.encode_video(batch["video"])
+                t = model.encode_text(batch["tokens"])
+                logits = model.logit_scale * v @ t.T
+                labels = torch.arange(len(v), device=logits.device)
+                loss = (F.cross_entropy(logits.float(), labels) + F.cross_entropy(logits.float().T, labels)) / 2
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        for i in range(self.warmup):
+            step(self.batches[i % len(self.batches)])
+        if torch.cuda.is_available() and module.device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for i in range(self.bare_steps):
+            step(self.batches[i % len(self.batches)])
+        if torch.cuda.is_available() and module.device.type == "cuda":
+            torch.cuda.synchronize()
+        return (time.perf_counter() - start) / self.bare_steps
+
+    def on_fit_end(self, trainer, module) -> None:
+        if self.start is None or not trainer.is_global_zero:
+            return
+        elapsed = time.perf_counter() - self.start
+        steps = int(trainer.global_step)
+        out = {"elapsed_s": elapsed, "steps": steps, "clips": self.clips,
+               "precision": str(trainer.precision)}
+        if self.batches and steps:
+            batch = self.batches[0]
+            if isinstance(batch.get("video"), torch.Tensor) and batch["video"].dtype == torch.uint8:
+                self.batches = [module.on_after_batch_transfer(b, 0) for b in self.batches]  # normalised, as trained
+            step_s = self.bare_step_seconds(trainer, module)
+            bare = step_s * steps
+            out.update(bare_step_s=step_s, bare_compute_s=bare, ratio=elapsed / bare,
+                       train_clips_per_s_bare=len(batch["video_id"]) / step_s)
+        self.result = out
+        self.batches = []
+        run_dir = Path(trainer.log_dir or trainer.default_root_dir)
+        atomic_write_json(run_dir / "timing.json", out)
+        if "ratio" in out:
+            print(f"wall time {elapsed:.1f} s from fit start to report; bare compute of the same {steps} steps "
+                  f"{out['bare_compute_s']:.1f} s ({step_s * 1000:.0f} ms/step); elapsed / bare compute "
+                  f"{out['ratio']:.2f}x  -> {run_dir / 'timing.json'}")
+        else:
+            print(f"wall time {elapsed:.1f} s from fit start; no training steps to time -> {run_dir / 'timing.json'}")
