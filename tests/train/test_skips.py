@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from surgclip.data.datamodule import SurgLaViDataModule
+from surgclip.transform import normalize_frames
 
 
 def test_skips_are_counted_by_reason_and_batches_keep_their_size(small_sample, tmp_path):
@@ -48,7 +49,8 @@ def test_skips_are_counted_by_reason_and_batches_keep_their_size(small_sample, t
         real += int(batch["valid"].sum())
         assert batch["video"].shape[0] == len(batch["video_id"])
         if not batch["valid"].any():  # nothing valid to copy: the blank stand-in
-            assert batch["caption_id"].tolist() == [-1] and not batch["video"].any()
+            black = normalize_frames(torch.zeros(batch["video"].shape, dtype=torch.uint8), dm.preprocess_cfg)
+            assert batch["caption_id"].tolist() == [-1] and torch.allclose(batch["video"], black)
     assert counts == expected
     assert sizes == [1] * len(table)  # every item yields a batch, skipped or not
     assert real == len(table) - sum(expected.values())
