@@ -101,7 +101,7 @@ class PaddedCollate:
         skipped = {reason: 0 for reason in SKIP_REASONS}
         for it in items:
             if it.get("skipped"):
-                skipped[it.get("reason", "undecodable")] += 1
+                skipped[it.get("reason", "undecodable_media")] += 1
         fill = good or [self.blank]
         padded, k = [], 0
         for it in items:

@@ -52,7 +52,7 @@ class SkipCounter:
 
 
 SKIPPED = {"skipped": True}
-SKIP_REASONS = ("missing_file", "undecodable", "bad_span")  # the ``reason`` of a SKIPPED marker
+SKIP_REASONS = ("missing_file", "undecodable_media", "bad_span")  # the ``reason`` of a SKIPPED marker
 
 
 class DecodeSize:
@@ -199,7 +199,7 @@ class ClipDataset(Dataset):
         """One of ``SKIP_REASONS``: the source is absent, its span is outside the video, or it is unreadable."""
         if not self.source_path(name).exists():
             return "missing_file"
-        return "bad_span" if isinstance(err.__cause__, ClipSpanError) else "undecodable"
+        return "bad_span" if isinstance(err.__cause__, ClipSpanError) else "undecodable_media"
 
     def __getitem__(self, i: int) -> dict:
         t = self.table

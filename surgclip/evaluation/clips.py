@@ -12,7 +12,7 @@ time order:
 - a background thread decodes and transforms the next batches while the caller runs the model
   (decord, PIL and torch release the GIL), ``prefetch`` batches ahead at most.
 
-Rows that cannot be read are skipped and counted by reason (``SKIP_REASONS``): ``missing_source``
+Rows that cannot be read are skipped and counted by reason (``SKIP_REASONS``): ``missing_file``
 (no video file or frame folder), ``undecodable_media`` (a corrupt or truncated video or image;
 after a failed batched read every frame is retried alone, so only rows needing a bad frame are
 lost) and ``missing_frame`` (the labelled time lies outside the video). Anything else — a
@@ -37,7 +37,7 @@ from .table import FrameTable
 log = logging.getLogger(__name__)
 
 MODES = ("centered", "online", "frame")
-SKIP_REASONS = ("missing_source", "undecodable_media", "missing_frame")
+SKIP_REASONS = ("missing_file", "undecodable_media", "missing_frame")
 READ_AHEAD_ROWS = 32
 
 
@@ -129,7 +129,7 @@ def _video_clips(table, video, transform, T, mode, stride_s, skipped):
     if source is None or not Path(source.path).exists():
         where = "no source in the table" if source is None else f"{source.path} does not exist"
         log.warning("zero-shot: skipping %d rows of %s: %s", len(rows), video, where)
-        skipped["missing_source"] += len(rows)
+        skipped["missing_file"] += len(rows)
         yield from ((row, None) for row in rows)
         return
     try:

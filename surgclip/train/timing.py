@@ -103,6 +103,8 @@ class RunTimer(L.Callback):
         return (time.perf_counter() - start) / self.bare_steps
 
     def on_fit_end(self, trainer, module) -> None:
+        # every rank reads log_dir: under DDP it is a broadcast, which hangs if rank 0 asks alone
+        run_dir = Path(trainer.log_dir or trainer.default_root_dir)
         if self.start is None or not trainer.is_global_zero:
             return
         elapsed = time.perf_counter() - self.start
@@ -119,7 +121,6 @@ class RunTimer(L.Callback):
                        train_clips_per_s_bare=len(batch["video_id"]) / step_s)
         self.result = out
         self.batches = []
-        run_dir = Path(trainer.log_dir or trainer.default_root_dir)
         atomic_write_json(run_dir / "timing.json", out)
         if "ratio" in out:
             print(f"wall time {elapsed:.1f} s from fit start to report; bare compute of the same {steps} steps "

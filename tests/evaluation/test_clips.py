@@ -91,7 +91,7 @@ def test_skip_reasons_with_real_broken_files(tmp_path, caplog):
     clips, skipped = _collect(table, 2, "online")
     # good.mp4 is 4 s: labels at 4..7 s lie past its end. In the folder, of the rows read in one
     # batch, only the online windows at 5 s ([4, 5]) and 6 s ([5, 6]) need the corrupt 5.png.
-    assert skipped == {"missing_frame": 4, "undecodable_media": 8 + 2, "missing_source": 8}
+    assert skipped == {"missing_frame": 4, "undecodable_media": 8 + 2, "missing_file": 8}
     frames_rows = np.flatnonzero(table.video == "frames")
     assert sorted(r for r in clips if r in frames_rows) == frames_rows[[0, 1, 2, 3, 4, 7]].tolist()
     assert "cut.mp4" in caplog.text and "5.png" in caplog.text

@@ -47,7 +47,7 @@ def test_missing_frames_sources_and_broken_videos_counted(tmp_path, cholec_root,
     table.sources = {"video49": FrameSource(cholec_root / "videos" / "video49.mp4"),
                      "video50": FrameSource(tmp_path / "gone.mp4"), "video51": FrameSource(tmp_path / "cut.mp4")}
     res = evaluate_zero_shot(model, tok, table, PHASES, num_frames=1)
-    assert res.skipped == {"missing_frame": 4, "missing_source": 8, "undecodable_media": 8}
+    assert res.skipped == {"missing_frame": 4, "missing_file": 8, "undecodable_media": 8}
     assert res.metrics["num_scored"] == 4 and res.metrics["num_skipped"] == 20
 
 

@@ -123,7 +123,9 @@ def test_two_processes_match_one_resume_freeze_and_skips(small_sample, tmp_path)
     assert {round(v / max(r.values()), 6) for r in lr_rows for v in r.values()} == {1.0, 0.5}
 
     report = json.loads((run / "report.json").read_text())
-    assert report["skipped_train_items"] == {"bad_span": 2, "missing_file": 0, "undecodable": 0}
+    timing = json.loads((run / "timing.json").read_text())  # RunTimer (configs/sample.yaml) on rank 0 only
+    assert timing["steps"] == 2 * STEPS and timing["ratio"] == pytest.approx(timing["elapsed_s"] / timing["bare_compute_s"])
+    assert report["skipped_train_items"] == {"bad_span": 2, "missing_file": 0, "undecodable_media": 0}
     assert report["metrics"]["val/num_clips"] > 0 and "val/zeroshot_f1" in report["metrics"]
     best = torch.load(ddp / report["checkpoint"], weights_only=True)
     exported, _, _ = surgclip.load(str(run / "model"), device="cpu")

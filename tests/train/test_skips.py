@@ -33,7 +33,7 @@ def test_skips_are_counted_by_reason_and_batches_keep_their_size(small_sample, t
     dm.setup("fit")
     table = dm.datasets["train"].table
     names = np.asarray(table.video_name)
-    expected = {"missing_file": int((names == "lc005").sum()), "undecodable": int((names == "lc004").sum()),
+    expected = {"missing_file": int((names == "lc005").sum()), "undecodable_media": int((names == "lc004").sum()),
                 "bad_span": 1}
     assert all(expected.values())
 
