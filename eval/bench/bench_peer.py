@@ -69,15 +69,17 @@ def peer_worker(tmp: Path, threads: int) -> None:
             t = time.perf_counter()
             with torch.no_grad():
                 logits, _ = model(inputs["video"], tokens)
-            print(time.perf_counter() - t, flush=True)
-            torch.save(logits, tmp / "peer_logits.pt")
+            took = time.perf_counter() - t
+            torch.save(logits, tmp / "peer_logits.pt")  # written before the answer: the reader waits for it
+            print(took, flush=True)
         elif cmd == "preprocess":  # args: anchor paths separated by '|'
             anchors = args[0].split("|")
             pre = VideoPreprocessor(num_frames=int(args[1]), mode="centered")
             t = time.perf_counter()
             clips = [pre(a) for a in anchors]
-            print(time.perf_counter() - t, flush=True)
+            took = time.perf_counter() - t
             torch.save(torch.cat(clips), tmp / "peer_clips.pt")
+            print(took, flush=True)
         elif cmd == "quit":
             return
 
