@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import lightning as L
@@ -18,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..transform import ClipTransform, PreprocessCfg
-from .dataset import SKIP_REASONS, ClipDataset, Collate
+from .dataset import ClipDataset, PaddedCollate, worker_init
 from .db import CaptionDB, ClipTable
 from .sample import DEFAULT_ROOT, ensure_sample
 
@@ -77,46 +76,6 @@ class LevelSampler(DistributedSampler):
         return iter(order[self.rank::self.num_replicas])
 
 
-class PaddedCollate:
-    """``Collate`` that keeps every batch at its full size, so ranks never disagree on shapes or steps.
-
-    A skipped item (``skip_errors``) is replaced by a copy of a valid item of the same batch (cycling
-    through them), or by ``blank`` when none is valid; ``valid`` marks the real ones and the loss and
-    the metrics ignore the rest. Dropping skipped items instead would give ranks batches of different
-    sizes (the loss all-gathers equal sizes) or empty batches (a rank that skips a step hangs DDP).
-
-    Args:
-        tokenizer: callable list[str] -> LongTensor [N, L].
-        blank: a stand-in item (uint8 ``video`` [T,3,S,S]) for all-skipped batches.
-        normalize: passed to ``Collate`` (a PreprocessCfg normalises uint8 videos once per batch).
-    Returns (per batch): ``Collate``'s batch (B = the number of items drawn) plus ``valid`` bool [B]
-        and ``skipped`` {reason: count} over ``SKIP_REASONS``.
-    """
-
-    def __init__(self, tokenizer, blank: dict, normalize=None):
-        self.collate, self.blank = Collate(tokenizer, normalize=normalize), blank
-
-    def __call__(self, items: list[dict]) -> dict:
-        good = [it for it in items if not it.get("skipped")]
-        skipped = {reason: 0 for reason in SKIP_REASONS}
-        for it in items:
-            if it.get("skipped"):
-                skipped[it.get("reason", "undecodable_media")] += 1
-        fill = good or [self.blank]
-        padded, k = [], 0
-        for it in items:
-            if it.get("skipped"):
-                padded.append(fill[k % len(fill)])
-                k += 1
-            else:
-                padded.append(it)
-        batch = self.collate(padded)
-        batch["num_skipped"] = len(items) - len(good)
-        batch["valid"] = torch.tensor([not it.get("skipped") for it in items], dtype=torch.bool)
-        batch["skipped"] = skipped
-        return batch
-
-
 def split_videos(names: list[str], seed: int, val_fraction: float = 0.1) -> dict:
     """A seeded split of video names into train / val (used when there is no splits file)."""
     names = sorted(names)
@@ -130,9 +89,11 @@ class SurgLaViDataModule(L.LightningDataModule):
     """Clip-caption batches from a SurgLaVi-schema DB.
 
     Args:
-        root: a sample-style root (``captions.sqlite``, ``videos/``, ``splits.json``); the default
-            sample is generated on first use. None: ``db_path`` and ``video_root`` or ``frames_root``
-            are required (splits from ``splits_file`` or seeded).
+        root: a sample-style root (``captions.sqlite``, ``videos/``, ``frames/``, ``splits.json``);
+            the default sample is generated on first use. None: ``db_path`` and ``video_root`` or
+            ``frames_root`` are required (splits from ``splits_file`` or seeded).
+        read_from: under ``root``, read clips from its ``videos`` (H.264 files) or its ``frames``
+            (frame folders written by ``extract-frames``: the fast path).
         db_path, video_root, frames_root: override the paths under ``root``; with ``frames_root``
             clips are read from frame folders (fps: ``frames_fps`` or each folder's ``frames.json``).
         model_name: tokenizer and preprocessing from ``surgclip.get_tokenizer`` /
@@ -158,7 +119,8 @@ class SurgLaViDataModule(L.LightningDataModule):
             or ``fork`` (fastest start; can deadlock once the main process has decoded video).
     """
 
-    def __init__(self, root: str | None = DEFAULT_ROOT, db_path: str | None = None, video_root: str | None = None,
+    def __init__(self, root: str | None = DEFAULT_ROOT, read_from: str = "videos", db_path: str | None = None,
+                 video_root: str | None = None,
                  frames_root: str | None = None, frames_fps: float | None = None, model_name: str = "tiny",
                  num_frames: int = 8, levels: list[int] = [1, 2, 3],  # noqa: B006 (LightningCLI needs a literal)
                  level_weights: dict[int, float] | None = None, level_every: dict[int, int] | None = None,
@@ -167,6 +129,8 @@ class SurgLaViDataModule(L.LightningDataModule):
                  min_duration: float = 0.0, max_clip_s: float = 500.0, skip_errors: bool = False, seed: int = 0,
                  pin_memory: bool = False, worker_start: str = "forkserver", uint8_video: bool = False):
         super().__init__()
+        if read_from not in ("videos", "frames"):
+            raise ValueError(f"data.read_from must be 'videos' or 'frames', got {read_from!r}")
         self.save_hyperparameters()
         self.levels = [int(x) for x in levels]
         self.level_weights = {int(k): float(v) for k, v in (level_weights or {}).items()} or None
@@ -205,7 +169,14 @@ class SurgLaViDataModule(L.LightningDataModule):
             if hp.db_path is None and root == Path(DEFAULT_ROOT) and not (root / "manifest.json").is_file():
                 ensure_sample(root, seed=0)
         db = Path(hp.db_path) if hp.db_path else root / "captions.sqlite"
+        # an explicit frames_root or video_root wins over the root's folder named by read_from
         frames = Path(hp.frames_root) if hp.frames_root else None
+        if frames is None and not hp.video_root and root is not None and hp.read_from == "frames":
+            frames = root / "frames"
+            if not frames.is_dir():
+                raise FileNotFoundError(f"data.read_from is 'frames' but {frames} does not exist: make it with "
+                                        f"`surgclip extract-frames {root / 'videos'} {frames} --size 0`, or read "
+                                        f"the videos (data.read_from: videos)")
         videos = Path(hp.video_root) if hp.video_root else (root / "videos" if frames is None else None)
         if hp.splits_file:
             splits = Path(hp.splits_file)
@@ -283,7 +254,7 @@ class SurgLaViDataModule(L.LightningDataModule):
                           # its own generator: creating an iterator never draws from the global RNG,
                           # so dropout etc. repeat exactly after a resume
                           generator=torch.Generator().manual_seed(hp.seed),
-                          worker_init_fn=_worker_init if workers else None,
+                          worker_init_fn=worker_init if workers else None,
                           multiprocessing_context=_worker_context(hp.worker_start) if workers else None)
 
     def _blank(self) -> dict:
@@ -362,9 +333,3 @@ def _worker_context(method: str):
     if method == "forkserver":  # import the heavy modules once in the server, not in every worker
         ctx.set_forkserver_preload(["torch", "torchvision", "decord", "surgclip.data.dataset", "surgclip.transform"])
     return ctx
-
-
-def _worker_init(worker_id: int) -> None:
-    # Each worker decodes with one thread; two workers x several threads on few cores only thrash.
-    torch.set_num_threads(1)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -279,3 +279,50 @@ class Collate:
             end_s=torch.tensor([it["end_s"] for it in good], dtype=torch.float32),
             video_id=[it["video_id"] for it in good], caption=captions)
         return batch
+
+
+class PaddedCollate:
+    """``Collate`` that keeps every batch at its full size, so ranks never disagree on shapes or steps.
+
+    A skipped item (``skip_errors``) is replaced by a copy of a valid item of the same batch (cycling
+    through them), or by ``blank`` when none is valid; ``valid`` marks the real ones and the loss and
+    the metrics ignore the rest. Dropping skipped items instead would give ranks batches of different
+    sizes (the loss all-gathers equal sizes) or empty batches (a rank that skips a step hangs DDP).
+
+    Args:
+        tokenizer: callable list[str] -> LongTensor [N, L].
+        blank: a stand-in item (uint8 ``video`` [T,3,S,S]) for all-skipped batches.
+        normalize: passed to ``Collate`` (a PreprocessCfg normalises uint8 videos once per batch).
+    Returns (per batch): ``Collate``'s batch (B = the number of items drawn) plus ``valid`` bool [B]
+        and ``skipped`` {reason: count} over ``SKIP_REASONS``.
+    """
+
+    def __init__(self, tokenizer, blank: dict, normalize=None):
+        self.collate, self.blank = Collate(tokenizer, normalize=normalize), blank
+
+    def __call__(self, items: list[dict]) -> dict:
+        good = [it for it in items if not it.get("skipped")]
+        skipped = {reason: 0 for reason in SKIP_REASONS}
+        for it in items:
+            if it.get("skipped"):
+                skipped[it.get("reason", "undecodable_media")] += 1
+        fill = good or [self.blank]
+        padded, k = [], 0
+        for it in items:
+            if it.get("skipped"):
+                padded.append(fill[k % len(fill)])
+                k += 1
+            else:
+                padded.append(it)
+        batch = self.collate(padded)
+        batch["num_skipped"] = len(items) - len(good)
+        batch["valid"] = torch.tensor([not it.get("skipped") for it in items], dtype=torch.bool)
+        batch["skipped"] = skipped
+        return batch
+
+
+def worker_init(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: one decoding thread per worker."""
+    # Each worker decodes with one thread; two workers x several threads on few cores only thrash.
+    torch.set_num_threads(1)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -170,23 +170,30 @@ class FrameFolderReader(FrameReader):
         self.numbers = [frame_number(f) for f in self.files]
 
     def read(self, indices: Sequence[int]) -> np.ndarray:
-        from PIL import Image
-
         idx = self._check(indices)
         out, cache = [], {}
         for i in idx.tolist():
             if i not in cache:
-                try:
-                    with Image.open(self.files[i]) as img:
-                        cache[i] = np.asarray(img.convert("RGB"))
-                except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-                    # PIL signals broken files with all of these (e.g. SyntaxError "broken PNG file")
-                    raise VideoReadError(f"cannot read frame image {self.files[i]}: {err}") from err
+                cache[i] = _read_rgb(self.files[i])
             out.append(cache[i])
         shapes = {a.shape for a in out}
         if len(shapes) > 1:
             raise VideoReadError(f"{self.path}: frames have different sizes {sorted(shapes)}")
         return np.stack(out)
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    """One frame image -> uint8 [H, W, 3]; a broken file is a VideoReadError naming it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            # an RGB image is read as is (no converted copy); others (L, P, CMYK, RGBA) are converted
+            return np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        # PIL signals broken files with all of these (e.g. SyntaxError "broken PNG file")
+        raise VideoReadError(f"cannot read frame image {path}: {err}") from err
 
 
 def probe_frame_size(path: Path) -> tuple[int, int] | None:

@@ -9,6 +9,7 @@
     cholec80/phase_annotations/videoNN-phase.txt   "Frame\\tPhase", one row per frame of the video
     cholec80/tool_annotations/videoNN-tool.txt     "Frame\\tGrasper\\t...\\tSpecimenBag", one row per second
     cholec80/fps.json                    fps of those videos and annotation strides, name mapping
+    frames/{name}/000000.jpg ...         every frame of every video (``extract-frames``): the fast training path
     benchmarks/<name>/                   a tiny dataset per benchmark in its official layout (sample_benchmarks)
     manifest.json                        seed, version, counts (written last: marks a complete sample)
 
@@ -35,7 +36,7 @@ from . import sample_scenes as scenes
 from . import sample_text as text
 from .sample_text import PHASES, TOOLS
 
-SAMPLE_VERSION = 2  # 2: benchmarks/ (every benchmark's official layout)
+SAMPLE_VERSION = 3  # 2: benchmarks/ (every benchmark's official layout); 3: frames/
 DEFAULT_ROOT = "data/sample"
 FPS = 5
 SIZE = 160
@@ -301,7 +302,8 @@ def _write_cholec80(root: Path, plans: list[VideoPlan], fps: float) -> dict:
 
 
 def make_sample(out_dir: str | Path = DEFAULT_ROOT, seed: int = 0, num_videos: int | None = None, fps: float = FPS,
-                size: int = SIZE, workers: int | None = None, split_sizes: dict | None = None) -> Path:
+                size: int = SIZE, workers: int | None = None, split_sizes: dict | None = None,
+                frames: bool = True) -> Path:
     """Generate the sample dataset into ``out_dir`` (built in a temp folder, then moved into place).
 
     Args:
@@ -311,6 +313,8 @@ def make_sample(out_dir: str | Path = DEFAULT_ROOT, seed: int = 0, num_videos: i
         fps, size: frame rate and square frame size of the videos.
         workers: render processes (default: up to 2).
         split_sizes: {"train", "val", "test"} counts (default 24 / 4 / 6).
+        frames: also extract every frame to ``frames/{name}/`` (JPEG, ``frames.json``), which the
+            embedded default trains from (a random clip costs a third of a video seek there).
     Returns:
         The sample root.
     """
@@ -342,6 +346,10 @@ def make_sample(out_dir: str | Path = DEFAULT_ROOT, seed: int = 0, num_videos: i
                 list(pool.imap_unordered(_render_job, jobs))
         else:
             list(map(_render_job, jobs))
+        if frames:
+            from .extract import extract_frames
+
+            extract_frames(tmp / "videos", tmp / "frames", size=None, workers=workers, progress=False)
         counts = _write_db(tmp / "captions.sqlite", plans, seed, fps, size)
         atomic_write_json(tmp / "splits.json", splits)
         by_name = {p.name: p for p in plans}
@@ -357,7 +365,7 @@ def make_sample(out_dir: str | Path = DEFAULT_ROOT, seed: int = 0, num_videos: i
             "counts": {"videos": total, **{k: len(v) for k, v in splits.items()},
                        "captions": {f"level{k}": v for k, v in counts.items() if isinstance(k, int)},
                        "dropped_by_default_filter": counts["dropped_by_default_filter"]},
-            "cholec80": mapping, "benchmarks": benchmarks, "encoder": f"libx264 via PyAV {av.__version__} (crf 30, veryfast, 1 thread)",
+            "cholec80": mapping, "benchmarks": benchmarks, "frames": "frames" if frames else None, "encoder": f"libx264 via PyAV {av.__version__} (crf 30, veryfast, 1 thread)",
             "seconds_to_generate": round(time.time() - t0, 1)})
         if out_dir.exists():
             if any(out_dir.iterdir()):
