@@ -153,6 +153,22 @@ def test_precision_is_validated_everywhere():
         model.encode_video(torch.randn(1, 2, 3, 32, 32))
 
 
+def test_bf16_on_a_cpu_without_native_bf16_warns(monkeypatch):
+    import warnings
+
+    import surgclip.model as model_module
+
+    model = small_model("tiny").set_precision("bf16")
+    video = torch.randn(1, 2, 3, model.preprocess_cfg.image_size, model.preprocess_cfg.image_size)
+    monkeypatch.setattr(model_module, "cpu_has_fast_bf16", lambda: False)
+    with pytest.warns(RuntimeWarning, match=r"precision 'bf16' on a CPU without native bf16 .* use precision='fp32'"):
+        model.encode_video(video)
+    monkeypatch.setattr(model_module, "cpu_has_fast_bf16", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        model.encode_video(video)
+
+
 def _published_block(block, x, B, T):
     """The published TimeSformer divided block, transcribed from surgclip 0.1.0 (tokens in (n t) order)."""
     from einops import rearrange
