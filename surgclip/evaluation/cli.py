@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import sys
 from pathlib import Path
 
@@ -298,6 +299,12 @@ def _expand_sources(sources: list[str]) -> list[Path]:
     return out
 
 
+def _model_source(model: str) -> str:
+    """How to load ``model`` again from any folder: a local path made absolute, a name as given."""
+    local = model[len("local-dir:"):] if model.startswith("local-dir:") else model
+    return os.path.abspath(local) if os.path.exists(local) else model
+
+
 def cmd_index(args) -> int:
     from .library import index_library
 
@@ -306,7 +313,7 @@ def cmd_index(args) -> int:
         raise FileNotFoundError(f"no videos or frame folders found in {' '.join(args.sources)}")
     model, _, _ = _load_model(args)
     report = index_library(model, sources, args.index, args.window_s, args.stride_s, args.num_frames, args.kind,
-                           args.batch_size, args.frames_fps, progress=True, model_source=args.model)
+                           args.batch_size, args.frames_fps, progress=True, model_source=_model_source(args.model))
     reasons = ", ".join(f"{r}: {n}" for r, n in sorted(report["failed_by_reason"].items()))
     print(f"index {args.index}: {report['num_clips']} clips, {report['search']} search; added "
           f"{len(report['added'])} videos, kept {len(report['skipped_existing'])}, failed {len(report['failed'])}"

@@ -2,6 +2,7 @@
 and answering text queries against it."""
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -60,7 +61,9 @@ def embed_video(model, path: Path, window_s: float, stride_s: float, num_frames:
         clips = torch.stack([transform(frames[w]) for w in where.reshape(idx.shape)])
         out.append(model.encode_video(clips.to(device)).float().cpu().numpy())
         del frames, clips
-    return np.concatenate(out), spans, {"path": str(path), "fps": reader.fps, "num_frames": reader.num_frames}
+    # absolute: `surgclip serve` and `search` resolve it from whatever folder they are started in
+    return np.concatenate(out), spans, {"path": os.path.abspath(path), "fps": reader.fps,
+                                        "num_frames": reader.num_frames}
 
 
 def failure_reason(path: Path, err: Exception) -> str:

@@ -176,7 +176,11 @@ def load_engine(index_dir, model: str | None = None, device: str = "cpu", precis
     except IndexError_ as err:
         raise ServeError(str(err)) from None
     source = model or recorded.meta.get("model_source") or recorded.meta["model"]
-    loaded, _, tokenizer = surgclip.load(source, device=device, precision=precision)
+    try:
+        loaded, _, tokenizer = surgclip.load(source, device=device, precision=precision)
+    except (OSError, ValueError) as err:  # missing/offline weights, a wrong or damaged file
+        raise ServeError(f"cannot load the model {source!r}{'' if model else ' recorded in the index'}: {err}; "
+                         f"pass the model that built the index with --model") from None
     try:  # reopen with the fingerprint: the index refuses a model other than the one that built it
         index = ClipIndex(index_dir, fingerprint=model_fingerprint(loaded))
     except IndexError_ as err:
@@ -184,5 +188,7 @@ def load_engine(index_dir, model: str | None = None, device: str = "cpu", precis
     if not len(index):
         raise ServeError(f"index {index_dir} holds no clips; add videos with `surgclip index VIDEOS --index {index_dir}`")
     engine = SearchEngine(loaded, tokenizer, index, source, **kwargs)
-    engine.encode_text("warm up")  # the first forward pass is slow (lazy init); pay it at start, not on a query
+    # the first forward pass is slow (lazy init) and the first search reads and checks the stored
+    # embeddings: pay both at start, not on the first query
+    engine.search("warm up", k=1)
     return engine

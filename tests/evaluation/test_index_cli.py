@@ -80,3 +80,26 @@ def test_cli_real_cholec_clips_index(realdata, tmp_path, capsys):
                  "--num-frames", "2"]) == 0
     assert main(["search", "hook dissecting the gallbladder", "--index", str(tmp_path / "ix"), "-k", "2"]) == 0
     assert clip.stem in capsys.readouterr().out
+
+
+def test_index_built_with_relative_paths_serves_from_another_folder(tmp_path, small_sample, tiny_model, monkeypatch):
+    """Sources and a local model given relative to the working folder are recorded absolute, so
+    `surgclip serve` started elsewhere loads the model and finds the media."""
+    import surgclip
+    from surgclip.serve.engine import load_engine
+
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    (work / "videos").mkdir(parents=True)
+    elsewhere.mkdir()
+    video = sorted((small_sample / "videos").glob("*/*.mp4"))[0]
+    shutil.copy(video, work / "videos" / "case1.mp4")
+    surgclip.save_pretrained(tiny_model[0], work / "model")
+    monkeypatch.chdir(work)
+    assert main(["index", "videos", "--index", "ix", "--model", "model", "--num-frames", "2"]) == 0
+    meta = ClipIndex(work / "ix").video_info()["case1"]
+    assert meta["path"] == str(work / "videos" / "case1.mp4")
+    monkeypatch.chdir(elsewhere)
+    engine = load_engine(str(work / "ix"))
+    assert engine.model_source == str(work / "model")
+    answer = engine.search("clipping of the cystic duct", k=3)
+    assert len(answer["hits"]) == 3 and all(h["available"] for h in answer["hits"])
