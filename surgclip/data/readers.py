@@ -127,7 +127,8 @@ class VideoFileReader(FrameReader):
             kwargs = {"height": int(target[0]), "width": int(target[1])}  # decord sizes its output at open only
         try:
             self._vr = decord.VideoReader(str(self.path), num_threads=num_threads, **kwargs)
-        except Exception as err:  # decord raises its own DECORDError for anything undecodable
+        except (decord.DECORDError, RuntimeError) as err:  # decord's errors for anything undecodable;
+            # a TypeError & co. is a bug and propagates instead of being counted as bad media
             raise VideoReadError(f"cannot open video {self.path}: {str(err).splitlines()[0]}") from err
         self.frame_size = (kwargs["height"], kwargs["width"]) if kwargs else self.native_size
         self.fps = float(self._vr.get_avg_fps())
@@ -137,9 +138,11 @@ class VideoFileReader(FrameReader):
 
     def read(self, indices: Sequence[int]) -> np.ndarray:
         idx = self._check(indices)
+        from decord import DECORDError
+
         try:
             batch = self._vr.get_batch(idx.tolist())
-        except Exception as err:
+        except (DECORDError, RuntimeError) as err:
             raise VideoReadError(f"cannot decode frames {idx.min()}..{idx.max()} of {self.path}: "
                                  f"{str(err).splitlines()[0]}") from err
         frames = batch.asnumpy() if hasattr(batch, "asnumpy") else np.asarray(batch)

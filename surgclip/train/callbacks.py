@@ -100,6 +100,8 @@ def chance_levels(metrics: dict) -> dict[str, float]:
     for direction in ("v2t", "t2v"):
         for k in (1, 5, 10):
             out[f"val/{direction}_R@{k}"] = 100.0 * min(k, n) / n if n else float("nan")
+    if "val/rsum" in metrics:
+        out["val/rsum"] = sum(out[f"val/{d}_R@{k}"] for d in ("v2t", "t2v") for k in (1, 5, 10))
     if "val/zeroshot_num_classes" in metrics:
         out["val/zeroshot_accuracy"] = 1.0 / metrics["val/zeroshot_num_classes"]
     return out

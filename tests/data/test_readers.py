@@ -135,3 +135,25 @@ def test_decode_at_size_equals_pyav_decode_then_resize(small_sample):
     other = np.abs(small[[1, 2, 0]].astype(np.float32) - ref).mean(axis=(1, 2, 3))
     assert other.min() > 3 * err.max()
     assert VideoFileReader(path, size=lambda h, w: None).frame_size == (160, 160)  # None: native size
+
+
+def test_a_programming_error_in_decoding_is_not_bad_media(small_sample, monkeypatch):
+    """Only the decoder's own errors become VideoReadError (a counted skip); a TypeError is a bug."""
+    import decord
+
+    video = sorted((small_sample / "videos").glob("*/*.mp4"))[0]
+    reader = VideoFileReader(video)
+
+    def broken(self, indices):
+        raise TypeError("bug in the caller")
+
+    monkeypatch.setattr(decord.VideoReader, "get_batch", broken)
+    with pytest.raises(TypeError, match="bug in the caller"):
+        reader.read([0, 1])
+
+    def undecodable(self, indices):
+        raise decord.DECORDError("corrupt packet")
+
+    monkeypatch.setattr(decord.VideoReader, "get_batch", undecodable)
+    with pytest.raises(VideoReadError, match=r"cannot decode frames 0\.\.1 of .*: corrupt packet"):
+        reader.read([0, 1])
