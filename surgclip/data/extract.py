@@ -92,6 +92,10 @@ def resume_mismatch(folder: Path, fps: float | None, params: dict) -> str | None
         value = info.get(key)
         if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
             diffs.append(f"{key} {value!r}")
+    if not diffs and isinstance(info.get("ext"), str):  # frames deleted behind frames.json's back
+        found = sum(1 for p in folder.iterdir() if p.suffix == f".{info['ext']}")
+        if found != info["frame_count"]:
+            diffs.append(f"{found} .{info['ext']} files for frame_count {info['frame_count']}")
     return ", ".join(diffs) or None
 
 
@@ -137,9 +141,14 @@ def extract_video(src: str | Path, out_dir: str | Path, fps: float | None = None
               "width": width, "height": height, "ext": ext, "size": size, "square": square,
               "source": str(src), "source_fps": reader.fps, "source_frames": reader.num_frames}
     atomic_write_json(tmp / FRAMES_MANIFEST, record)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
+    if out_dir.exists():  # swap by renames: a kill leaves the old folder whole, or no folder, never a part
+        old = out_dir.with_name(f".{out_dir.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, out_dir)
     return record
 
 

@@ -99,6 +99,39 @@ def test_resume_only_with_the_same_fps_and_size(videos, tmp_path, capsys):
     assert extract_frames(src, out, fps=20, size=16, workers=1, progress=False)["reextracted"] == {}
 
 
+def test_kill_while_replacing_a_folder_never_leaves_a_partial_one(videos, tmp_path, monkeypatch):
+    """Re-extraction (other fps) killed while the replaced folder is being deleted: what is left is
+    the complete new folder, and a folder whose frames were deleted behind frames.json is redone."""
+    import surgclip.data.extract as extract
+
+    out, src = tmp_path / "frames", videos / "case0.mp4"
+    extract_frames(src, out, fps=1, size=32, workers=1, progress=False)
+    real_rmtree = shutil.rmtree
+
+    def killed_halfway(path, *args, **kwargs):
+        path = Path(path)
+        if path.exists() and kwargs.get("ignore_errors") is not True:
+            files = sorted(path.iterdir())
+            for f in files[: len(files) // 2]:  # frames.json sorts last: it survives, as in a real kill
+                f.unlink()
+            raise KeyboardInterrupt("killed")
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(extract.shutil, "rmtree", killed_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        extract.extract_video(src, out / "case0", fps=2, size=32)
+    monkeypatch.setattr(extract.shutil, "rmtree", real_rmtree)
+    assert check_folder(out / "case0", decode=True) == []
+    assert open_source(out / "case0").num_frames == 8  # the new 2-fps folder, whole
+    # frames deleted by hand behind an intact frames.json: not resumed as complete
+    for f in sorted((out / "case0").glob("*.jpg"))[:3]:
+        f.unlink()
+    why = resume_mismatch(out / "case0", 2, {"size": 32, "square": False, "ext": "jpg"})
+    assert why == "5 .jpg files for frame_count 8"
+    assert "case0" in extract_frames(src, out, fps=2, size=32, workers=1, progress=False)["reextracted"]
+    assert check_folder(out / "case0", decode=True) == []
+
+
 def test_nothing_extracted_exits_nonzero_with_reasons(tmp_path, capsys):
     src = tmp_path / "src"
     src.mkdir()
