@@ -221,8 +221,8 @@ def read_multibypass_json(path, classes: list[str], key: str = "phases", eval_fp
 
     Intervals (milliseconds: ``time_scale=1e-3``) are sampled every ``1/eval_fps`` seconds; where
     intervals overlap the later one in the file wins (e.g. ``out_of_body`` inside ``preparation``).
-    Intervals whose id is in ``ignore`` (e.g. the ``severe_index`` adverse-event marker) are read and
-    checked but do not overwrite the phase.
+    Intervals whose id is in ``ignore`` (the ``severe_index`` adverse-event marker, id 13, which is
+    not among the 13 phase classes) are read and checked but do not overwrite the phase.
     """
     path, fps = Path(path), check_fps(eval_fps, "eval_fps")
     video = video or path.name.split(".")[0]
@@ -238,7 +238,7 @@ def read_multibypass_json(path, classes: list[str], key: str = "phases", eval_fp
         start = _json_number(seg["start"], path, f"{key}[{i}].start") * time_scale
         end = _json_number(seg["end"], path, f"{key}[{i}].end") * time_scale
         cid = _json_number(seg["label_id"], path, f"{key}[{i}].label_id", integer=True)
-        if not 0 <= cid < len(classes):
+        if not 0 <= cid < len(classes) and cid not in ignore:
             raise LabelFileError(path, None, f"{key}[{i}]: unknown class id {cid} ({seg.get('label_name')!r}); "
                                              f"expected 0..{len(classes) - 1}")
         if start < 0 or end < start or end > MAX_SECONDS:

@@ -130,8 +130,25 @@ def test_real_cholect50_json_matches_challenge_txt(realdata):
 
 
 def test_real_multibypass(realdata):
+    """Real MultiBypass140 JSONs against a direct reading: per second, the last interval in file order
+    that covers it (severe_index, id 13, never counts: 13 phase classes)."""
+    import json
+
     protocol = B.load_protocol("multibypass140")
     classes = B.class_names(protocol["classes"])
-    for site in ("bern/BBP01", "strasbourg/SBP01"):
-        t = F.read_multibypass_json(realdata / f"labels/multibypass140/{site}.mp4.json", classes)
-        assert len(t) > 100 and t.labels.max() < len(classes)
+    assert len(classes) == 13 and "severe_index" not in classes
+    seen_severe = False
+    for site in ("bern/BBP01", "bern/BBP07", "strasbourg/SBP01", "strasbourg/SBP12"):
+        path = realdata / f"labels/multibypass140/{site}.mp4.json"
+        for key, names in (("phases", classes), ("steps", B.class_names(protocol["step_classes"]))):
+            t = F.read_multibypass_json(path, names, key=key, ignore=(13,) if key == "phases" else ())
+            intervals = json.loads(path.read_text())[key]
+            seen_severe |= any(seg["label_id"] == 13 for seg in intervals) and key == "phases"
+            expected = {}
+            for second in range(int(max(seg["end"] for seg in intervals) / 1000) + 1):
+                for seg in intervals:
+                    if seg["start"] / 1000 <= second < seg["end"] / 1000 and not (key == "phases" and seg["label_id"] == 13):
+                        expected[second] = seg["label_id"]
+            got = dict(zip(t.time_s.astype(int).tolist(), t.labels.tolist()))
+            assert got == expected, (site, key)
+    assert seen_severe  # the files do mark severe_index intervals, and they were left out
