@@ -44,8 +44,8 @@ READ_AHEAD_ROWS = 32
 class _Locator:
     """Maps a time to a frame position of an opened source (None when that frame is absent)."""
 
-    def __init__(self, reader, name_fps: float | None):
-        self.reader = reader
+    def __init__(self, reader, name_fps: float | None, first_number: int = 0):
+        self.reader, self.first_number = reader, int(first_number)
         numbers = getattr(reader, "numbers", None)
         self.positions = None
         if numbers is not None:
@@ -53,8 +53,8 @@ class _Locator:
             self.positions = {n: i for i, n in enumerate(numbers)}
 
     def anchor(self, time_s: float) -> int | None:
-        if self.positions is not None:
-            return self.positions.get(int(round(time_s * self.name_fps)))
+        if self.positions is not None:  # the file whose number is the frame shown at time_s
+            return self.positions.get(seconds_to_frame(time_s, self.name_fps) + self.first_number)
         idx = seconds_to_frame(time_s, self.reader.fps)
         return idx if idx < self.reader.num_frames else None
 
@@ -139,7 +139,7 @@ def _video_clips(table, video, transform, T, mode, stride_s, skipped):
         skipped["undecodable_media"] += len(rows)
         yield from ((row, None) for row in rows)
         return
-    locator = _Locator(reader, source.name_fps)
+    locator = _Locator(reader, source.name_fps, source.first_number)
     stride = max(1, int(round(stride_s * reader.fps)))
     anchors = [locator.anchor(float(table.time_s[row])) for row in rows]
     # [n, T] frame positions per row (-1: no such frame); numpy, not lists: 3600 rows of an hour stay small

@@ -67,12 +67,14 @@ def read_fps_json(root: Path) -> dict:
 
 
 def attach_sources(table: FrameTable, root: Path, candidates: dict[str, tuple[list[Path], Path]],
-                   frames_fps: float | None, name_fps: float | None = None, what: str = "") -> FrameTable:
+                   frames_fps: float | None, name_fps: float | None = None, what: str = "",
+                   first_number: int = 0) -> FrameTable:
     """Set ``table.sources``: for each video the first existing video file, else its frame folder.
 
     Args:
         candidates: video id -> (video file paths in order of preference, frame folder).
         frames_fps: rate of frame folders; a folder without it is an error saying how to pass it.
+        first_number: the number of the frame file at time 0 in the layout's folders (``FrameSource``).
     Raises:
         FileNotFoundError naming the expected paths of a video that has neither.
     """
@@ -86,7 +88,7 @@ def attach_sources(table: FrameTable, root: Path, candidates: dict[str, tuple[li
             if not frames_fps:
                 raise ValueError(f"frame folder {folder} needs its fps: pass --frames-fps or write "
                                  f"{root / 'fps.json'} as {{\"frames_fps\": 1}}")
-            sources[vid] = FrameSource(folder, fps=float(frames_fps), name_fps=name_fps)
+            sources[vid] = FrameSource(folder, fps=float(frames_fps), name_fps=name_fps, first_number=first_number)
         else:
             raise FileNotFoundError(f"{what}video {vid}: expected {files[0]} (video) or {folder}/ (frame folder) "
                                     f"in the official layout under {root}")
@@ -245,7 +247,9 @@ def load_multibypass140(root: Path, protocol: dict, split: str, task: str, opts:
     base = root / site["folder"]
     frames_fps = opts.frames_fps or read_fps_json(root).get("frames_fps")
     cands = {v: ([base / "videos" / f"{v}{e}" for e in VIDEO_EXTS], base / "frames" / v) for v in table.videos()}
-    return attach_sources(table, root, cands, frames_fps, opts.name_fps)
+    # the official util/extract_frames.py writes ffmpeg's <id>_%08d.jpg: numbered from 1
+    return attach_sources(table, root, cands, frames_fps, opts.name_fps,
+                          first_number=int(protocol.get("frames_first_number", 0)))
 
 
 def load_grasp(root: Path, protocol: dict, split: str, task: str, opts: LoadOptions) -> FrameTable:

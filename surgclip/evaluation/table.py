@@ -32,14 +32,17 @@ class FrameSource:
         fps: rate of a frame folder (frames per second of video it holds); None for video files.
         name_fps: rate that the folder's file *numbers* count in (e.g. ``100.jpg`` named by 25-fps
             index in a folder that holds every 100th frame: fps 0.25, name_fps 25). Default = fps.
+        first_number: the number of the file that holds time 0: 0 for most layouts, 1 for frames
+            written by ffmpeg's ``%08d`` pattern (MultiBypass140's ``util/extract_frames.py``).
     """
 
     path: Path
     fps: float | None = None
     name_fps: float | None = None
+    first_number: int = 0
 
     def to_dict(self) -> dict:
-        return {"path": str(self.path), "fps": self.fps, "name_fps": self.name_fps}
+        return {"path": str(self.path), "fps": self.fps, "name_fps": self.name_fps, "first_number": self.first_number}
 
 
 @dataclass

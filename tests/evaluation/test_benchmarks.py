@@ -182,6 +182,7 @@ def test_real_multibypass140_jsons(realdata, tmp_path):
         (tmp_path / "BernBypass70/frames" / f"BBP{vid:02d}").mkdir(parents=True)
     table = B.load_benchmark("bernbypass70", tmp_path, split="test", task="phase", frames_fps=1)
     assert len(table.videos()) == 20
+    assert table.sources["BBP02"].first_number == 1  # util/extract_frames.py: ffmpeg numbers from 1
     # brute force for one video: the last non-ignored interval covering each second
     data = json.loads((site_dir / "BBP02.mp4.json").read_text())
     rows = table.select(table.video == "BBP02")

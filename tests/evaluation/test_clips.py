@@ -107,3 +107,18 @@ def test_programming_errors_propagate(tmp_path):
     for prefetch in (0, 2):
         with pytest.raises(TypeError, match="bug in a transform"):
             _collect(table, 2, "centered", transform=broken, prefetch=prefetch)
+
+
+def test_ffmpeg_numbered_folder_starts_at_one(tmp_path):
+    """MultiBypass140's util/extract_frames.py writes ffmpeg's ``<id>_%08d.jpg`` from 1: the frame
+    shown at t s is file t + 1 (``first_number=1``); the 0-based default would read one second late."""
+    folder = tmp_path / "BBP02"
+    folder.mkdir()
+    for n in range(1, 7):  # file n is grey level 20 * n
+        Image.fromarray(np.full((8, 8, 3), 20 * n, np.uint8)).save(folder / f"BBP02_{n:08d}.png")
+    for first, expected in ((1, {0: 1, 1: 2, 4: 5, 5: 6}), (0, {1: 1, 4: 4, 5: 5})):
+        table = _table({"v": FrameSource(folder, fps=1.0, first_number=first)}, [0.0, 1.0, 4.0, 5.0])
+        clips, skipped = _collect(table, 1, "frame")
+        got = {int(table.time_s[r]): int(((c[0, 0, 0, 0] * 0.5 + 0.5) * 255 / 20).round()) for r, c in clips.items()}
+        assert got == expected
+        assert skipped == ({} if first else {"missing_frame": 1})  # 0-based: no file 0 for t = 0
