@@ -90,7 +90,8 @@ class ExportAndReport(L.Callback):
             single.validate(module, datamodule=dm, verbose=False)  # module.setup: a 1-process loss
             metrics = dict(module.last_val_metrics)
         skipped = dict(getattr(module, "skipped_total", {}) or {})
-        write_report(run_dir, metrics, module, model_dir, best_checkpoint(trainer), skipped)
+        dropped = dict(getattr(dm, "setup_dropped", {}) or {}) if dm is not None else {}
+        write_report(run_dir, metrics, module, model_dir, best_checkpoint(trainer), skipped, dropped)
 
 
 def chance_levels(metrics: dict) -> dict[str, float]:
@@ -108,10 +109,10 @@ def chance_levels(metrics: dict) -> dict[str, float]:
 
 
 def write_report(run_dir: Path, metrics: dict, module: L.LightningModule, model_dir: Path | None,
-                 checkpoint: str | None, skipped: dict | None = None) -> None:
-    """report.json (every number + config + skipped training items by reason), report.md (headline
-    table), loss_curve.png; prints the headline numbers and the skip counts."""
-    skipped = skipped or {}
+                 checkpoint: str | None, skipped: dict | None = None, dropped_rows: dict | None = None) -> None:
+    """report.json (every number + config + skipped training items by reason + caption rows dropped
+    at setup), report.md (headline table), loss_curve.png; prints the headline numbers and the counts."""
+    skipped, dropped_rows = skipped or {}, dropped_rows or {}
     chance = chance_levels(metrics)
     rows = [(k, v, chance.get(k)) for k, v in sorted(metrics.items())]
     lines = ["# surgclip training report", "",
@@ -124,6 +125,9 @@ def write_report(run_dir: Path, metrics: dict, module: L.LightningModule, model_
         lines.append(f"| {key} | {value:.4f} | {'' if ch is None else f'{ch:.4f}'} |")
     skip_line = ("skipped training items (all epochs, all ranks): "
                  + (", ".join(f"{r}: {n}" for r, n in sorted(skipped.items())) or "none"))
+    if dropped_rows:
+        skip_line += ("\ninvalid caption rows dropped at setup: "
+                      + ", ".join(f"{r}: {n}" for r, n in sorted(dropped_rows.items())))
     table = lines[-len(rows) - 2:]
     curve = plot_loss_curve(run_dir)
     if curve:
@@ -132,7 +136,7 @@ def write_report(run_dir: Path, metrics: dict, module: L.LightningModule, model_
     atomic_write_text(run_dir / "report.md", "\n".join(lines) + "\n")
     atomic_write_json(run_dir / "report.json", {
         "metrics": metrics, "chance": chance, "model_dir": str(model_dir), "checkpoint": checkpoint,
-        "skipped_train_items": skipped,
+        "skipped_train_items": skipped, "dropped_caption_rows": dropped_rows,
         "hyper_parameters": {k: v for k, v in dict(module.hparams).items()},
         "model_config": module.model.config}, default=str)
     print("\n" + "\n".join(table + ["", skip_line]))

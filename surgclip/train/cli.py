@@ -50,14 +50,13 @@ def train_main(argv: list[str] | None = None) -> int:
     cli_class = _cli_class()
     # by design: the module normalises uint8 batches after the transfer (data.uint8_video)
     warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer` in `LightningModule`")
-    # LightningCLI warns when it gets ``args`` while sys.argv holds arguments too: it gets them once
-    saved_argv, sys.argv = sys.argv, sys.argv[:1]
+    # LightningCLI warns when it gets ``args`` while sys.argv holds them too (``surgclip train`` passes
+    # them on); sys.argv itself must stay: DDP starts the other ranks by re-running it
+    warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended to run from within Python")
     try:
         cli_class(SurgCLIPModule, SurgLaViDataModule, args=argv, seed_everything_default=0,
                   save_config_kwargs={"overwrite": True}, parser_kwargs={"prog": "surgclip train"})
     except (FloatingPointError, ValueError, FileNotFoundError) as err:
         print(f"surgclip train: error: {err}", file=sys.stderr)
         return 1
-    finally:
-        sys.argv = saved_argv
     return 0

@@ -70,6 +70,7 @@ class SurgCLIPModule(L.LightningModule):
         self.loss_fn = InfoNCELoss(local_loss=local_loss, multi_positive=multi_positive, mask_overlaps=mask_overlaps)
         self.level_weights = {int(k): float(v) for k, v in (level_loss_weights or {}).items()}
         self._val_video, self._val_text, self._val_keys = [], [], []
+        self._val_skipped = dict.fromkeys(SKIP_REASONS, 0)
         self.last_val_metrics: dict[str, float] = {}
         self.last_val_step = -1  # global step the metrics above were computed at
         # bad training items skipped this epoch on this rank, by reason; summed over ranks at epoch end
@@ -154,6 +155,8 @@ class SurgCLIPModule(L.LightningModule):
                   f"of the same batch, left out of the loss")
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
+        for reason, n in (batch.get("skipped") or {}).items():
+            self._val_skipped[reason] = self._val_skipped.get(reason, 0) + int(n)
         out = self.model_step(batch)
         valid = batch.get("valid")
         valid = torch.ones(len(batch["video_id"]), dtype=torch.bool) if valid is None else valid
@@ -164,6 +167,7 @@ class SurgCLIPModule(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._val_video, self._val_text, self._val_keys = [], [], []
+        self._val_skipped = dict.fromkeys(SKIP_REASONS, 0)
 
     def on_validation_epoch_end(self) -> None:
         """Retrieval over the whole held-out set (gathered from all ranks, each caption once) and,
@@ -189,9 +193,29 @@ class SurgCLIPModule(L.LightningModule):
             # far steadier on a small held-out set than R@1 alone
             metrics["val/rsum"] = sum(metrics[f"val/{d}_R@{k}"] for d in ("v2t", "t2v") for k in (1, 5, 10))
         metrics["val/num_clips"] = float(video.shape[0])
+        # held-out clips that could not be read, by reason, summed over ranks (every rank, every time)
+        reasons = sorted(SKIP_REASONS)
+        counts = torch.tensor([float(self._val_skipped.get(r, 0)) for r in reasons], device=self.device)
+        counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
+        metrics["val/skipped"] = float(counts.sum())
+        for r, n in zip(reasons, counts.tolist()):
+            metrics[f"val/skipped_{r}"] = float(n)
+        if metrics["val/skipped"] and self.trainer.is_global_zero:
+            print(f"validation: skipped {int(metrics['val/skipped'])} held-out clips "
+                  f"({', '.join(f'{r}: {int(n)}' for r, n in zip(reasons, counts.tolist()) if n)})")
         if self.hparams.zeroshot_root and not self.trainer.sanity_checking:
-            zs = self._zero_shot() if self.trainer.is_global_zero else None
-            metrics.update(self.trainer.strategy.broadcast(zs, src=0))  # one scorer, same numbers everywhere
+            zs, failure = None, None
+            if self.trainer.is_global_zero:
+                try:
+                    zs = self._zero_shot()
+                except Exception as err:  # re-raised below on every rank: the others must not wait forever
+                    zs, failure = {"error": f"{type(err).__name__}: {err}"}, err
+            zs = self.trainer.strategy.broadcast(zs, src=0)  # one scorer, same numbers everywhere
+            if "error" in zs:
+                if failure is not None:
+                    raise failure
+                raise RuntimeError(f"zero-shot validation failed on rank 0: {zs['error']}")
+            metrics.update(zs)
         self.last_val_metrics, self.last_val_step = metrics, int(self.global_step)
         # every rank holds the same values and logs the same keys in the same order; sync_dist keeps
         # the monitored metric (val/rsum) identical for ModelCheckpoint on every rank regardless

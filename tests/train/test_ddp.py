@@ -116,7 +116,7 @@ def test_two_processes_match_one_resume_freeze_and_skips(small_sample, tmp_path)
     rows = _metrics(run)
     assert _series(rows, "train/skipped_bad_span") == {STEPS - 1: 2.0, 2 * STEPS - 1: 0.0}
     val = [r for r in rows if "val/v2t_R@1" in r]
-    assert len(val) == 2 and all(0 <= r["val/zeroshot_accuracy"] <= 1 and r["val/zeroshot_skipped"] == 0 for r in val)
+    assert len(val) == 2 and all(r["val/zeroshot_skipped"] == 0 and r["val/skipped"] == 0 for r in val)
     # lr_scale under DDP: the vision groups run at half the others' learning rate
     lr_rows = [{k: v for k, v in r.items() if k.startswith("lr-AdamW/")} for r in rows if "lr-AdamW/pg1" in r]
     assert len(lr_rows) == 2 * STEPS
@@ -124,7 +124,7 @@ def test_two_processes_match_one_resume_freeze_and_skips(small_sample, tmp_path)
 
     report = json.loads((run / "report.json").read_text())
     timing = json.loads((run / "timing.json").read_text())  # RunTimer (configs/sample.yaml) on rank 0 only
-    assert timing["steps"] == 2 * STEPS and timing["ratio"] == pytest.approx(timing["elapsed_s"] / timing["bare_compute_s"])
+    assert timing["steps"] == 2 * STEPS and timing["bare_step_s"] > 0
     assert report["skipped_train_items"] == {"bad_span": 2, "missing_file": 0, "undecodable_media": 0}
     assert report["metrics"]["val/num_clips"] > 0 and "val/zeroshot_f1" in report["metrics"]
     best = torch.load(ddp / report["checkpoint"], weights_only=True)
@@ -141,8 +141,13 @@ def test_two_processes_match_one_resume_freeze_and_skips(small_sample, tmp_path)
     _cli(single, *common, "--trainer.max_epochs", "3")
     one = _series(_metrics(single / "runs" / "t" / "version_0"), "train/loss")
 
+    # zero-shot is scored on rank 0 over the whole folder: the same numbers as one process at each epoch
+    one_val = [r for r in _metrics(single / "runs" / "t" / "version_0") if "val/zeroshot_accuracy" in r]
+    for key in ("val/zeroshot_accuracy", "val/zeroshot_f1"):
+        assert [r[key] for r in val] == pytest.approx([r[key] for r in one_val[:2]], abs=1e-6), key
     two = {**_series(rows, "train/loss"), **_series(resumed, "train/loss")}
     assert sorted(two) == sorted(one) == list(range(3 * STEPS))
     for step in one:
         assert two[step] == pytest.approx(one[step], rel=1e-5), (step, two, one)
     assert len(set(one.values())) == len(one)  # the curve moves: a stuck loss would match trivially
+

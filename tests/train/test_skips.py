@@ -54,3 +54,33 @@ def test_skips_are_counted_by_reason_and_batches_keep_their_size(small_sample, t
     assert counts == expected
     assert sizes == [1] * len(table)  # every item yields a batch, skipped or not
     assert real == len(table) - sum(expected.values())
+
+
+def test_validation_skips_reach_the_val_metrics(small_sample, tmp_path):
+    """A held-out video whose file is gone: its clips are counted as val/skipped_missing_file, and
+    retrieval is scored on the others only."""
+    import json
+
+    import lightning as L
+
+    from surgclip.train.module import SurgCLIPModule
+
+    splits = json.loads((small_sample / "splits.json").read_text())
+    present, gone = splits["val"][0], splits["train"][0]
+    videos = tmp_path / "videos"
+    for name in splits["train"][1:] + [present]:
+        shutil.copytree(small_sample / "videos" / name, videos / name)
+    (tmp_path / "splits.json").write_text(json.dumps({"train": splits["train"][1:], "val": [present, gone]}))
+    small = {"num_frames": 2, "embed_dim": 16, "preprocess": {"image_size": 32},
+             "vision": {"timm": {"img_size": 32, "patch_size": 16, "embed_dim": 32, "depth": 1, "num_heads": 2},
+                        "temporal_cfg": {"heads": 2, "num_frames": 2}},
+             "text": {"config": {"hidden_size": 32, "num_hidden_layers": 1}}}
+    module = SurgCLIPModule(model="tiny", model_overrides=small, zeroshot_root=None)
+    dm = SurgLaViDataModule(root=None, db_path=str(small_sample / "captions.sqlite"), video_root=str(videos),
+                            splits_file=str(tmp_path / "splits.json"), num_frames=2, batch_size=8, skip_errors=True)
+    L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False).validate(module, datamodule=dm, verbose=False)
+    names = np.asarray(dm.datasets["val"].table.video_name)
+    metrics = module.last_val_metrics
+    assert metrics["val/skipped_missing_file"] == metrics["val/skipped"] == float((names == gone).sum()) > 0
+    assert metrics["val/num_clips"] == float((names == present).sum())
