@@ -154,7 +154,7 @@ def _grasp(out: Path, procs: list[_Procedure]) -> None:
     splits = {"train": [1, 2], "test": [41, 47]}
     for split, cases in splits.items():
         long_term = {"phases_categories": cats["phases"], "steps_categories": cats["steps"], "images": [], "annotations": []}
-        short_term = {"instruments_categories": cats["instruments"], "images": [], "annotations": []}
+        short_term = {"categories": cats["instruments"], "images": [], "annotations": []}  # as released
         for case, p in zip(cases, procs[:2] if split == "train" else procs[2:]):
             video = f"CASE{case:03d}"
             n = len(p.frames)

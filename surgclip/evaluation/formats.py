@@ -355,7 +355,9 @@ def _coco_list(path, data: dict, key: str) -> list[dict]:
 def read_grasp_json(path, task: str = "phases", frame_fps: float = 30.0) -> FrameTable:
     """GraSP COCO-style JSON: ``{task}_categories`` [{id, name}], ``images`` [{id, file_name
     ("CASE001/000000000.jpg"), video_name?, frame_num?}], ``annotations`` [{image_id, phases, steps,
-    category_id / instruments (instrument boxes)}].
+    category_id / instruments (instrument boxes)}]. The released short-term files list the
+    instruments as COCO ``categories``; TAPIS's matched files rename them ``instruments_categories``:
+    both are read.
 
     Args:
         task: ``phases`` | ``steps`` (single-label) or ``instruments`` (multi-label, from each box's
@@ -364,9 +366,13 @@ def read_grasp_json(path, task: str = "phases", frame_fps: float = 30.0) -> Fram
     """
     path, fps = Path(path), check_fps(frame_fps, "frame_fps")
     data = _json_object(path, load_json(path))
-    cats = _coco_list(path, data, f"{task}_categories")
+    key = f"{task}_categories"
+    if task == "instruments" and key not in data:
+        key = "categories"
+    cats = _coco_list(path, data, key)
     if not cats:
-        raise LabelFileError(path, None, f"no {task}_categories; keys are {sorted(map(str, data))}")
+        raise LabelFileError(path, None, f"no {task}_categories{' or categories' if task == 'instruments' else ''}; "
+                                         f"keys are {sorted(map(str, data))}")
     by_id = {_json_number(c.get("id"), path, f"{task}_categories id", integer=True): str(c.get("name")) for c in cats}
     ids = sorted(by_id)
     id_to_col = {cid: i for i, cid in enumerate(ids)}

@@ -86,6 +86,15 @@ def test_sarrarp50_multibypass_grasp_surglavi_fixtures(tmp_path):
     assert p.labels.tolist() == [1, 0] and p.time_s.tolist() == [0.0, 1.0] and p.video[0] == "CASE001"
     i = F.read_grasp_json(grasp, "instruments")
     assert i.targets.tolist() == [[0, 0, 1], [1, 1, 0]]
+    # the released short-term file names the instruments COCO "categories" (TAPIS renames them)
+    released = json.loads(grasp.read_text())
+    released["categories"] = released.pop("instruments_categories")
+    grasp.write_text(json.dumps(released))
+    assert F.read_grasp_json(grasp, "instruments").targets.tolist() == [[0, 0, 1], [1, 1, 0]]
+    del released["categories"]
+    grasp.write_text(json.dumps(released))
+    with pytest.raises(F.LabelFileError, match=r"grasp.json: no instruments_categories or categories"):
+        F.read_grasp_json(grasp, "instruments")
 
     coco = tmp_path / "eval.json"
     coco.write_text(json.dumps({"categories": [{"id": 5, "name": "cut", "description": "scissors cut the duct"},
