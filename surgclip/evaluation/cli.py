@@ -243,26 +243,31 @@ def cmd_linear_probe(args) -> int:
 
     train, protocol, task = _table(args, args.split)
     test, _, _ = _table(args, args.test_split)
-    if train.multilabel:
-        raise ValueError("linear-probe supports single-label tasks (phase, step, action)")
     model, _, _ = _load_model(args)
     cache = Path(args.cache) / f"{model.name}-{args.mode}-{args.num_frames or model.num_frames}"
     xtr, vtr, s1 = extract_features(model, train, cache, args.num_frames, args.mode, args.stride_s, args.batch_size, True)
     xte, vte, s2 = extract_features(model, test, cache, args.num_frames, args.mode, args.stride_s, args.batch_size, True)
-    res = linear_probe(xtr[vtr], train.labels[vtr], train.video[vtr], xte[vte], test.labels[vte], test.video[vte],
+    y_train, y_test = (train.targets, test.targets) if train.multilabel else (train.labels, test.labels)
+    res = linear_probe(xtr[vtr], y_train[vtr], train.video[vtr], xte[vte], y_test[vte], test.video[vte],
                        percents=_numbers(args.percents, float), shots=_numbers(args.shots, int),
-                       seeds=_numbers(args.seeds, int))
-    rows = [{"percent": p, "f1": r["f1_mean"], "f1_std": r["f1_std"], "accuracy": r["accuracy_mean"],
-             "accuracy_std": r["accuracy_std"]} for p, r in res["results"].items()]
+                       seeds=_numbers(args.seeds, int), video_wise=train.name.startswith("cholect50/triplet"))
+    if train.multilabel:
+        columns = ["percent", "mAP", "mAP_std"]
+        rows = [{"percent": p, "mAP": r["mAP_mean"], "mAP_std": r["mAP_std"]} for p, r in res["results"].items()]
+    else:
+        columns = ["percent", "f1", "f1_std", "accuracy", "accuracy_std"]
+        rows = [{"percent": p, "f1": r["f1_mean"], "f1_std": r["f1_std"], "accuracy": r["accuracy_mean"],
+                 "accuracy_std": r["accuracy_std"]} for p, r in res["results"].items()]
     skipped = {"train": s1, "test": s2}
     reports.write_report(args.out, "linear_probe", res["results"], {"metric": res["protocol"], "mode": args.mode,
                          "num_frames": args.num_frames or model.num_frames, "benchmark": protocol.get("name"),
                          "task": task, "split": args.split, "test_split": args.test_split},
-                         _config(args), reports.checkpoint_hash(args.model, model), rows,
-                         ["percent", "f1", "f1_std", "accuracy", "accuracy_std"], extra={"skipped": skipped})
+                         _config(args), reports.checkpoint_hash(args.model, model), rows, columns,
+                         extra={"skipped": skipped})
+    metric = columns[1]
     for r in rows:
         what = r["percent"] if r["percent"].endswith("-shot") else f"{r['percent']}% of training procedures"
-        print(f"{what:>32}: F1 {r['f1']:.4f} ± {r['f1_std']:.4f}")
+        print(f"{what:>32}: {metric} {r[metric]:.4f} ± {r[metric + '_std']:.4f}")
     print(f"report: {args.out}/")
     return 0
 

@@ -224,3 +224,10 @@ def test_real_peskavlp_cholec80_and_autolaparo_csvs(realdata):
     assert c80.labels[0] == int(first[1]) - 1
     auto = B.load_benchmark("autolaparo-csv", realdata / "labels/peskavlp/autolaparo", split="test")
     assert sorted(set(auto.videos())) == [f"{i:02d}" for i in range(15, 22)] and auto.labels.max() <= 6
+
+
+def test_bern_fold1_train_is_the_rest_of_the_70_videos():
+    splits = B.load_protocol("bernbypass70")["splits"]["bern"]
+    train, val, test = (set(splits[k]) for k in ("train", "val", "test"))
+    assert (len(train), len(val), len(test)) == (40, 10, 20)
+    assert not (train & val or train & test or val & test) and train | val | test == set(range(1, 71))

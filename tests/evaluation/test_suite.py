@@ -140,3 +140,22 @@ def test_custom_benchmark_zeroshot_and_linear_probe(small_sample, tmp_path):
     assert custom_probe["runs"][0]["videos"] == ["01", "02"]
     # the same videos and labels as the AutoLaparo layout: the same probe result
     assert custom_probe["f1_mean"] == pytest.approx(probe["metrics"]["100.0"]["f1_mean"])
+
+
+@pytest.mark.parametrize("bench,task,video_wise", [("cholec80", "tool", False), ("cholect50", "triplet", True)])
+def test_multilabel_linear_probe_cli(small_sample, tmp_path, bench, task, video_wise):
+    """Multi-label rows of the table probe too: one-vs-rest logistic regression, mAP (video-wise AP
+    for CholecT50 triplets); the numbers are checked against sklearn in test_linear_probe.py."""
+    root = small_sample / "benchmarks" / bench
+    args = ["linear-probe", "--benchmark", bench, "--task", task, "--root", str(root), "--percents", "100",
+            "--seeds", "0", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "lp")] + FAST
+    if bench == "cholect50":  # the sample's CholecT50 holds test videos only: train on two of them
+        (tmp_path / "train.txt").write_text("6\n10\n")
+        (tmp_path / "test.txt").write_text("1\n15\n")
+        args += ["--split", str(tmp_path / "train.txt"), "--test-split", str(tmp_path / "test.txt")]
+    assert main(args) == 0
+    report = json.loads((tmp_path / "lp" / "linear_probe.json").read_text())
+    entry = report["metrics"]["100.0"]
+    assert "mAP_mean" in entry and "f1_mean" not in entry and "one-vs-rest" in report["protocol"]["metric"]
+    assert ("video-wise" in report["protocol"]["metric"]) == video_wise
+
