@@ -392,10 +392,11 @@ def cmd_retrieval(args) -> int:
             raise ValueError(f"no readable pairs in {args.pairs}: {failed[:3]}")
         text = model.encode_text(tokenize(caps, tokenizer, max_length=getattr(tokenizer, "context_length", 77)))
     sim = text @ torch.cat(vids).T
-    m = {"text_to_video": retrieval_metrics(sim), "video_to_text": retrieval_metrics(sim.T), "pairs": len(caps),
-         "failed": failed}
+    groups = np.unique(caps, return_inverse=True)[1]  # a caption text repeated for several clips fits each
+    m = {"text_to_video": retrieval_metrics(sim, groups), "video_to_text": retrieval_metrics(sim.T, groups),
+         "pairs": len(caps), "failed": failed}
     rows = [dict(direction=k, **v) for k, v in m.items() if isinstance(v, dict)]
-    reports.write_report(args.out, "retrieval", m, {"metric": "R@K (%) and median rank, ground truth on the diagonal",
+    reports.write_report(args.out, "retrieval", m, {"metric": "R@K (%) and median rank, ground truth on the diagonal (a repeated caption text matches each of its clips)",
                          "num_frames": T, "mode": "uniform"}, _config(args), reports.checkpoint_hash(args.model, model),
                          rows, ["direction", "R@1", "R@5", "R@10", "MedR", "MeanR"])
     for r in rows:

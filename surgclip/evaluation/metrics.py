@@ -164,22 +164,38 @@ def video_wise_ap(targets, scores, videos, ignore_null: bool = False) -> dict:
     return {"mAP": mean, "AP": classwise.tolist(), "per_video_mAP": per_video}
 
 
-def retrieval_metrics(sim) -> dict:
+def retrieval_metrics(sim, groups=None) -> dict:
     """Text-to-clip (or clip-to-text) retrieval with the ground truth on the diagonal.
 
     Args:
         sim: [Nq, Nc] similarity (tensor or array), Nq <= Nc; query i's match is candidate i.
+        groups: optional [Nc] ids marking candidates that are interchangeable ground truths (e.g. the
+            same caption text paired with two clips): query i is answered by any candidate of its
+            group, ranked by the best of them. None = the diagonal alone.
     Returns:
         ``{"R@1", "R@5", "R@10"}`` in percent, ``"MedR"``, ``"MeanR"`` (1-based ranks). Ties count
-        against the query (the match ranks after every candidate scoring at least as high).
+        against the query (the match ranks after every other candidate scoring at least as high).
     """
     sim = _np(sim).astype(np.float64)
     if sim.ndim != 2 or sim.shape[0] > sim.shape[1]:
         raise ValueError(f"expected a similarity matrix [Nq, Nc] with Nq <= Nc, got shape {sim.shape}")
     n = sim.shape[0]
-    diag = sim[np.arange(n), np.arange(n)]
-    others = sim.copy()
-    others[np.arange(n), np.arange(n)] = -np.inf
-    ranks = (others >= diag[:, None]).sum(1) + 1
+    groups = np.arange(sim.shape[1]) if groups is None else np.asarray(groups)
+    positive = groups[None, :] == groups[:n, None]  # [Nq, Nc]
+    positive[np.arange(n), np.arange(n)] = True
+    best = np.where(positive, sim, -np.inf).max(1)
+    ranks = (np.where(positive, -np.inf, sim) >= best[:, None]).sum(1) + 1
     return {"R@1": 100.0 * float(np.mean(ranks <= 1)), "R@5": 100.0 * float(np.mean(ranks <= 5)),
             "R@10": 100.0 * float(np.mean(ranks <= 10)), "MedR": float(np.median(ranks)), "MeanR": float(np.mean(ranks))}
+
+
+def retrieval_chance(groups, ks=(1, 5, 10)) -> dict:
+    """Expected ``R@K`` (percent) of random scores when query i has ``|group of i|`` interchangeable
+    ground truths among the N candidates: the mean over queries of 1 - C(N-g, K) / C(N, K)."""
+    from math import comb
+
+    groups = np.asarray(groups)
+    n = len(groups)
+    sizes = np.unique(groups, return_inverse=True, return_counts=True)[2][np.unique(groups, return_inverse=True)[1]]
+    return {f"R@{k}": 100.0 * float(np.mean([1 - comb(n - g, min(k, n)) / comb(n, min(k, n)) for g in sizes]))
+            for k in ks}

@@ -99,8 +99,8 @@ def chance_levels(metrics: dict) -> dict[str, float]:
     n = metrics.get("val/num_clips") or 0
     out = {}
     for direction in ("v2t", "t2v"):
-        for k in (1, 5, 10):
-            out[f"val/{direction}_R@{k}"] = 100.0 * min(k, n) / n if n else float("nan")
+        for k in (1, 5, 10):  # with repeated caption texts, the chance the module measured for them
+            out[f"val/{direction}_R@{k}"] = metrics.get(f"val/chance_R@{k}", 100.0 * min(k, n) / n if n else float("nan"))
     if "val/rsum" in metrics:
         out["val/rsum"] = sum(out[f"val/{d}_R@{k}"] for d in ("v2t", "t2v") for k in (1, 5, 10))
     if "val/zeroshot_num_classes" in metrics:

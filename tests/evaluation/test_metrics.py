@@ -74,3 +74,27 @@ def test_retrieval_metrics_brute_force():
     assert m["R@10"] == pytest.approx(100 * np.mean(np.array(ranks) <= 10))
     assert m["MedR"] == np.median(ranks) and m["MeanR"] == pytest.approx(np.mean(ranks))
     assert M.retrieval_metrics(np.eye(5))["R@1"] == 100.0
+
+
+def test_retrieval_with_repeated_captions_brute_force():
+    """Candidates of one group (the same caption text) answer for each other: the rank is that of the
+    best-ranked member, counted among the candidates outside the group."""
+    from math import comb
+
+    rng = np.random.default_rng(4)
+    groups = rng.integers(0, 25, 40)
+    sim = rng.standard_normal((40, 40))
+    ranks = []
+    for i in range(40):
+        best = max(sim[i, j] for j in range(40) if groups[j] == groups[i])
+        ranks.append(1 + sum(sim[i, j] >= best for j in range(40) if groups[j] != groups[i]))
+    m = M.retrieval_metrics(sim, groups)
+    for k in (1, 5, 10):
+        assert m[f"R@{k}"] == pytest.approx(100 * np.mean(np.array(ranks) <= k))
+    assert m["MedR"] == np.median(ranks) and m["MeanR"] == pytest.approx(np.mean(ranks))
+    assert M.retrieval_metrics(sim, np.arange(40)) == M.retrieval_metrics(sim)
+    sizes = np.array([np.sum(groups == g) for g in groups])
+    assert M.retrieval_chance(groups)["R@5"] == pytest.approx(100 * np.mean([1 - comb(40 - s, 5) / comb(40, 5) for s in sizes]))
+    # the chance is what random scores get on average
+    sims = rng.standard_normal((400, 40, 40))
+    assert np.mean([M.retrieval_metrics(s, groups)["R@1"] for s in sims]) == pytest.approx(M.retrieval_chance(groups)["R@1"], rel=0.1)
