@@ -32,7 +32,8 @@ class HFTextEncoder(nn.Module):
         extra = {"add_pooling_layer": False} if model_type == "bert" else {}
         if pretrained:
             try:
-                self.transformer = AutoModel.from_pretrained(pretrained, config=hf_config, **extra)
+                # safetensors only: a pickled pytorch_model.bin is never loaded
+                self.transformer = AutoModel.from_pretrained(pretrained, config=hf_config, use_safetensors=True, **extra)
             except OSError as err:
                 raise RuntimeError(
                     f"could not load pretrained text weights {pretrained!r}: {err}. Offline, pass a local "

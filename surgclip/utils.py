@@ -18,6 +18,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
     Readers never see a half-written file, and an interrupted write leaves the old file intact.
+    The data are flushed to disk (fsync) before the rename and the rename after it (fsync of the
+    folder), so a power loss too leaves the old or the new file, never an empty one.
     The temporary file is created with mode 0666 filtered by the process umask (not ``mkstemp``'s
     0600), so the result has the permissions any other tool would give it (0644 under umask 022).
     """
@@ -33,10 +35,26 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield tmp
+        _fsync(tmp)
         os.replace(tmp, path)
+        _fsync(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's data (or a folder's entries) to the disk; a no-op where the OS refuses."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # e.g. folders on some filesystems
+        pass
+    finally:
+        os.close(fd)
 
 
 _HELD_LOCKS: set[int] = set()  # fds of the folder locks this process holds

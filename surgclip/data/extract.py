@@ -195,10 +195,10 @@ def check_folder(folder: str | Path, decode: bool = False) -> list[str]:
 def failure_reason(src: Path, err: Exception) -> str:
     """The skip category of a video that could not be extracted."""
     if not Path(src).exists():
-        return "missing file"
+        return "missing_file"
     if isinstance(err, VideoReadError):
-        return "undecodable media"
-    return "unwritable output" if isinstance(err, OSError) else "bad parameters"
+        return "undecodable_media"
+    return "unwritable_output" if isinstance(err, OSError) else "bad_parameters"
 
 
 def _job(args) -> tuple[str, dict | None, str | None]:

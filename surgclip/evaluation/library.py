@@ -69,12 +69,12 @@ def embed_video(model, path: Path, window_s: float, stride_s: float, num_frames:
 def failure_reason(path: Path, err: Exception) -> str:
     """The skip category of a video that could not be indexed."""
     if not path.exists():
-        return "missing file"
+        return "missing_file"
     if isinstance(err, ClipSpanError):
-        return "no clip fits"
+        return "no_clip_fits"
     if isinstance(err, VideoReadError):
-        return "undecodable media"
-    return "unreadable file"
+        return "undecodable_media"
+    return "unreadable_file"
 
 
 def index_library(model, sources: list[Path], index_dir, window_s: float = 4.0, stride_s: float = 2.0,

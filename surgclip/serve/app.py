@@ -38,17 +38,24 @@ def error_page(message: str) -> str:
     return _page("error.html").replace("__MESSAGE__", html.escape(message))
 
 
-def create_app(engine: SearchEngine | None, error: str | None = None) -> FastAPI:
+def create_app(engine: SearchEngine | None, error: str | None = None, allowed_hosts: list[str] | None = None) -> FastAPI:
     """The web app over a loaded ``SearchEngine``, or, when ``engine`` is None, one that answers
     every request with ``error`` (index missing, corrupt or built by another model).
 
     Args:
         engine: the loaded engine (model + index), or None.
         error: why there is no engine (shown on the page and in API errors).
+        allowed_hosts: ``Host`` headers answered (others get 400), e.g. the loopback names when
+            bound to 127.0.0.1: a web page elsewhere cannot reach the library through DNS rebinding.
+            None answers any.
     Returns:
         A FastAPI app (serve it with uvicorn; test it with ``fastapi.testclient.TestClient``).
     """
     app = FastAPI(title="surgclip serve", docs_url=None, redoc_url=None, openapi_url=None)
+    if allowed_hosts:
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     app.mount("/static", StaticFiles(directory=str(PACKAGE / "static")), name="static")
     media = MediaLibrary(engine.videos) if engine is not None else None
 

@@ -32,17 +32,27 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def build(index: str, model: str | None = None, device: str = "cpu", precision: str = "fp32", **bounds):
+def allowed_hosts(host: str) -> list[str] | None:
+    """The Host headers to answer when bound to ``host``: bound to loopback, only this machine's own
+    names (so a page on another site cannot reach the library by DNS rebinding); else any."""
+    if not is_loopback(host) or ":" in host:  # (Starlette's host check does not parse IPv6 literals)
+        return None
+    return sorted({"127.0.0.1", "localhost", host})
+
+
+def build(index: str, model: str | None = None, device: str = "cpu", precision: str = "fp32", host: str | None = None,
+          **bounds):
     """The app for ``index``: the search app, or the error app (with the reason) when the index is unusable."""
     from .app import create_app
     from .engine import ServeError, load_engine
 
+    hosts = allowed_hosts(host) if host else None
     try:
         engine = load_engine(index, model=model, device=device, precision=precision, **bounds)
     except ServeError as err:
         print(f"surgclip serve: {err}\n  serving a page that says so; fix the index and restart", file=sys.stderr)
-        return create_app(None, error=str(err)), None
-    return create_app(engine), engine
+        return create_app(None, error=str(err), allowed_hosts=hosts), None
+    return create_app(engine, allowed_hosts=hosts), engine
 
 
 def cmd_serve(args) -> int:
@@ -54,7 +64,8 @@ def cmd_serve(args) -> int:
     if not is_loopback(args.host):
         print(f"surgclip serve: WARNING: binding {args.host}: anyone who can reach this address can search the "
               f"library and play its videos", file=sys.stderr)
-    app, engine = build(args.index, args.model, args.device, precision=args.precision, max_k=args.max_k, max_query_chars=args.max_query_chars)
+    app, engine = build(args.index, args.model, args.device, precision=args.precision, host=args.host,
+                        max_k=args.max_k, max_query_chars=args.max_query_chars)
     if engine is not None:
         d = engine.describe()
         print(f"surgclip serve: model {d['model']} · index {d['index']} · {d['num_clips']} clips in "

@@ -139,8 +139,8 @@ def test_nothing_extracted_exits_nonzero_with_reasons(tmp_path, capsys):
     (src / "empty.mkv").write_bytes(b"")
     assert main(["extract-frames", str(src), str(tmp_path / "out"), "--workers", "1"]) == 1
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert manifest["videos"] == {} and manifest["failed_by_reason"] == {"undecodable media": 2}
-    assert "junk: undecodable media" in capsys.readouterr().out
+    assert manifest["videos"] == {} and manifest["failed_by_reason"] == {"undecodable_media": 2}
+    assert "junk: undecodable_media" in capsys.readouterr().out
 
 
 def _corruptions(text: str, rng: np.random.Generator):

@@ -113,13 +113,13 @@ def test_every_video_failing_exits_nonzero_with_reasons(library, tmp_path, capsy
     assert main(["index", str(bad / "garbage.mp4"), str(bad / "empty.mp4"), str(bad / "gone.mp4"), "--index", str(ix),
                  *INDEX_ARGS]) == 1
     cap = capsys.readouterr()
-    assert "failed 3 (missing file: 1, undecodable media: 2)" in cap.out
+    assert "failed 3 (missing_file: 1, undecodable_media: 2)" in cap.out
     assert "no video could be indexed" in cap.err and "gone.mp4" in cap.err
     report = json.loads((ix / "report.json").read_text())
-    assert report["failed_by_reason"] == {"missing file": 1, "undecodable media": 2} and report["added"] == []
+    assert report["failed_by_reason"] == {"missing_file": 1, "undecodable_media": 2} and report["added"] == []
     # a later good video is added and the run succeeds; the bad ones are counted again, not hidden
     assert main(["index", str(library / "v1.mp4"), str(bad / "gone.mp4"), "--index", str(ix), *INDEX_ARGS]) == 0
-    assert "added 1 videos, kept 0, failed 1 (missing file: 1)" in capsys.readouterr().out
+    assert "added 1 videos, kept 0, failed 1 (missing_file: 1)" in capsys.readouterr().out
 
 
 def test_other_weights_are_refused_with_both_hashes(library, tmp_path, tiny_model):

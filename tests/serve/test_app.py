@@ -237,3 +237,18 @@ def test_cli_defaults_to_localhost():
     assert (args.host, args.port, args.model, args.max_k) == ("127.0.0.1", 8000, None, MAX_K)
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.4") and not is_loopback("example.org")
+
+
+def test_bound_to_loopback_only_this_machine_s_host_names_are_answered(engine):
+    """DNS rebinding: a page on evil.example whose name resolves to 127.0.0.1 sends Host: evil.example."""
+    from fastapi.testclient import TestClient
+
+    from surgclip.serve.app import create_app
+    from surgclip.serve.cli import allowed_hosts
+
+    assert allowed_hosts("127.0.0.1") == ["127.0.0.1", "localhost"] and allowed_hosts("0.0.0.0") is None
+    with TestClient(create_app(engine, allowed_hosts=allowed_hosts("127.0.0.1"))) as c:
+        assert c.get("/api/videos", headers={"host": "127.0.0.1:8000"}).status_code == 200
+        assert c.get("/api/videos", headers={"host": "localhost:8000"}).status_code == 200
+        bad = c.get("/api/videos", headers={"host": "evil.example:8000"})
+        assert bad.status_code == 400 and "Invalid host header" in bad.text

@@ -79,7 +79,7 @@ def served(tmp_path_factory, small_sample):
     (base / "frames1" / "frames.json").write_text(json.dumps({"fps": 5.0}))
     assert main(["index", str(video), str(base / "frames1"), "--index", str(base / "index"), "--model", "tiny",
                  "--stride-s", "8", "--num-frames", "4"]) == 0  # few, short clips: the test is about the page
-    app, engine = build(str(base / "index"))  # the model recorded in the index ("tiny")
+    app, engine = build(str(base / "index"), host="127.0.0.1")  # the model recorded in the index ("tiny")
     assert engine is not None
     server = ServerThread(app).start()
     yield server.url, video.stem
