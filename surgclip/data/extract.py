@@ -155,8 +155,8 @@ def extract_video(src: str | Path, out_dir: str | Path, fps: float | None = None
 def check_folder(folder: str | Path, decode: bool = False) -> list[str]:
     """Problems of a frame folder against its frames.json (empty list = intact).
 
-    Checks the file count, contiguous numbering 0..n-1, non-empty files and, with ``decode``,
-    that every image opens at the recorded size.
+    Checks the record (fps, frame_count, size), the file count, contiguous numbering 0..n-1,
+    non-empty files and, with ``decode``, that every image opens at the recorded size.
     """
     from PIL import Image
 
@@ -168,6 +168,9 @@ def check_folder(folder: str | Path, decode: bool = False) -> list[str]:
     if info is None or not all(isinstance(info.get(k), int) and not isinstance(info.get(k), bool) and info[k] >= 0
                                for k in ("frame_count", "width", "height")):
         return [f"{meta}: expected a JSON object with non-negative integer frame_count, width and height"]
+    fps = info.get("fps")
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps < float("inf"):
+        return [f"{meta}: expected a positive number 'fps' (readers need it), got {fps!r}"]
     try:
         files = list_frame_files(folder)
     except (FileNotFoundError, ValueError) as err:

@@ -151,7 +151,12 @@ def run_suite(args) -> int:
         if args.limit:
             table = limit_rows(table, args.limit)
         protocol = B.load_protocol(entry["benchmark"])
-        prompts, set_name = B.task_prompts(protocol, entry["task"], args.prompts or entry["prompts"], table)
+        try:  # an unknown set or one short of a prompt fails this cell only; the table is still written
+            prompts, set_name = B.task_prompts(protocol, entry["task"], args.prompts or entry["prompts"], table)
+        except ValueError as err:
+            failed.append({**entry, "error": str(err)})
+            print(f"error {label}: {err}", file=sys.stderr)
+            continue
         if model is None:
             model, _, tokenizer = surgclip.load(args.model, device=args.device, num_frames=args.num_frames,
                                                  precision=getattr(args, "precision", "fp32"))

@@ -111,7 +111,9 @@ def test_seeded_and_report_format(small, tmp_path):
         assert entry["f1_mean"] == pytest.approx(np.mean(f1s)) and entry["f1_std"] == pytest.approx(np.std(f1s))
     out = reports.write_report(tmp_path, "coop", res["results"], {"metric": res["protocol"]}, {"model": "tiny"},
                                "unknown", [], ["shots"])
-    assert json.loads((tmp_path / "coop.json").read_text())["metrics"]["1-shot"]["f1_mean"] == out["metrics"]["1-shot"]["f1_mean"]
+    written = json.loads((tmp_path / "coop.json").read_text())
+    assert written["metrics"]["1-shot"]["f1_mean"] == pytest.approx(np.mean([r["f1"] for r in res["results"]["1-shot"]["runs"]]))
+    assert written["protocol"]["metric"] == res["protocol"] and out["metrics"].keys() == written["metrics"].keys()
 
 
 def test_bad_input(small):
