@@ -123,8 +123,9 @@ class ClipTransform:
     def __call__(self, frames) -> torch.Tensor:
         x = as_uint8_frames(frames)
         x = self.augment(x) if self.augment is not None else self._resize(x)  # one draw for all frames
-        x = x.contiguous()  # the uint8 resize returns channels-last strides; later ops are faster on contiguous
-        return normalize_frames(x, self.cfg) if self.normalize else x
+        if not self.normalize:  # (channels-last strides from the uint8 resize: the collate's stack copies once)
+            return x
+        return normalize_frames(x.contiguous(), self.cfg)  # normalising is faster on contiguous memory
 
 
 def normalize_frames(frames: torch.Tensor, cfg: PreprocessCfg) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """Data-loading speed: SurgLaViDataModule clips/s next to a raw decord decode of the same frames.
 
     python eval/bench/bench_data.py [--clips 64] [--frames 16] [--size 224] [--workers 2]
+    python eval/bench/bench_data.py --frames 8 --size 160 --source frames   # the embedded default's path
 
 For the real Cholec clips (../shared/realdata, read in place; a temporary SurgLaVi DB points at
 them) and for the bundled sample, it times (a) a one-process loop that opens each video with
@@ -72,14 +73,25 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def raw_decode_rate(root: Path, table, num_frames: int, clips: int) -> tuple[float, float]:
-    """(clips/s, CPU s per clip) of a one-process decord loop over the same clips (random indices,
-    readers cached)."""
+def raw_decode_rate(root: Path, table, num_frames: int, clips: int, source: str = "videos") -> tuple[float, float]:
+    """(clips/s, CPU s per clip) of a one-process loop decoding the same clips' frames (random
+    indices): decord ``get_batch`` on the video files (readers cached), or PIL on the frame folders'
+    JPEGs (``source="frames"``)."""
     import decord
+    from PIL import Image
+
+    from surgclip.utils import list_frame_files
 
     readers, t0, c0 = {}, time.perf_counter(), time.process_time()
     for i in range(clips):
         name = table.video_name[i % len(table)]
+        if source == "frames":
+            files = readers.get(name) or readers.setdefault(name, list_frame_files(root / "frames" / name))
+            fps = json.loads((root / "frames" / name / "frames.json").read_text())["fps"]
+            idx = sample_indices(table.start_s[i % len(table)], table.end_s[i % len(table)], fps, num_frames,
+                                 "random", np.random.default_rng(i), len(files))
+            np.stack([np.asarray(Image.open(files[j]).convert("RGB")) for j in idx])
+            continue
         vr = readers.get(name) or readers.setdefault(name, decord.VideoReader(str(root / "videos" / name / f"{name}.mp4"), num_threads=1))
         idx = sample_indices(table.start_s[i % len(table)], table.end_s[i % len(table)], vr.get_avg_fps(), num_frames,
                              "random", np.random.default_rng(i), len(vr))
@@ -88,11 +100,12 @@ def raw_decode_rate(root: Path, table, num_frames: int, clips: int) -> tuple[flo
 
 
 def datamodule_rate(root: Path, num_frames: int, size: int, workers: int, clips: int, batch: int = 8,
-                    uint8_video: bool = False) -> tuple[float, float, float]:
+                    uint8_video: bool = False, source: str = "videos") -> tuple[float, float, float]:
     """(clips/s including worker start-up, as an epoch pays it; clips/s after the first batch;
     CPU s per clip after the first batch, all workers + the main process)."""
-    dm = SurgLaViDataModule(root=str(root), num_frames=num_frames, batch_size=batch, num_workers=workers, levels=[1, 2, 3]
-                            if (root / "manifest.json").is_file() else [1], uint8_video=uint8_video)
+    dm = SurgLaViDataModule(root=str(root), read_from=source, num_frames=num_frames, batch_size=batch,
+                            num_workers=workers, levels=[1, 2, 3] if (root / "manifest.json").is_file() else [1],
+                            uint8_video=uint8_video)
     from surgclip import get_tokenizer
 
     dm.set_model(get_tokenizer("tiny"), {"image_size": size})
@@ -104,7 +117,7 @@ def datamodule_rate(root: Path, num_frames: int, size: int, workers: int, clips:
 
     while n < clips:
         it = iter(dm.train_dataloader())
-        cpu_start = None
+        cpu_start = cpu_last = None
         for b in it:
             if first is None:
                 first, n_first = time.perf_counter(), len(b["video_id"])
@@ -112,9 +125,10 @@ def datamodule_rate(root: Path, num_frames: int, size: int, workers: int, clips:
             elif cpu_start is None:
                 cpu_start = cpu_now(it)  # a later epoch's first batch: count from here
             n += len(b["video_id"])
+            cpu_last = cpu_now(it)  # read while the workers live (they exit when the epoch ends)
             if n >= clips:
                 break
-        cpu += cpu_now(it) - cpu_start
+        cpu += cpu_last - cpu_start
         del it
     end = time.perf_counter()
     return n / (end - t0), (n - n_first) / (end - first), cpu / max(1, n - n_first)
@@ -126,10 +140,12 @@ def bench(label: str, root: Path, args) -> dict:
     train = set(json.loads((root / "splits.json").read_text())["train"])
     table = table.subset(np.isin(table.video_name, list(train)))
     table = table.subset(np.random.default_rng(0).permutation(len(table)))
-    raw, raw_cpu = raw_decode_rate(root, table, args.frames, args.clips)
+    label = f"{label} {args.source} {args.frames}x{args.size}"
+    raw, raw_cpu = raw_decode_rate(root, table, args.frames, args.clips, args.source)
     out = {"raw_clips_per_s": raw, "raw_cpu_ms_per_clip": 1000 * raw_cpu, "raw_cores_in_use": raw * raw_cpu}
     for uint8 in (False, True):
-        dm, steady, dm_cpu = datamodule_rate(root, args.frames, args.size, args.workers, args.clips, uint8_video=uint8)
+        dm, steady, dm_cpu = datamodule_rate(root, args.frames, args.size, args.workers, args.clips, uint8_video=uint8,
+                                             source=args.source)
         ratio, steady_ratio = dm / max(1, args.workers) / raw, steady / max(1, args.workers) / raw
         kind = "uint8 batches" if uint8 else "float batches"
         print(f"{label:8s} raw decode {raw:7.1f} clips/s (1 process) | DataModule, {kind}: {dm:7.1f} clips/s with "
@@ -151,12 +167,16 @@ def main() -> int:
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--source", choices=("videos", "frames"), default="videos",
+                   help="read the sample's videos/ or its frames/ (the real clips have videos only)")
     p.add_argument("--realdata", default=str(REPO.parent / "shared" / "realdata"))
     p.add_argument("--sample", default=str(REPO / "data" / "sample"))
     args = p.parse_args()
     out = {}
     clips_dir = Path(args.realdata) / "videos" / "cholec_clips"
-    if clips_dir.is_dir():
+    if args.source == "frames":
+        pass
+    elif clips_dir.is_dir():
         with tempfile.TemporaryDirectory() as tmp:
             out["cholec"] = bench("cholec", real_root(clips_dir, Path(tmp)), args)
     else:
