@@ -192,8 +192,8 @@ class VideoPreprocessor:
             than needed; fewer are padded by repeating the last frame.
         preprocess: a ``PreprocessCfg``/dict (e.g. ``model.preprocess_cfg``) overriding size and
             normalisation.
-        cache_frames: resized frames kept between calls (0 disables the cache); default
-            ``2 * num_frames`` (150 KB each at 224 px).
+        cache_frames: preprocessed frames kept between calls (0 disables the cache); default
+            ``2 * num_frames`` (600 KB each at 224 px).
     """
 
     def __init__(self, num_frames: int = 16, image_res: int = 224, sample_rate: int = 1, mode: str = "centered",
@@ -210,19 +210,19 @@ class VideoPreprocessor:
         self.transform = ClipTransform(cfg, normalize=False)
         self.cfg = self.transform.cfg
         self.cache_frames = 2 * num_frames if cache_frames is None else int(cache_frames)
-        self._frames: OrderedDict = OrderedDict()  # (path, mtime_ns, size) -> uint8 [3, S, S]
+        self._frames: OrderedDict = OrderedDict()  # (path, mtime_ns, size) -> float32 [3, S, S]
         self._listings: dict = {}  # folder -> (mtime_ns, files)
 
     def __call__(self, video, add_batch_dim: bool = True) -> torch.Tensor:
         if isinstance(video, (str, Path)):
             frames = self._folder_window(Path(video))
         else:
-            frames = [self._resize(f) for f in self._sample(self._as_list(video))]
-        clip = torch.from_numpy(self._normalize(np.stack([f.numpy() for f in frames])))
+            frames = [self._normalize(self._resize(f)) for f in self._sample(self._as_list(video))]
+        clip = torch.from_numpy(np.stack(frames))
         return clip.unsqueeze(0) if add_batch_dim else clip
 
-    def _normalize(self, frames: np.ndarray) -> np.ndarray:
-        """uint8 [T, 3, S, S] -> float32 through a per-channel table of ``normalize_frames`` values.
+    def _normalize(self, frame: torch.Tensor) -> np.ndarray:
+        """uint8 [3, S, S] -> float32 through a per-channel table of ``normalize_frames`` values.
 
         A uint8 input has 256 values per channel, so a lookup gives the same bits as the torch ops;
         numpy does it in one single-threaded pass (torch's small multi-threaded ops stalled on a
@@ -231,9 +231,10 @@ class VideoPreprocessor:
         if getattr(self, "_lut", None) is None:
             levels = torch.arange(256, dtype=torch.uint8).view(1, 256, 1).expand(3, 256, 1).contiguous()
             self._lut = normalize_frames(levels, self.cfg)[:, :, 0].numpy()  # [3, 256]
-        out = np.empty(frames.shape, np.float32)
-        for c in range(frames.shape[1]):
-            np.take(self._lut[c], frames[:, c], out=out[:, c])
+        frame = frame.numpy()
+        out = np.empty(frame.shape, np.float32)
+        for c in range(frame.shape[0]):
+            np.take(self._lut[c], frame[c], out=out[c])
         return out
 
     def window(self, anchor_idx: int, count: int) -> tuple[int, int]:
@@ -269,13 +270,14 @@ class VideoPreprocessor:
             cached = self._listings[folder] = (mtime, list_frame_files(folder)[:: self.sample_rate])
         return cached[1]
 
-    def _frame(self, path: Path) -> torch.Tensor:
-        """Resized uint8 frame of a file, from the cache when the file is unchanged."""
+    def _frame(self, path: Path) -> np.ndarray:
+        """Resized, normalised float32 frame [3, S, S] of a file, from the cache when the file is
+        unchanged (a sliding window then costs one decode, one resize and one stack per call)."""
         st = path.stat()
         key = (str(path), st.st_mtime_ns, st.st_size)
         frame = self._frames.get(key)
         if frame is None:
-            frame = self._resize(_read_image(path))
+            frame = self._normalize(self._resize(_read_image(path)))
             if self.cache_frames > 0:
                 self._frames[key] = frame
                 while len(self._frames) > self.cache_frames:
