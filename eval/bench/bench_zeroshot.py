@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "evaluation"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 
 
 def _time(fn, repeat: int = 1) -> float:
@@ -51,7 +51,7 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     import surgclip
-    from conftest import write_video
+    from helpers import write_video
     from surgclip.data.readers import open_source
     from surgclip.evaluation.clips import READ_AHEAD_ROWS, clip_positions, iter_clip_batches
     from surgclip.evaluation.table import FrameSource, make_table

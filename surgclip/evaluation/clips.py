@@ -113,16 +113,26 @@ def _batches(table, transform, T, mode, stride_s, batch_size, skipped):
             batch_rows.append(row)
             batch_clips.append(clip)
             if len(batch_rows) == batch_size:
-                yield np.array(batch_rows), torch.stack(batch_clips), handled
+                yield np.array(batch_rows), _stack_clips(batch_clips), handled
                 batch_rows, batch_clips, handled = [], [], 0
     if batch_rows:
-        yield np.array(batch_rows), torch.stack(batch_clips), handled
+        yield np.array(batch_rows), _stack_clips(batch_clips), handled
     elif handled:
         yield None, None, handled
 
 
+def _stack_clips(clips: list[list[torch.Tensor]]) -> torch.Tensor:
+    """[B, T, 3, S, S] from B lists of T frames, each frame copied once (straight into the batch)."""
+    first = clips[0][0]
+    out = torch.empty((len(clips), len(clips[0]), *first.shape), dtype=first.dtype)
+    for b, frames in enumerate(clips):
+        torch.stack(frames, out=out[b])
+    return out
+
+
 def _video_clips(table, video, transform, T, mode, stride_s, skipped):
-    """(row, clip [T,3,S,S] or None when skipped) for the rows of one video, in time order."""
+    """(row, clip: its T frames [3,S,S] in order, or None when skipped) for the rows of one video, in
+    time order."""
     rows = np.flatnonzero(table.video == video)
     rows = rows[np.argsort(table.time_s[rows], kind="stable")]
     source = table.sources.get(video)
@@ -169,7 +179,7 @@ def _video_clips(table, video, transform, T, mode, stride_s, skipped):
             skipped["undecodable_media"] += 1
             clip = None
         else:
-            clip = torch.stack([cache[p] for p in pos])
+            clip = [cache[p] for p in pos]  # stacked once, into the batch
         for p in set(pos):
             if last_use[p] == j:
                 cache.pop(p, None)
