@@ -76,7 +76,7 @@ def main():
         tmp = Path(tmp)
         write_video(tmp / "warm.mp4", 20, args.fps)
         print(f"tiny model, 2 frames per {args.window_s:g}-s window, 64x64 video at {args.fps} fps; peak RSS of a fresh "
-              f"process after warm-up vs after indexing the long video (contended machine)")
+              f"process after warm-up vs after indexing the long video")
         rows = []
         for minutes in args.minutes:
             video = tmp / f"long{minutes}.mp4"
