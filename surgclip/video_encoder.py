@@ -20,6 +20,9 @@ def _resize_nearest_1d(embed: torch.Tensor, length: int) -> torch.Tensor:
     return F.interpolate(embed.transpose(1, 2), size=length, mode="nearest").transpose(1, 2)
 
 
+MLP_CHUNK = 1024  # tokens per MLP call in CPU inference (see DividedBlock._mlp_residual)
+
+
 class DividedBlock(nn.Module):
     """One TimeSformer block: temporal attention, spatial attention, MLP (divided space-time).
 
@@ -75,7 +78,23 @@ class DividedBlock(nn.Module):
         res_s = self.drop_path(self.attn(self.norm1(xt.view(B * T, S, D)))).view(B, T, S, D)
         x = xt + res_s
         x[:, :, :1] = 2 * res_s[:, :, :1]  # quirk 2: class slot = 2 x its spatial output
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        return self._mlp_residual(x)
+
+    def _mlp_residual(self, x: torch.Tensor) -> torch.Tensor:
+        """x + mlp(norm2(x)); in CPU inference, over chunks of `MLP_CHUNK` tokens.
+
+        The MLP's 4x-wide hidden activations of one 16-frame clip take ~39 MB per call: above glibc's
+        mmap threshold, so every call page-faults fresh buffers in. Chunks of ~1k tokens reuse cached
+        ones and stay closer to the caches (SurgCLIP-B forward ~8% faster, same values to rounding).
+        """
+        if self.training or torch.is_grad_enabled() or x.device.type != "cpu":
+            return x + self.drop_path(self.mlp(self.norm2(x)))
+        flat = x.reshape(-1, x.shape[-1])
+        out = torch.empty_like(flat)
+        for start in range(0, flat.shape[0], MLP_CHUNK):
+            chunk = flat[start:start + MLP_CHUNK]
+            torch.add(chunk, self.mlp(self.norm2(chunk)), out=out[start:start + MLP_CHUNK])
+        return out.view_as(x)
 
 
 class DividedSpaceTimeViT(nn.Module):

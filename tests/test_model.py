@@ -192,9 +192,13 @@ def _published_block(block, x, B, T):
     return x + block.mlp(block.norm2(x))
 
 
-def test_frame_major_block_equals_published_block():
+@pytest.mark.parametrize("chunk", [None, 7])  # 7: the 30 tokens go through the MLP in 5 chunks, the last partial
+def test_frame_major_block_equals_published_block(chunk, monkeypatch):
+    from surgclip import video_encoder
     from surgclip.video_encoder import DividedBlock
 
+    if chunk:
+        monkeypatch.setattr(video_encoder, "MLP_CHUNK", chunk)
     B, T, S, D = 2, 3, 5, 32
     block = DividedBlock(D, 4, 4.0, True, 0.0, 1e-6).eval()
     for p in block.parameters():  # non-trivial temporal_fc and biases
@@ -204,3 +208,4 @@ def test_frame_major_block_equals_published_block():
         ours = block(x)
         ref = _published_block(block, x.transpose(1, 2).reshape(B, S * T, D), B, T)
     torch.testing.assert_close(ours.transpose(1, 2).reshape(B, S * T, D), ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(block(x), ours, rtol=1e-5, atol=1e-5)  # with autograd: the unchunked path
