@@ -125,6 +125,8 @@ def write_report(run_dir: Path, metrics: dict, module: L.LightningModule, model_
         lines.append(f"| {key} | {value:.4f} | {'' if ch is None else f'{ch:.4f}'} |")
     skip_line = ("skipped training items (all epochs, all ranks): "
                  + (", ".join(f"{r}: {n}" for r, n in sorted(skipped.items())) or "none"))
+    zs_command = module.zero_shot_command(model_dir) if model_dir is not None and "val/zeroshot_accuracy" in metrics \
+        else None
     if dropped_rows:
         skip_line += ("\ninvalid caption rows dropped at setup: "
                       + ", ".join(f"{r}: {n}" for r, n in sorted(dropped_rows.items())))
@@ -133,10 +135,12 @@ def write_report(run_dir: Path, metrics: dict, module: L.LightningModule, model_
     if curve:
         lines += ["", f"![loss curve]({curve.name})"]
     lines += ["", skip_line]
+    if zs_command:
+        lines += ["", "The zero-shot numbers again, from the exported model:", "", f"    {zs_command}"]
     atomic_write_text(run_dir / "report.md", "\n".join(lines) + "\n")
     atomic_write_json(run_dir / "report.json", {
         "metrics": metrics, "chance": chance, "model_dir": str(model_dir), "checkpoint": checkpoint,
-        "skipped_train_items": skipped, "dropped_caption_rows": dropped_rows,
+        "skipped_train_items": skipped, "dropped_caption_rows": dropped_rows, "zeroshot_command": zs_command,
         "hyper_parameters": {k: v for k, v in dict(module.hparams).items()},
         "model_config": module.model.config}, default=str)
     print("\n" + "\n".join(table + ["", skip_line]))
@@ -148,6 +152,8 @@ def write_report(run_dir: Path, metrics: dict, module: L.LightningModule, model_
             headline.append(f"{label}: {metrics[key]:.3f}  (chance {chance.get(key, float('nan')):.3f}, "
                             f"{metrics[key] / chance[key]:.1f}x)" if chance.get(key) else f"{label}: {metrics[key]:.3f}")
     print("\n".join(headline))
+    if zs_command:
+        print(f"zero-shot again from the export: {zs_command}")
     print(f"report: {run_dir / 'report.md'}")
 
 

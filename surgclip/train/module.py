@@ -1,6 +1,8 @@
 """A thin LightningModule over ``SurgCLIP``: one ``model_step`` shared by training and validation."""
 from __future__ import annotations
 
+import os
+import shlex
 import zlib
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from ..loss import InfoNCELoss, PairMeta
 from .optim import check_prefixes, freeze_params, param_groups, warmup_cosine
 
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+ZEROSHOT_CLIP_STRIDE_S = 0.5  # seconds between the frames of a zero-shot validation clip
 
 
 def stable_ids(values: list[str], device) -> torch.Tensor:
@@ -40,7 +43,9 @@ class SurgCLIPModule(L.LightningModule):
         zeroshot_root: a Cholec80-layout folder (e.g. the sample's ``cholec80``) scored zero-shot each
             validation epoch; None to skip.
         zeroshot_prompts: prompt set name for that benchmark.
-        zeroshot_stride_s: score one labelled frame every this many seconds.
+        zeroshot_stride_s: score one labelled frame every this many seconds (the clips' own frames are
+            ``ZEROSHOT_CLIP_STRIDE_S`` apart; the report prints the ``surgclip zeroshot`` command that
+            repeats the scoring on the exported model).
         seed: re-seeds all RNGs at each epoch start (seed + epoch) so a resumed run repeats exactly.
     """
 
@@ -242,7 +247,7 @@ class SurgCLIPModule(L.LightningModule):
                                             eval_fps=1.0 / hp.zeroshot_stride_s)
             self._zs_prompts = get_prompts(load_protocol("cholec80"), hp.zeroshot_prompts, self._zs_table.classes)
         result = evaluate_zero_shot(self.model, self.tokenizer, self._zs_table, self._zs_prompts,
-                                    num_frames=self.model.num_frames, mode="centered", stride_s=0.5)
+                                    num_frames=self.model.num_frames, mode="centered", stride_s=ZEROSHOT_CLIP_STRIDE_S)
         out = {f"val/zeroshot_{k}": float(result.metrics[k]) for k in ("accuracy", "f1", "global_accuracy")
                if k in result.metrics}
         out["val/zeroshot_num_classes"] = float(len(self._zs_table.classes))
@@ -253,6 +258,17 @@ class SurgCLIPModule(L.LightningModule):
         if out["val/zeroshot_skipped"]:
             print(f"zero-shot: skipped {sum(skipped.values())} labelled frames ({skipped})")
         return out
+
+    def zero_shot_command(self, model_dir: str | os.PathLike) -> str | None:
+        """The ``surgclip zeroshot`` command that scores exported weights exactly as validation does."""
+        hp = self.hparams
+        if not hp.zeroshot_root:
+            return None
+        args = ["surgclip", "zeroshot", "--benchmark", "cholec80", "--root", str(hp.zeroshot_root), "--split", "all",
+                "--model", str(model_dir), "--prompts", str(hp.zeroshot_prompts),
+                "--eval-fps", f"{1.0 / hp.zeroshot_stride_s:g}", "--stride-s", f"{ZEROSHOT_CLIP_STRIDE_S:g}",
+                "--num-frames", str(self.model.num_frames), "--mode", "centered"]
+        return shlex.join(args)
 
     # ---- optimisation
     def configure_optimizers(self):

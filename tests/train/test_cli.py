@@ -1,5 +1,6 @@
 """End to end: ``surgclip train -c configs/sample.yaml`` on a small sample, then load the export."""
 import json
+import shlex
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from surgclip.data.datamodule import SurgLaViDataModule
 from surgclip.evaluation.benchmarks import get_prompts, load_benchmark, load_protocol
 from surgclip.evaluation.metrics import retrieval_chance, retrieval_metrics
 from surgclip.evaluation.zeroshot import evaluate_zero_shot
+from surgclip.cli import main as cli_main
 from surgclip.train.cli import train_main
 
 CONFIG = str(REPO / "configs" / "sample.yaml")
@@ -49,6 +51,14 @@ def test_train_exports_and_reports(small_sample, tmp_path, monkeypatch, capsys):
     zs = evaluate_zero_shot(model, tokenizer, table, get_prompts(load_protocol("cholec80"), "camma", table.classes),
                             num_frames=model.num_frames, mode="centered", stride_s=0.5)
     assert metrics["val/zeroshot_accuracy"] == pytest.approx(zs.metrics["accuracy"])
+    # the command the report prints repeats that scoring through the CLI
+    command = shlex.split(report["zeroshot_command"])
+    assert command[:2] == ["surgclip", "zeroshot"]
+    assert report["zeroshot_command"] in (run / "report.md").read_text()
+    assert cli_main(command[1:] + ["--out", str(tmp_path / "zs")]) == 0
+    again = json.loads((tmp_path / "zs" / "zeroshot.json").read_text())["metrics"]
+    assert again["accuracy"] == pytest.approx(metrics["val/zeroshot_accuracy"])
+    assert again["f1"] == pytest.approx(metrics["val/zeroshot_f1"])
     assert report["chance"]["val/zeroshot_accuracy"] == pytest.approx(1 / 7)
     assert (run / "report.md").read_text().count("|") > 10
     assert (run / "loss_curve.png").stat().st_size > 1000
