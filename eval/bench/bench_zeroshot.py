@@ -1,19 +1,27 @@
 """Zero-shot evaluator throughput against the model's bare forward on the same inputs, and where the
 time goes.
 
-On a generated 25-fps H.264 video with labels at 1 fps, per (model, T):
+On a generated 25-fps H.264 video with labels at 1 fps, per (model, T), in milliseconds per labelled
+frame:
 
 - ``bare``: the forwards the evaluation needs, on inputs already in memory: ``encode_video`` on
   every clip (decoded and transformed beforehand) + ``encode_text`` on the 7 prompts;
 - ``decode``: reading the clips' frames alone (decord, sorted read-ahead batches, each frame once);
-- ``transform``: resizing + normalising those frames (``ClipTransform``);
+- ``transf``: resizing + normalising those frames (``ClipTransform``);
+- ``stack``: copying each clip's frames into its batch ([B, T, 3, S, S]; at T=16 every frame is
+  copied into the 16 windows that hold it);
 - ``eval``: ``evaluate_zero_shot`` end to end (decode and transform in a background thread,
-  overlapped with the forward; FAISS scoring; metrics).
+  overlapped with the forward; FAISS scoring; metrics); ``fwd@ev``: the part of it spent in
+  ``encode_video`` (above ``bare`` when the reader thread takes cores from the forward);
+- ``eval0``: the same with ``prefetch=0`` (everything in one thread, nothing overlapped).
 
-``ratio`` = eval / bare (goal <= 1.15). ``floor`` = max(bare, decode + transform) / bare: the best
-ratio overlap can give when the reader thread gets a core of its own; when decode + transform
-exceed the forward (``tiny`` at T=1: one new frame per row, and 25 frames to decode per 1-fps frame
-of a 25-fps file), the evaluator is decode-bound and the ratio cannot reach 1.
+``ratio`` = eval / bare (goal <= 1.15), ``ratio0`` = eval0 / bare. ``floor`` = max(bare, decode +
+transform + stack) / bare: the best overlap can give when the reader has a core of its own (a GPU
+machine, or more cores than the forward uses). ``serial`` = (bare + decode + transform + stack) /
+bare: what the work costs when the forward already fills every core (a small model's CPU forward
+on 2 cores), where overlapping only moves it around. When decode + transform exceed the forward
+(``tiny`` at T=1: one new frame per row, and 25 frames to decode per 1-fps frame of a 25-fps file),
+the evaluator is decode-bound and the ratio cannot reach 1.
 
     python eval/bench/bench_zeroshot.py --models tiny SurgCLIP-B --frames 1 16 --rows 32 8
 """
@@ -53,7 +61,7 @@ def main():
     import surgclip
     from helpers import write_video
     from surgclip.data.readers import open_source
-    from surgclip.evaluation.clips import READ_AHEAD_ROWS, clip_positions, iter_clip_batches
+    from surgclip.evaluation.clips import READ_AHEAD_ROWS, _stack_clips, clip_positions, iter_clip_batches
     from surgclip.evaluation.table import FrameSource, make_table
     from surgclip.evaluation.zeroshot import evaluate_zero_shot
     from surgclip.tokenizer import tokenize
@@ -66,7 +74,8 @@ def main():
     print(f"video {args.size}x{args.size} 25 fps H.264, labels at 1 fps, {args.threads} torch threads; "
           f"milliseconds per labelled frame")
     print(f"{'model':11s} {'T':>3s} {'rows':>4s} {'bare':>8s} {'(text)':>7s} {'decode':>7s} {'transf':>7s} "
-          f"{'eval':>8s} {'floor':>6s} {'ratio':>6s}")
+          f"{'stack':>6s} {'fwd@ev':>8s} {'eval':>8s} {'eval0':>8s} {'floor':>6s} {'serial':>6s} {'ratio':>6s} "
+          f"{'ratio0':>6s}")
     for name, n_rows in zip(args.models, args.rows + args.rows[-1:] * len(args.models)):
         model, _, tok = surgclip.create_model_and_transforms(name)  # random weights: no download
         model.eval()
@@ -90,24 +99,51 @@ def main():
                 r = open_source(tmp / "v.mp4")
                 decoded[:] = [r.read(frames[i:i + chunk]) for i in range(0, len(frames), chunk)]
 
+            # the clips' frame lists, as the evaluator's frame cache holds them, for the stack column
+            windows = [clip_positions(int(t * fps), T, int(fps), mode, 10**9).tolist() for t in table.time_s]
+            encode = model.encode_video
+            in_forward = [0.0]
+
+            def timed_encode(x):
+                t0 = time.perf_counter()
+                out = encode(x)
+                in_forward[0] += time.perf_counter() - t0
+                return out
+
+            def evaluate(prefetch: int):
+                return evaluate_zero_shot(model, tok, table, prompts, num_frames=T, mode=mode, batch_size=bs,
+                                          prefetch=prefetch)
+
             with torch.no_grad():
                 model.encode_video(clips[0])  # warm-up (and the last, smaller batch shape)
                 model.encode_video(clips[-1])
                 model.encode_text(tokens)
-            text_s = bare = full = decode = transform = float("inf")
+            text_s = bare = full = full0 = fwd = decode = transform = stack = float("inf")
             for _ in range(args.repeat):  # interleaved, so that a burst of other jobs hits both
                 with torch.no_grad():
                     t_s = _time(lambda: model.encode_text(tokens))
                     v_s = _time(lambda: [model.encode_video(c) for c in clips])
                 text_s, bare = min(text_s, t_s), min(bare, t_s + v_s)
-                full = min(full, _time(lambda: evaluate_zero_shot(model, tok, table, prompts, num_frames=T,
-                                                                   mode=mode, batch_size=bs)))
+                model.encode_video, in_forward[0] = timed_encode, 0.0
+                try:
+                    e_s = _time(lambda: evaluate(2))
+                finally:
+                    del model.encode_video  # back to the class's method
+                if e_s < full:
+                    full, fwd = e_s, in_forward[0] + t_s
+                full0 = min(full0, _time(lambda: evaluate(0)))
                 decode = min(decode, _time(decode_all))
-                transform = min(transform, _time(lambda: [tf(d) for d in decoded]))
-            floor = max(bare, decode + transform) / bare
+                transformed = []
+                transform = min(transform, _time(lambda: transformed.extend(tf(d) for d in decoded)))
+                cache = dict(zip(frames, torch.cat(transformed).unbind(0)))
+                stack = min(stack, _time(lambda: [_stack_clips([[cache[p] for p in w] for w in windows[i:i + bs]])
+                                                  for i in range(0, n_rows, bs)]))
+            work = decode + transform + stack
+            floor, serial = max(bare, work) / bare, (bare + work) / bare
             ms = 1000 / n_rows
             print(f"{name:11s} {T:3d} {n_rows:4d} {bare * ms:8.1f} {text_s * ms:7.1f} {decode * ms:7.1f} "
-                  f"{transform * ms:7.1f} {full * ms:8.1f} {floor:6.2f} {full / bare:6.3f}", flush=True)
+                  f"{transform * ms:7.1f} {stack * ms:6.1f} {fwd * ms:8.1f} {full * ms:8.1f} {full0 * ms:8.1f} "
+                  f"{floor:6.2f} {serial:6.2f} {full / bare:6.3f} {full0 / bare:6.3f}", flush=True)
         del model
 
 

@@ -79,7 +79,7 @@ def score_clips(index, embeddings: np.ndarray) -> np.ndarray:
 @torch.no_grad()
 def evaluate_zero_shot(model, tokenizer, table: FrameTable, prompts: list[str], num_frames: int | None = None,
                        mode: str = "centered", batch_size: int = 8, stride_s: float = 1.0, device=None,
-                       progress: bool = False, triplets: bool | None = None) -> ZeroShotResult:
+                       progress: bool = False, triplets: bool | None = None, prefetch: int = 2) -> ZeroShotResult:
     """Zero-shot evaluation of an in-memory model on a frame table.
 
     Args:
@@ -94,6 +94,10 @@ def evaluate_zero_shot(model, tokenizer, table: FrameTable, prompts: list[str], 
         device: default: the model's device.
         progress: show a tqdm progress bar.
         triplets: score multi-label with video-wise AP (default: when the table is CholecT50 triplets).
+        prefetch: batches a background thread decodes ahead while the model runs (0: read in this
+            thread). The thread pays off whenever the forward leaves a core idle (a GPU, or decoding
+            slower than the forward); when a small model's CPU forward already fills every core, the
+            two compete and 0 can be faster (``eval/bench/bench_zeroshot.py`` measures both).
     Returns:
         ZeroShotResult (``.metrics`` holds the numbers).
     """
@@ -118,7 +122,7 @@ def evaluate_zero_shot(model, tokenizer, table: FrameTable, prompts: list[str], 
         bar = tqdm(total=n, desc=f"zero-shot {table.name}", unit="frame")
     try:
         # closing(): an error in the forward stops the reader thread now, not when the traceback dies
-        batches = iter_clip_batches(table, transform, num_frames, mode, stride_s, batch_size, skipped, bar)
+        batches = iter_clip_batches(table, transform, num_frames, mode, stride_s, batch_size, skipped, bar, prefetch)
         with closing(batches):
             for rows, clips in batches:
                 emb = model.encode_video(clips.to(device)).float().cpu().numpy()

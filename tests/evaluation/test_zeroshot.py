@@ -13,12 +13,17 @@ from surgclip.transform import ClipTransform
 from .conftest import PHASES
 
 
-def test_scores_match_brute_force(cholec_root, tiny_model):
+@pytest.mark.parametrize("prefetch", [2, 0])  # background reader thread, or everything in the caller's thread
+def test_scores_match_brute_force(cholec_root, tiny_model, prefetch, monkeypatch):
+    from surgclip.evaluation import clips
+
+    threads, start_reader = [], clips._in_background
+    monkeypatch.setattr(clips, "_in_background", lambda items, depth: threads.append(depth) or start_reader(items, depth))
     model, _, tok = tiny_model
     table = B.load_cholec80(cholec_root, split="all")
     table = table.select(table.video == "video49")
     prompts = B.get_prompts(B.load_protocol("cholec80"), "camma", PHASES)
-    res = evaluate_zero_shot(model, tok, table, prompts, num_frames=2, mode="online", batch_size=3)
+    res = evaluate_zero_shot(model, tok, table, prompts, num_frames=2, mode="online", batch_size=3, prefetch=prefetch)
     # brute force: 5-fps video, 1-s stride -> frames (t-1 s, t) read directly
     reader = open_source(cholec_root / "videos" / "video49.mp4")
     tf = ClipTransform(model.preprocess_cfg)
@@ -30,6 +35,7 @@ def test_scores_match_brute_force(cholec_root, tiny_model):
             ref = (model.encode_video(clip) @ text.T).numpy()[0]
             np.testing.assert_allclose(res.scores[row], ref, atol=1e-5)
     assert res.valid.all() and res.metrics["num_scored"] == 8
+    assert threads == ([prefetch] if prefetch else [])  # prefetch=0 reads in the calling thread
     assert res.pred.tolist() == res.scores.argmax(1).tolist()
     assert "mean over videos" in res.protocol["metric"] or "CAMMA" in res.protocol["metric"]
 
