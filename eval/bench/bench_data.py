@@ -1,7 +1,7 @@
 """Data-loading speed: SurgLaViDataModule clips/s next to a raw decord decode of the same frames.
 
     python eval/bench/bench_data.py [--clips 64] [--frames 16] [--size 224] [--workers 2]
-    python eval/bench/bench_data.py --frames 8 --size 160 --source frames   # the embedded default's path
+    python eval/bench/bench_data.py --frames 8 --size 160 --source frames --batch 32  # the embedded default's path
 
 For the real Cholec clips (../shared/realdata, read in place; a temporary SurgLaVi DB points at
 them) and for the bundled sample, it times (a) a one-process loop that opens each video with
@@ -86,8 +86,10 @@ def raw_decode_rate(root: Path, table, num_frames: int, clips: int, source: str 
     for i in range(clips):
         name = table.video_name[i % len(table)]
         if source == "frames":
-            files = readers.get(name) or readers.setdefault(name, list_frame_files(root / "frames" / name))
-            fps = json.loads((root / "frames" / name / "frames.json").read_text())["fps"]
+            if name not in readers:  # the file list and fps once per folder, as the DataModule's readers
+                readers[name] = (list_frame_files(root / "frames" / name),
+                                 json.loads((root / "frames" / name / "frames.json").read_text())["fps"])
+            files, fps = readers[name]
             idx = sample_indices(table.start_s[i % len(table)], table.end_s[i % len(table)], fps, num_frames,
                                  "random", np.random.default_rng(i), len(files))
             np.stack([np.asarray(Image.open(files[j]).convert("RGB")) for j in idx])
@@ -134,6 +136,41 @@ def datamodule_rate(root: Path, num_frames: int, size: int, workers: int, clips:
     return n / (end - t0), (n - n_first) / (end - first), cpu / max(1, n - n_first)
 
 
+def in_process_parts(root: Path, num_frames: int, size: int, clips: int, batch: int = 32,
+                     source: str = "videos") -> dict:
+    """CPU ms per clip of each stage of a training item, in this process (no workers): reading the
+    frames (``load_frames``: sampling + decode), the augmentation (random resized crop + flip, uint8),
+    and the collate (stack the uint8 clips into the batch + tokenize the captions)."""
+    import torch
+
+    dm = SurgLaViDataModule(root=str(root), read_from=source, num_frames=num_frames, batch_size=batch, num_workers=0,
+                            levels=[1, 2, 3] if (root / "manifest.json").is_file() else [1], uint8_video=True)
+    from surgclip import get_tokenizer
+
+    dm.set_model(get_tokenizer("tiny"), {"image_size": size})
+    dm.setup()
+    loader = dm.train_dataloader()
+    ds, collate = loader.dataset, loader.collate_fn
+    n = min(clips, len(ds))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a worker (surgclip.data.dataset.worker_init)
+    try:
+        ds[0]  # warm-up
+        c0 = time.process_time()
+        frames = [ds.load_frames(i, np.random.default_rng(i))[1] for i in range(n)]
+        c1 = time.process_time()
+        items = [ds[i] for i in range(n)]  # read + augment
+        c2 = time.process_time()
+        for i in range(0, n, batch):
+            collate(items[i:i + batch])
+        c3 = time.process_time()
+    finally:
+        torch.set_num_threads(threads)
+    del frames
+    read, item = (c1 - c0) / n, (c2 - c1) / n
+    return {"read_ms": 1000 * read, "augment_ms": 1000 * max(0.0, item - read), "collate_ms": 1000 * (c3 - c2) / n}
+
+
 def bench(label: str, root: Path, args) -> dict:
     levels = [1, 2, 3] if (root / "manifest.json").is_file() else [1]
     table = CaptionDB(root / "captions.sqlite").select(levels=levels)
@@ -144,7 +181,8 @@ def bench(label: str, root: Path, args) -> dict:
     raw, raw_cpu = raw_decode_rate(root, table, args.frames, args.clips, args.source)
     out = {"raw_clips_per_s": raw, "raw_cpu_ms_per_clip": 1000 * raw_cpu, "raw_cores_in_use": raw * raw_cpu}
     for uint8 in (False, True):
-        dm, steady, dm_cpu = datamodule_rate(root, args.frames, args.size, args.workers, args.clips, uint8_video=uint8,
+        dm, steady, dm_cpu = datamodule_rate(root, args.frames, args.size, args.workers, args.clips, args.batch,
+                                             uint8_video=uint8,
                                              source=args.source)
         ratio, steady_ratio = dm / max(1, args.workers) / raw, steady / max(1, args.workers) / raw
         kind = "uint8 batches" if uint8 else "float batches"
@@ -158,6 +196,13 @@ def bench(label: str, root: Path, args) -> dict:
         out.update({f"datamodule_{key}_clips_per_s": dm, f"datamodule_{key}_steady_clips_per_s": steady,
                     f"ratio_per_worker_{key}": ratio, f"steady_ratio_per_worker_{key}": steady_ratio,
                     f"datamodule_{key}_cpu_ms_per_clip": 1000 * dm_cpu, f"cpu_ratio_{key}": raw_cpu / dm_cpu})
+    parts = in_process_parts(root, args.frames, args.size, args.clips, args.batch, source=args.source)
+    rest = out["datamodule_uint8_cpu_ms_per_clip"] - sum(parts.values())
+    print(f"{label:8s} where a uint8 clip's CPU goes, one process: read {parts['read_ms']:.1f} ms (raw decode loop "
+          f"{1000 * raw_cpu:.1f}) + augment {parts['augment_ms']:.1f} + collate (stack + tokenize) "
+          f"{parts['collate_ms']:.1f}; the DataModule's remaining {rest:.1f} ms: worker processes, the batch's "
+          f"transfer, the loader", flush=True)
+    out["parts_ms_per_clip"] = parts
     return out
 
 
@@ -167,6 +212,7 @@ def main() -> int:
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--batch", type=int, default=8, help="clips per batch (the embedded default trains with 32)")
     p.add_argument("--source", choices=("videos", "frames"), default="videos",
                    help="read the sample's videos/ or its frames/ (the real clips have videos only)")
     p.add_argument("--realdata", default=str(REPO.parent / "shared" / "realdata"))
