@@ -2,7 +2,9 @@
 
 Wall time varies between machines; its ratio to the bare compute measured in the same run does
 much less, and says how much of the run went to anything but the model (data loading, validation,
-zero-shot scoring, checkpoints, start-up of workers, the report).
+zero-shot scoring, checkpoints, start-up of workers, the report). The elapsed time is also split
+into where it went: the training steps as the loop ran them (slower than bare when data workers
+share the cores), waiting for the next batch, validation, and the rest.
 """
 from __future__ import annotations
 
@@ -45,7 +47,13 @@ class RunTimer(L.Callback):
         keep_batches: training batches kept from the first epoch.
     Writes:
         timing.json: elapsed_s, bare_step_s, steps, bare_compute_s, ratio (= elapsed / bare compute),
-        clips, train_clips_per_s_bare, precision.
+        clips, train_clips_per_s_bare, precision, and ``split_s``: ``train_steps`` (batch start to
+        batch end of every training step: forward, backward, optimizer, logging), ``data_wait`` (from
+        an epoch's start, the previous step's end or a validation's end to the next batch: the
+        loader), ``validation`` (validation loops with their retrieval and zero-shot scoring),
+        ``other`` (the rest: start-up, checkpoints, the export and the report); ``steps_vs_bare`` =
+        train_steps / bare compute. On a GPU, steps return before their kernels finish, so part of a
+        step can show as data wait.
     """
 
     def __init__(self, bare_steps: int = 3, warmup: int = 1, keep_batches: int = 2):
@@ -57,15 +65,39 @@ class RunTimer(L.Callback):
         self.start = None
         self.clips = 0
         self.result: dict = {}
+        self.split = {"train_steps": 0.0, "data_wait": 0.0, "validation": 0.0}
+        self._mark = self._step_start = self._val_start = None
 
     def on_fit_start(self, trainer, module) -> None:
         self.start, self.clips, self.batches = time.perf_counter(), 0, []
+        self.split = dict.fromkeys(self.split, 0.0)
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        self._mark = time.perf_counter()  # the loader starts (workers spawn) after this
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        if self._mark is not None:
+            self.split["data_wait"] += now - self._mark
+        self._step_start = now
         n = len(batch.get("video_id", ())) if isinstance(batch, dict) else 0
         self.clips += n
         if len(self.batches) < self.keep_batches and n >= 2:
             self.batches.append(_detached(batch))
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        if self._step_start is not None:
+            self.split["train_steps"] += now - self._step_start
+        self._mark, self._step_start = now, None
+
+    def on_validation_start(self, trainer, module) -> None:
+        self._val_start = time.perf_counter()
+
+    def on_validation_end(self, trainer, module) -> None:
+        if self._val_start is not None:
+            self.split["validation"] += time.perf_counter() - self._val_start
+        self._val_start, self._mark = None, time.perf_counter()  # the validation itself is not data wait
 
     def bare_step_seconds(self, trainer, module) -> float:
         """Mean seconds of one forward + loss + backward + optimizer step of a copy of the model."""
@@ -109,8 +141,9 @@ class RunTimer(L.Callback):
             return
         elapsed = time.perf_counter() - self.start
         steps = int(trainer.global_step)
+        split = {**self.split, "other": max(0.0, elapsed - sum(self.split.values()))}
         out = {"elapsed_s": elapsed, "steps": steps, "clips": self.clips,
-               "precision": str(trainer.precision)}
+               "precision": str(trainer.precision), "split_s": split}
         if self.batches and steps:
             batch = self.batches[0]
             if isinstance(batch.get("video"), torch.Tensor) and batch["video"].dtype == torch.uint8:
@@ -118,7 +151,8 @@ class RunTimer(L.Callback):
             step_s = self.bare_step_seconds(trainer, module)
             bare = step_s * steps
             out.update(bare_step_s=step_s, bare_compute_s=bare, ratio=elapsed / bare,
-                       train_clips_per_s_bare=len(batch["video_id"]) / step_s)
+                       train_clips_per_s_bare=len(batch["video_id"]) / step_s,
+                       steps_vs_bare=split["train_steps"] / bare)
         self.result = out
         self.batches = []
         atomic_write_json(run_dir / "timing.json", out)
@@ -126,5 +160,8 @@ class RunTimer(L.Callback):
             print(f"wall time {elapsed:.1f} s from fit start to report; bare compute of the same {steps} steps "
                   f"{out['bare_compute_s']:.1f} s ({step_s * 1000:.0f} ms/step); elapsed / bare compute "
                   f"{out['ratio']:.2f}x  -> {run_dir / 'timing.json'}")
+            print(f"where it went: training steps {split['train_steps']:.1f} s ({out['steps_vs_bare']:.2f}x their bare "
+                  f"compute), waiting for data {split['data_wait']:.1f} s, validation {split['validation']:.1f} s, "
+                  f"the rest (start-up, checkpoints, export, report) {split['other']:.1f} s")
         else:
             print(f"wall time {elapsed:.1f} s from fit start; no training steps to time -> {run_dir / 'timing.json'}")

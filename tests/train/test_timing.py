@@ -1,4 +1,5 @@
 import json
+import time
 
 import lightning as L
 import pytest
@@ -6,7 +7,7 @@ import torch
 
 from surgclip.train.module import SurgCLIPModule
 from surgclip.train.timing import RunTimer
-from helpers import TINY_TRAIN, synthetic_datamodule
+from helpers import TINY_TRAIN, SyntheticClips, synthetic_datamodule
 
 
 class Snapshot(L.Callback):
@@ -35,6 +36,38 @@ def test_run_timer_writes_elapsed_and_bare_compute(tmp_path, precision):
     assert timer.batches == []  # the kept batches are released
     for k, v in module.model.state_dict().items():  # the bare steps trained a copy, not the model
         assert torch.equal(v, snap.params[k]), k
+
+
+class SlowClips(SyntheticClips):
+    def __init__(self, delay_s, **kwargs):
+        super().__init__(**kwargs)
+        self.delay_s = delay_s
+
+    def __getitem__(self, i):
+        time.sleep(self.delay_s)
+        return super().__getitem__(i)
+
+
+def test_run_timer_splits_elapsed_into_steps_data_wait_validation(tmp_path, capsys):
+    L.seed_everything(0)
+    module = SurgCLIPModule(model="tiny", model_overrides=TINY_TRAIN, warmup_steps=1, lr=1e-3)
+    dm = synthetic_datamodule(module.tokenizer, n=24)
+    dm.train, dm.val = SlowClips(0.005, n=24), SlowClips(0.1, n=8, seed=99)  # 3 x 8 x 5 ms to load; 0.8 s to validate
+    timer = RunTimer(bare_steps=1, warmup=0, keep_batches=1)
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path,
+                        max_epochs=1, limit_train_batches=3, limit_val_batches=1, num_sanity_val_steps=0,
+                        val_check_interval=2, callbacks=[timer])  # validation between steps 2 and 3
+    trainer.fit(module, dm)
+    out = json.loads((tmp_path / "timing.json").read_text())
+    split = out["split_s"]
+    assert sum(split.values()) == pytest.approx(out["elapsed_s"])
+    assert split["validation"] >= 0.8  # the slow validation loader is validation, and not data wait:
+    assert 0.12 <= split["data_wait"] < 0.8  # 24 training items x 5 ms, loaded between the steps
+    assert split["train_steps"] > 0 and split["other"] > 0
+    assert out["steps_vs_bare"] == pytest.approx(split["train_steps"] / out["bare_compute_s"])
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert line.startswith("where it went: training steps ") and f"waiting for data {split['data_wait']:.1f} s" in line
 
 
 def test_run_timer_rejects_bad_arguments():
