@@ -51,7 +51,8 @@ class RunTimer(L.Callback):
         batch end of every training step: forward, backward, optimizer, logging), ``data_wait`` (from
         an epoch's start, the previous step's end or a validation's end to the next batch: the
         loader), ``validation`` (validation loops with their retrieval and zero-shot scoring),
-        ``other`` (the rest: start-up, checkpoints, the export and the report); ``steps_vs_bare`` =
+        ``other`` (the rest: start-up, checkpoints, the export and the report); ``data_wait_first_batches_s``:
+        the part of the data wait spent on each epoch's first batch (loader start-up); ``steps_vs_bare`` =
         train_steps / bare compute. On a GPU, steps return before their kernels finish, so part of a
         step can show as data wait.
     """
@@ -67,10 +68,12 @@ class RunTimer(L.Callback):
         self.result: dict = {}
         self.split = {"train_steps": 0.0, "data_wait": 0.0, "validation": 0.0}
         self._mark = self._step_start = self._val_start = None
+        self.first_batch_wait = 0.0
 
     def on_fit_start(self, trainer, module) -> None:
         self.start, self.clips, self.batches = time.perf_counter(), 0, []
         self.split = dict.fromkeys(self.split, 0.0)
+        self.first_batch_wait = 0.0
 
     def on_train_epoch_start(self, trainer, module) -> None:
         self._mark = time.perf_counter()  # the loader starts (workers spawn) after this
@@ -79,6 +82,8 @@ class RunTimer(L.Callback):
         now = time.perf_counter()
         if self._mark is not None:
             self.split["data_wait"] += now - self._mark
+            if batch_idx == 0:
+                self.first_batch_wait += now - self._mark
         self._step_start = now
         n = len(batch.get("video_id", ())) if isinstance(batch, dict) else 0
         self.clips += n
@@ -143,7 +148,8 @@ class RunTimer(L.Callback):
         steps = int(trainer.global_step)
         split = {**self.split, "other": max(0.0, elapsed - sum(self.split.values()))}
         out = {"elapsed_s": elapsed, "steps": steps, "clips": self.clips,
-               "precision": str(trainer.precision), "split_s": split}
+               "precision": str(trainer.precision), "split_s": split,
+               "data_wait_first_batches_s": self.first_batch_wait}
         if self.batches and steps:
             batch = self.batches[0]
             if isinstance(batch.get("video"), torch.Tensor) and batch["video"].dtype == torch.uint8:
@@ -161,7 +167,8 @@ class RunTimer(L.Callback):
                   f"{out['bare_compute_s']:.1f} s ({step_s * 1000:.0f} ms/step); elapsed / bare compute "
                   f"{out['ratio']:.2f}x  -> {run_dir / 'timing.json'}")
             print(f"where it went: training steps {split['train_steps']:.1f} s ({out['steps_vs_bare']:.2f}x their bare "
-                  f"compute), waiting for data {split['data_wait']:.1f} s, validation {split['validation']:.1f} s, "
+                  f"compute), waiting for data {split['data_wait']:.1f} s ({self.first_batch_wait:.1f} s of it for the "
+                  f"epochs' first batches), validation {split['validation']:.1f} s, "
                   f"the rest (start-up, checkpoints, export, report) {split['other']:.1f} s")
         else:
             print(f"wall time {elapsed:.1f} s from fit start; no training steps to time -> {run_dir / 'timing.json'}")

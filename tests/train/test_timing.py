@@ -65,6 +65,7 @@ def test_run_timer_splits_elapsed_into_steps_data_wait_validation(tmp_path, caps
     assert split["validation"] >= 0.8  # the slow validation loader is validation, and not data wait:
     assert 0.12 <= split["data_wait"] < 0.8  # 24 training items x 5 ms, loaded between the steps
     assert split["train_steps"] > 0 and split["other"] > 0
+    assert 0.04 <= out["data_wait_first_batches_s"] < split["data_wait"]  # the first batch: 8 items x 5 ms
     assert out["steps_vs_bare"] == pytest.approx(split["train_steps"] / out["bare_compute_s"])
     line = capsys.readouterr().out.splitlines()[-1]
     assert line.startswith("where it went: training steps ") and f"waiting for data {split['data_wait']:.1f} s" in line
