@@ -3,7 +3,12 @@
 One query at ``setup`` selects the clips; videos are split by name (``splits.json`` or a seeded
 split), so a video never lands in two splits. Training mixes levels in one pool, or samples them
 with per-level weights, and can include a level only every k epochs (PeskaVLP-style schedule,
-rebuilt in ``train_dataloader`` each epoch). Tokenizing happens in the collate.
+applied in ``train_dataloader`` each epoch). Tokenizing happens in the collate.
+
+With workers, each split's loader is built once and its workers persist across epochs (``train_dataloader``
+moves the same loader's sampler and dataset to the new epoch; the dataset's epoch is shared memory):
+an epoch does not pay for starting workers, and each worker keeps its open decoders. A change of the
+active levels (``level_every``) builds a new training loader.
 """
 from __future__ import annotations
 
@@ -45,14 +50,19 @@ class LevelSampler(DistributedSampler):
     def __init__(self, levels: np.ndarray, active: list[int], weights: dict | None, seed: int, epoch: int,
                  num_replicas: int = 1, rank: int = 0):
         # DistributedSampler.__init__ is not called: it wants a dataset and an initialised process group
-        self.levels, self.active, self.weights, self.seed, self.epoch = levels, active, weights, seed, epoch
+        self.levels, self.weights, self.seed, self.epoch = levels, weights, seed, epoch
         self.num_replicas, self.rank = int(num_replicas), int(rank)
-        self.pool = np.flatnonzero(np.isin(levels, active))
-        if self.pool.size == 0:
-            raise ValueError(f"no training clips at levels {active} (levels present: {sorted(set(levels.tolist()))})")
+        self.set_active(active)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
+
+    def set_active(self, active: list[int]) -> None:
+        """Include these levels from now on (``level_every`` schedules)."""
+        pool = np.flatnonzero(np.isin(self.levels, active))
+        if pool.size == 0:
+            raise ValueError(f"no training clips at levels {active} (levels present: {sorted(set(self.levels.tolist()))})")
+        self.active, self.pool = list(active), pool
 
     def __len__(self) -> int:
         return -(-int(self.pool.size) // self.num_replicas)
@@ -137,6 +147,7 @@ class SurgLaViDataModule(L.LightningDataModule):
         self.level_every = {int(k): int(v) for k, v in (level_every or {}).items()} or None
         self.tokenizer, self.preprocess_cfg = None, None
         self.datasets: dict[str, ClipDataset] = {}
+        self._loaders: dict[str, DataLoader] = {}  # kept with their persistent workers (num_workers > 0)
         self.batch_size_per_device = batch_size
         self.skipped_total: dict[str, int] = {}
         self.setup_dropped: dict = {}
@@ -145,6 +156,7 @@ class SurgLaViDataModule(L.LightningDataModule):
     def set_model(self, tokenizer, preprocess_cfg: dict | PreprocessCfg) -> None:
         """Use this tokenizer (callable list[str] -> LongTensor [N, L]) and preprocessing config."""
         self.tokenizer = tokenizer
+        self._loaders = {}  # the workers hold the old transform and tokenizer
         self.preprocess_cfg = preprocess_cfg if isinstance(preprocess_cfg, PreprocessCfg) else PreprocessCfg.from_dict(preprocess_cfg)
         for split, ds in self.datasets.items():
             ds.transform = ClipTransform(self.preprocess_cfg, train=(split == "train"), normalize=False)
@@ -250,12 +262,22 @@ class SurgLaViDataModule(L.LightningDataModule):
                                                    normalize=None if hp.uint8_video else self.preprocess_cfg),
                           pin_memory=hp.pin_memory, drop_last=split == "train" and sampler is not None and
                           len(sampler) >= self.batch_size_per_device,
-                          persistent_workers=False, prefetch_factor=4 if workers else None,
+                          persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
                           # its own generator: creating an iterator never draws from the global RNG,
                           # so dropout etc. repeat exactly after a resume
                           generator=torch.Generator().manual_seed(hp.seed),
                           worker_init_fn=worker_init if workers else None,
                           multiprocessing_context=_worker_context(hp.worker_start) if workers else None)
+
+    def _cached(self, split: str, loader: DataLoader) -> DataLoader:
+        """Keep a loader whose workers persist, to hand out again next epoch."""
+        if loader.num_workers:
+            self._loaders[split] = loader
+        return loader
+
+    def _kept_or_new(self, split: str) -> DataLoader:
+        loader = self._loaders.get(split)
+        return loader if loader is not None else self._cached(split, self._loader(split))
 
     def _blank(self) -> dict:
         """A stand-in item for batches whose items were all skipped (masked out of the loss)."""
@@ -265,7 +287,8 @@ class SurgLaViDataModule(L.LightningDataModule):
                 "video_id": "", "caption_id": -1, "start_s": 0.0, "end_s": 0.0}
 
     def train_dataloader(self) -> DataLoader:
-        """Training clips of the levels active this epoch (sampler rebuilt every call)."""
+        """Training clips of the levels active this epoch, in this epoch's order (with workers: the same
+        loader and workers as last epoch while the active levels stay the same)."""
         trainer = getattr(self, "trainer", None)
         epoch = int(trainer.current_epoch) if trainer is not None else 0
         self.report_skipped("train")
@@ -275,17 +298,23 @@ class SurgLaViDataModule(L.LightningDataModule):
         ds.set_epoch(epoch)
         world = int(getattr(trainer, "world_size", 1) or 1)
         rank = int(getattr(trainer, "global_rank", 0) or 0)
-        sampler = LevelSampler(ds.table.level, self.active_levels(epoch), self.level_weights, self.hparams.seed, epoch,
+        active = self.active_levels(epoch)
+        loader = self._loaders.get("train")
+        if loader is not None and loader.dataset is ds and loader.sampler.active == active and \
+                (loader.sampler.num_replicas, loader.sampler.rank) == (world, rank):
+            loader.sampler.set_epoch(epoch)  # the same workers go on with the new epoch's order
+            return loader
+        sampler = LevelSampler(ds.table.level, active, self.level_weights, self.hparams.seed, epoch,
                                num_replicas=world, rank=rank)
-        return self._loader("train", sampler)
+        return self._cached("train", self._loader("train", sampler))
 
     def val_dataloader(self) -> DataLoader:
         """Held-out (val split) clips, uniform sampling, no augmentation."""
-        return self._loader("val")
+        return self._kept_or_new("val")
 
     def test_dataloader(self) -> DataLoader:
         """Test split clips, uniform sampling, no augmentation."""
-        return self._loader("test")
+        return self._kept_or_new("test")
 
     # -- skipped items ---------------------------------------------------------------------------
     def report_skipped(self, split: str | None = None) -> dict[str, int]:

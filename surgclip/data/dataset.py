@@ -126,7 +126,7 @@ class ClipDataset(Dataset):
         cache_size: open readers kept per process.
         decode_at_size: decode video files larger than the model input at a reduced size
             (``DecodeSize.for_transform(transform)``) instead of full size.
-        seed: with ``epoch`` (see ``set_epoch``), fixes each item's frame sampling and augmentation.
+        seed: with the epoch (see ``set_epoch``), fixes each item's frame sampling and augmentation.
     Item:
         dict(video [T,3,S,S] (float, or uint8 from a ``normalize=False`` transform), caption str, level int, video_id str (the video's name),
         caption_id int, start_s float, end_s float).
@@ -145,7 +145,10 @@ class ClipDataset(Dataset):
         self.num_frames, self.mode, self.transform = num_frames, mode, transform
         self.skip_errors, self.end_tolerance_s = skip_errors, end_tolerance_s
         self.cache_size, self.decode_at_size = cache_size, decode_at_size
-        self.seed, self.epoch = seed, 0
+        self.seed = seed
+        # shared with the workers, so that persistent workers (whose copy of the dataset lives on across
+        # epochs) draw each epoch's frames and augmentation
+        self._epoch = mp.get_context("spawn").Value("q", 0)
         self.skipped = SkipCounter()
         self._readers: OrderedDict = OrderedDict()
         self._pid = os.getpid()
@@ -155,8 +158,13 @@ class ClipDataset(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         """Item ``i`` draws its random frames and augmentation from (seed, epoch, i) alone, whatever
-        the worker, the process or the global RNG state, so a resumed run repeats its epochs exactly."""
-        self.epoch = int(epoch)
+        the worker, the process or the global RNG state, so a resumed run repeats its epochs exactly.
+        The epoch is shared memory: it reaches worker processes that already run (persistent workers)."""
+        self._epoch.value = int(epoch)
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch.value)
 
     def source_path(self, name: str) -> Path:
         """Where video ``name`` is read from."""

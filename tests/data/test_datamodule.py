@@ -64,6 +64,27 @@ def test_level_weights_and_schedule(small_sample):
     assert set(dm.datasets["train"].table.level[list(loader.sampler)]) == {1}
 
 
+@pytest.mark.slow
+def test_persistent_workers_follow_the_epoch(small_sample):
+    dm = dm_for(small_sample, num_workers=1, level_every={3: 2})
+    dm.setup()
+    ds, batches, pids = dm.datasets["train"], {}, set()
+    loaders = []
+    for epoch in (0, 2, 1):  # epoch 1 leaves level 3 out: a new sampler, so a new loader
+        dm.trainer = types.SimpleNamespace(current_epoch=epoch, world_size=1)
+        loader = dm.train_dataloader()
+        loaders.append(loader)
+        batches[epoch] = (next(iter(loader)), list(loader.sampler)[:4])
+        pids.add(loader._iterator._workers[0].pid)
+    assert loaders[1] is loaders[0] and loaders[2] is not loaders[0]
+    assert len(pids) == 2  # epochs 0 and 2 ran in the same worker process
+    for epoch, (batch, order) in batches.items():  # the worker drew each epoch's frames and augmentation
+        ds.set_epoch(epoch)
+        ref = loaders[0].collate_fn([ds[i] for i in order])
+        assert batch["caption_id"].tolist() == ref["caption_id"].tolist()
+        assert torch.equal(batch["video"], ref["video"]), epoch
+
+
 def test_global_batch_must_divide(small_sample):
     dm = dm_for(small_sample)
     dm.hparams.batch_size = 6
