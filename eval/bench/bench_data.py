@@ -151,15 +151,16 @@ def in_process_parts(root: Path, num_frames: int, size: int, clips: int, batch: 
     dm.setup()
     loader = dm.train_dataloader()
     ds, collate = loader.dataset, loader.collate_fn
-    n = min(clips, len(ds))
+    order = list(loader.sampler)[:clips]  # the training order: a video decoder seeks as it does in training
+    n = len(order)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in a worker (surgclip.data.dataset.worker_init)
     try:
-        ds[0]  # warm-up
+        ds[order[0]]  # warm-up
         c0 = time.process_time()
-        frames = [ds.load_frames(i, np.random.default_rng(i))[1] for i in range(n)]
+        frames = [ds.load_frames(i, np.random.default_rng(i))[1] for i in order]
         c1 = time.process_time()
-        items = [ds[i] for i in range(n)]  # read + augment
+        items = [ds[i] for i in order]  # read + augment
         c2 = time.process_time()
         for i in range(0, n, batch):
             collate(items[i:i + batch])
