@@ -147,7 +147,34 @@ class SurgCLIP(nn.Module):
         similarity) or the mean of unit frame vectors (``frame_mean``, norm <= 1). With
         ``normalize=False`` it is the mean of the projected frame embeddings.
         """
-        frames = self.encode_video_frames(video)
+        return self._pool(self.encode_video_frames(video), normalize)
+
+    @property
+    def per_frame_trunk(self) -> bool:
+        """True when the video tower runs an image trunk on each frame alone before its temporal
+        module (``temporal: mean | transformer``): overlapping clips can then share each frame's trunk
+        features (``encode_frame_trunk`` once per frame, ``encode_video_from_trunk`` per clip). A
+        divided space-time tower mixes frames in every block and has no such features."""
+        return hasattr(self.vision_encoder, "trunk") and hasattr(self.vision_encoder, "temporal")
+
+    def encode_frame_trunk(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames [N, 3, H, W] -> the trunk's features of each frame [N, W] (before the temporal module)."""
+        if not self.per_frame_trunk:
+            raise ValueError(f"model {self.name!r} mixes frames inside its video tower: it has no per-frame trunk features")
+        if frames.ndim != 4 or frames.shape[1] != 3:
+            raise ValueError(f"expected frames [N, 3, H, W], got shape {tuple(frames.shape)}")
+        with self.autocast(frames.device):
+            return self.vision_encoder.trunk(frames).reshape(frames.shape[0], -1)
+
+    def encode_video_from_trunk(self, feats: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """Per-frame trunk features [B, T, W] (``encode_frame_trunk``) -> clip embedding [B, D], as
+        ``encode_video`` gives for those frames."""
+        with self.autocast(feats.device):
+            feats = self.vision_encoder.temporal(feats)
+        return self._pool(self.vision_proj(feats.float()), normalize)
+
+    def _pool(self, frames: torch.Tensor, normalize: bool) -> torch.Tensor:
+        """Projected frame embeddings [B, T, D] -> clip embedding [B, D] (see ``encode_video``)."""
         if not normalize:
             return frames.mean(1)
         if self.similarity == "frame_mean":

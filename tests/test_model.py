@@ -121,6 +121,26 @@ def test_grad_checkpointing_gives_same_gradients():
         torch.testing.assert_close(plain[k], ckpt[k], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("similarity", ["video", "frame_mean"])
+def test_clip_embedding_from_shared_frame_trunk_features(similarity):
+    model = small_model("tiny", similarity=similarity)
+    size = model.preprocess_cfg.image_size
+    frames = torch.randn(6, 3, size, size)
+    windows = torch.tensor([[0, 1, 2, 3], [2, 3, 4, 5], [1, 1, 2, 5]])  # overlapping clips of 6 frames
+    with torch.no_grad():
+        feats = model.encode_frame_trunk(frames)
+        shared = model.encode_video_from_trunk(feats[windows])
+        ref = model.encode_video(frames[windows])
+    assert feats.shape == (6, model.vision_encoder.width)
+    torch.testing.assert_close(shared, ref, rtol=1e-5, atol=1e-6)
+    divided = small_model("SurgCLIP-B")
+    assert model.per_frame_trunk and not divided.per_frame_trunk
+    with pytest.raises(ValueError, match="mixes frames inside its video tower"):
+        divided.encode_frame_trunk(frames)
+    with pytest.raises(ValueError, match=r"expected frames \[N, 3, H, W\], got shape \(6, 3, 1\)"):
+        model.encode_frame_trunk(torch.zeros(6, 3, 1))
+
+
 @pytest.mark.parametrize("name", ["tiny", "SurgCLIP-B"])
 def test_bf16_precision_stays_close_to_fp32_and_returns_float32(name):
     model = small_model(name)

@@ -10,7 +10,9 @@ time order:
 - frames are read in sorted batches covering the next ``READ_AHEAD_ROWS`` rows, so the decoder
   runs forward through the file instead of seeking per row;
 - a background thread decodes and transforms the next batches while the caller runs the model
-  (decord, PIL and torch release the GIL), ``prefetch`` batches ahead at most.
+  (decord, PIL and torch release the GIL), ``prefetch`` batches ahead at most;
+- the transform may go further than pixels: ``FrameTrunk`` turns each frame into a per-frame
+  tower's trunk features once, so overlapping clips share them instead of re-running the trunk.
 
 Rows that cannot be read are skipped and counted by reason (``SKIP_REASONS``): ``missing_file``
 (no video file or frame folder), ``undecodable_media`` (a corrupt or truncated video or image;
@@ -122,9 +124,10 @@ def _batches(table, transform, T, mode, stride_s, batch_size, skipped):
 
 
 def _stack_clips(clips: list[list[torch.Tensor]]) -> torch.Tensor:
-    """[B, T, 3, S, S] from B lists of T frames, each frame copied once (straight into the batch)."""
+    """[B, T, ...] from B lists of T frames ([3, S, S] images or [W] features), each copied once
+    (straight into the batch)."""
     first = clips[0][0]
-    out = torch.empty((len(clips), len(clips[0]), *first.shape), dtype=first.dtype)
+    out = torch.empty((len(clips), len(clips[0]), *first.shape), dtype=first.dtype, device=first.device)
     for b, frames in enumerate(clips):
         torch.stack(frames, out=out[b])
     return out
@@ -203,6 +206,38 @@ def _read_frames(reader, idx: list[int], transform, cache: dict, bad: set) -> No
         except VideoReadError as err:
             log.warning("zero-shot: %s", err)
             bad.add(i)
+
+
+class FrameTrunk:
+    """A ``transform`` for ``iter_clip_batches`` that ends in the model's per-frame trunk: uint8
+    frames -> ``model.encode_frame_trunk`` features [N, W] on ``device``, ``chunk`` frames per call.
+
+    Clips then come as [B, T, W] for ``model.encode_video_from_trunk``: each frame's trunk runs once
+    however many overlapping clips hold it (T times fewer trunk passes for clips one frame apart).
+    Only for models with ``per_frame_trunk``.
+    """
+
+    def __init__(self, model, transform, device, chunk: int = 64):
+        if not model.per_frame_trunk:
+            raise ValueError(f"model {model.name!r} has no per-frame trunk (its video tower mixes frames)")
+        self.model, self.transform, self.device, self.chunk = model, transform, device, int(chunk)
+
+    def __call__(self, frames) -> torch.Tensor:
+        images = self.transform(frames)
+        with torch.no_grad():  # grad mode is per thread: the reader thread starts with it on
+            return torch.cat([self.model.encode_frame_trunk(images[i:i + self.chunk].to(self.device))
+                              for i in range(0, len(images), self.chunk)])
+
+
+def clip_encoder(model, transform, num_frames: int, mode: str, device):
+    """(the ``transform`` to give ``iter_clip_batches``, clips -> embeddings [B, D]) for ``model``.
+
+    A model with ``per_frame_trunk`` gets each frame's trunk run once (``FrameTrunk``), then only its
+    temporal module per clip; any other model (or single frames) gets ``encode_video`` on the clips.
+    """
+    if mode != "frame" and num_frames > 1 and model.per_frame_trunk:
+        return FrameTrunk(model, transform, device), model.encode_video_from_trunk
+    return transform, lambda clips: model.encode_video(clips.to(device))
 
 
 _DONE = object()

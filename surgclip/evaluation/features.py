@@ -23,7 +23,7 @@ import torch
 
 from ..transform import ClipTransform
 from ..utils import atomic_path, atomic_write_json
-from .clips import iter_clip_batches
+from .clips import clip_encoder, iter_clip_batches
 from .index import model_fingerprint
 from .table import FrameTable
 
@@ -74,7 +74,9 @@ def extract_features(model, table: FrameTable, cache_dir, num_frames: int | None
                 meta = old
         except (OSError, UnicodeDecodeError, ValueError):
             pass  # a damaged cache index only costs recomputation
-    transform = ClipTransform(model.preprocess_cfg)
+    # a per-frame tower runs each frame's trunk once, however many overlapping clips hold it
+    transform, encode = clip_encoder(model, ClipTransform(model.preprocess_cfg), settings["num_frames"], mode,
+                                     next(model.parameters()).device)
     D = int(model.embed_dim)
     feats, valid = np.zeros((len(table), D), dtype=np.float32), np.zeros(len(table), dtype=bool)
     skipped = Counter()
@@ -101,7 +103,7 @@ def extract_features(model, table: FrameTable, cache_dir, num_frames: int | None
             batches = iter_clip_batches(sub, transform, settings["num_frames"], mode, stride_s, batch_size, vskip)
             with contextlib.closing(batches):  # stops the reader thread even if the forward raises
                 for idx, clips in batches:
-                    vfeat[idx] = model.encode_video(clips.to(next(model.parameters()).device)).float().cpu().numpy()
+                    vfeat[idx] = encode(clips).float().cpu().numpy()
                     vvalid[idx] = True
             with atomic_path(path) as tmp:
                 save_file({"features": vfeat, "valid": vvalid.astype(np.uint8)}, str(tmp))

@@ -21,7 +21,7 @@ import torch
 from ..tokenizer import tokenize
 from ..transform import ClipTransform
 from . import metrics as M
-from .clips import iter_clip_batches
+from .clips import clip_encoder, iter_clip_batches
 from .table import FrameTable
 
 PROTOCOL_SINGLE = ("zero-shot single-label: argmax cosine over normalised prompt embeddings per labelled frame; "
@@ -111,7 +111,8 @@ def evaluate_zero_shot(model, tokenizer, table: FrameTable, prompts: list[str], 
     was_training = model.training
     model.eval()
     index = prompt_index(model, tokenizer, prompts, device)
-    transform = ClipTransform(model.preprocess_cfg)
+    # a per-frame tower runs each frame's trunk once, however many overlapping clips hold it
+    transform, encode = clip_encoder(model, ClipTransform(model.preprocess_cfg), num_frames, mode, device)
     n, C = len(table), len(table.classes)
     scores = np.full((n, C), np.nan, dtype=np.float32)
     skipped: Counter = Counter()
@@ -125,8 +126,7 @@ def evaluate_zero_shot(model, tokenizer, table: FrameTable, prompts: list[str], 
         batches = iter_clip_batches(table, transform, num_frames, mode, stride_s, batch_size, skipped, bar, prefetch)
         with closing(batches):
             for rows, clips in batches:
-                emb = model.encode_video(clips.to(device)).float().cpu().numpy()
-                scores[rows] = score_clips(index, emb)
+                scores[rows] = score_clips(index, encode(clips).float().cpu().numpy())
     finally:
         if bar is not None:
             bar.close()

@@ -40,6 +40,27 @@ def test_scores_match_brute_force(cholec_root, tiny_model, prefetch, monkeypatch
     assert "mean over videos" in res.protocol["metric"] or "CAMMA" in res.protocol["metric"]
 
 
+def test_overlapping_clips_share_each_frames_trunk(cholec_root, tiny_model, monkeypatch):
+    from surgclip.evaluation.clips import clip_positions
+
+    model, _, tok = tiny_model
+    assert model.per_frame_trunk  # tiny: a ViT per frame, then a temporal transformer
+    table = B.load_cholec80(cholec_root, split="all")
+    table = table.select(table.video == "video49")
+    prompts = B.get_prompts(B.load_protocol("cholec80"), "camma", PHASES)
+    trunk_frames, trunk = [], model.encode_frame_trunk
+    monkeypatch.setattr(model, "encode_frame_trunk", lambda frames: trunk_frames.append(len(frames)) or trunk(frames))
+    shared = evaluate_zero_shot(model, tok, table, prompts, num_frames=4, mode="centered", batch_size=3)
+    reader = open_source(cholec_root / "videos" / "video49.mp4")
+    fps = int(reader.fps)
+    frames = {p for t in table.time_s for p in clip_positions(int(t * fps), 4, fps, "centered", reader.num_frames).tolist()}
+    assert sum(trunk_frames) == len(frames) < 4 * len(table)  # each frame's trunk once, not once per clip
+    monkeypatch.setattr(type(model), "per_frame_trunk", property(lambda self: False))  # the trunk per clip
+    per_clip = evaluate_zero_shot(model, tok, table, prompts, num_frames=4, mode="centered", batch_size=3)
+    np.testing.assert_allclose(shared.scores, per_clip.scores, atol=1e-5)
+    assert shared.valid.all() and shared.pred.tolist() == per_clip.pred.tolist()
+
+
 def test_missing_frames_sources_and_broken_videos_counted(tmp_path, cholec_root, tiny_model):
     model, _, tok = tiny_model
     table = B.load_cholec80(cholec_root, split="all")
