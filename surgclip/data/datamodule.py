@@ -276,8 +276,12 @@ class SurgLaViDataModule(L.LightningDataModule):
         return loader
 
     def _kept_or_new(self, split: str) -> DataLoader:
+        if not self.datasets:
+            self.setup()
         loader = self._loaders.get(split)
-        return loader if loader is not None else self._cached(split, self._loader(split))
+        if loader is not None and loader.dataset is self.datasets[split]:
+            return loader
+        return self._cached(split, self._loader(split))
 
     def _blank(self) -> dict:
         """A stand-in item for batches whose items were all skipped (masked out of the loss)."""
