@@ -1,3 +1,5 @@
+from unittest import mock
+
 import numpy as np
 import pytest
 import torch
@@ -84,6 +86,33 @@ def test_bad_inputs(tmp_path):
         proc([])
     with pytest.raises(ValueError, match="unknown mode"):
         VideoPreprocessor(mode="causal")
+
+
+@pytest.mark.parametrize("jitter", [0.0, 0.3])
+def test_direct_augmentation_equals_the_v2_pipeline(jitter):
+    """``_augment`` calls the kernels itself: same pixels, same strides and the same RNG draws as v2."""
+    frames = np.random.default_rng(3).integers(0, 256, (4, 50, 70, 3), dtype=np.uint8)
+    tr = ClipTransform(PreprocessCfg(image_size=32), train=True, normalize=False, color_jitter=jitter)
+    assert tr._direct
+    from torchvision.transforms.v2 import functional as TF
+
+    with mock.patch.object(TF, "horizontal_flip_image", wraps=TF.horizontal_flip_image) as flip:
+        for seed in range(12):
+            x = torch.from_numpy(frames).permute(0, 3, 1, 2)
+            torch.manual_seed(seed)
+            ref = tr.augment(x)
+            after_ref = torch.rand(1)
+            torch.manual_seed(seed)
+            out = tr(frames)
+            assert torch.equal(out, ref) and out.stride() == ref.stride(), seed
+            assert torch.equal(torch.rand(1), after_ref), seed  # no draw skipped or added
+    assert 0 < flip.call_count < 12  # both branches ran (v2 reaches its kernels through its own registry)
+    tr._direct = False
+    torch.manual_seed(7)
+    slow = tr(frames)
+    tr._direct = True
+    torch.manual_seed(7)
+    assert torch.equal(tr(frames), slow)
 
 
 def test_train_augmentation_is_shared_by_all_frames():
