@@ -5,8 +5,10 @@ reads a folder of numbered images. ``open_source`` picks one from a path.
 """
 from __future__ import annotations
 
+import io
 import json
 import math
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -185,15 +187,54 @@ class FrameFolderReader(FrameReader):
         return np.stack(out)
 
 
+def _jpeg_op():
+    """torchvision's CPU JPEG decoder op (libjpeg-turbo, output straight into a tensor), or None.
+
+    The op behind ``torchvision.io.decode_jpeg``, called directly: that wrapper warns on every call
+    that torchvision's image codecs are deprecated (from 0.29, in favour of TorchCodec, which is not
+    a dependency here). When a torchvision without it arrives, frames are decoded by PIL again.
+    """
+    global _JPEG_OP
+    if _JPEG_OP is None:
+        try:
+            import torch
+            import torchvision.io.image  # noqa: F401  (loads the image ops)
+
+            _JPEG_OP = torch.ops.image.decode_jpeg
+        except (ImportError, AttributeError, RuntimeError):
+            _JPEG_OP = False
+    return _JPEG_OP or None
+
+
+_JPEG_OP = None
+_JPEG_RGB = 3  # torchvision's ImageReadMode.RGB
+
+
 def _read_rgb(path: Path) -> np.ndarray:
-    """One frame image -> uint8 [H, W, 3]; a broken file is a VideoReadError naming it."""
+    """One frame image -> uint8 [H, W, 3]; a broken file is a VideoReadError naming it.
+
+    PIL reads the header (format, mode and size; an image over PIL's decompression-bomb limit is
+    refused there). A colour or greyscale JPEG is then decoded by torchvision's libjpeg-turbo op
+    (the same pixels as PIL's decoder, which is libjpeg-turbo too; about twice as fast per frame,
+    with no PIL -> numpy copy); every other image by PIL.
+    """
     from PIL import Image
 
     try:
-        with Image.open(path) as img:
-            img.load()
-            # an RGB image is read as is (no converted copy); others (L, P, CMYK, RGBA) are converted
-            return np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
+        data = path.read_bytes()
+        with Image.open(io.BytesIO(data)) as img:
+            op = _jpeg_op() if img.format == "JPEG" and img.mode in ("RGB", "L") else None
+            if op is None:
+                img.load()
+                # an RGB image is read as is (no converted copy); others (L, P, CMYK, RGBA) are converted
+                return np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
+        import torch
+
+        try:  # [3, H, W] with the decoder's H, W, 3 memory: the permute is the frame as it lies
+            return op(torch.frombuffer(bytearray(data), dtype=torch.uint8), _JPEG_RGB, False).permute(1, 2, 0).numpy()
+        except RuntimeError as err:  # libjpeg's error (truncated or corrupt data), as the op raises it
+            # its first line, less the C++ source location: "decode_jpeg, <file>:<line>, <message>"
+            raise OSError(re.sub(r"^\w+, \S+:\d+, ", "", str(err).strip().splitlines()[0])) from err
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         # PIL signals broken files with all of these (e.g. SyntaxError "broken PNG file")
         raise VideoReadError(f"cannot read frame image {path}: {err}") from err

@@ -157,3 +157,68 @@ def test_a_programming_error_in_decoding_is_not_bad_media(small_sample, monkeypa
     monkeypatch.setattr(decord.VideoReader, "get_batch", undecodable)
     with pytest.raises(VideoReadError, match=r"cannot decode frames 0\.\.1 of .*: corrupt packet"):
         reader.read([0, 1])
+
+
+def _pil_rgb(path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+def test_jpeg_frames_decode_as_pil_does(tmp_path, monkeypatch):
+    """Colour, greyscale and progressive JPEGs go through torchvision's decoder op and give PIL's
+    pixels; a CMYK JPEG and a PNG go through PIL; without the op every frame still reads."""
+    from PIL import Image
+
+    import surgclip.data.readers as readers
+
+    rng = np.random.default_rng(0)
+    smooth = np.cumsum(rng.integers(-9, 10, (48, 64, 3)), axis=1).clip(0, 255).astype(np.uint8)
+    Image.fromarray(smooth).save(tmp_path / "0.jpg", quality=90)
+    Image.fromarray(smooth[..., 0]).save(tmp_path / "1.jpg")  # greyscale
+    Image.fromarray(smooth).save(tmp_path / "2.jpg", progressive=True, subsampling=0)
+    Image.fromarray(smooth).convert("CMYK").save(tmp_path / "3.jpg")
+    Image.fromarray(smooth).save(tmp_path / "4.png")
+    paths = [tmp_path / n for n in ("0.jpg", "1.jpg", "2.jpg", "3.jpg", "4.png")]
+    reference = [_pil_rgb(p) for p in paths]
+    assert reference[1].shape == (48, 64, 3) and np.array_equal(reference[1][..., 0], reference[1][..., 2])
+
+    op = readers._jpeg_op()
+    assert op is not None  # torchvision 0.29 has it
+    calls = []
+    monkeypatch.setattr(readers, "_JPEG_OP", lambda *a: calls.append(1) or op(*a))
+    for path, ref in zip(paths, reference):
+        frame = readers._read_rgb(path)
+        assert frame.dtype == np.uint8 and frame.shape == ref.shape and np.array_equal(frame, ref), path.name
+    assert len(calls) == 3  # the three RGB / L JPEGs; CMYK and PNG by PIL
+
+    monkeypatch.setattr(readers, "_JPEG_OP", False)  # a torchvision without the op
+    for path, ref in zip(paths, reference):
+        assert np.array_equal(readers._read_rgb(path), ref), path.name
+
+
+def test_broken_jpeg_frames_name_the_file(tmp_path):
+    from PIL import Image
+
+    from surgclip.data.readers import _read_rgb
+
+    Image.new("RGB", (64, 48), (200, 30, 10)).save(tmp_path / "good.jpg")
+    data = (tmp_path / "good.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) - 40])  # header intact, scan cut short
+    with pytest.raises(VideoReadError, match=r"cannot read frame image .*cut\.jpg: .*(truncated|incomplete)"):
+        _read_rgb(tmp_path / "cut.jpg")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    with pytest.raises(VideoReadError, match=r"empty\.jpg"):
+        _read_rgb(tmp_path / "empty.jpg")
+    with pytest.raises(VideoReadError, match=r"missing\.jpg"):
+        _read_rgb(tmp_path / "missing.jpg")
+
+
+def test_real_jpeg_frames_decode_as_pil_does(realdata):
+    from surgclip.data.readers import _read_rgb
+
+    files = sorted((realdata / "frames" / "cholec80_video04").glob("*.jpg"))[::25]
+    assert len(files) >= 10
+    for path in files:
+        assert np.array_equal(_read_rgb(path), _pil_rgb(path)), path.name
