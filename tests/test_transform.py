@@ -168,3 +168,35 @@ def test_folder_cache_reuses_frames_and_notices_changes(tmp_path, monkeypatch):
     clip = proc(tmp_path / "v" / "8.png")
     assert reads == ["7.png", "8.png"]
     assert torch.equal(clip[0, 2], torch.full((3, 16, 16), -1.0))
+
+
+def test_reusable_buffer_is_written_over_only_when_nothing_holds_it():
+    from surgclip.transform import ReusableBuffer, normalize_frames
+
+    cfg = PreprocessCfg(image_size=8)
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randint(0, 256, (2, 3, 3, 8, 8), dtype=torch.uint8, generator=g) for _ in range(2))
+    buffers = ReusableBuffer()
+    first = normalize_frames(a, cfg, out=buffers.get(a.shape, "cpu"))
+    assert torch.equal(first, normalize_frames(a, cfg))  # the same bits as a fresh tensor
+    ptr = first.data_ptr()
+
+    def holders():  # each keeps something aliasing the last result alive
+        yield lambda t: t
+        yield lambda t: t[:, 0]
+        yield lambda t: t.detach()
+        yield lambda t: t.numpy()
+        w = torch.ones(8, requires_grad=True)
+        yield lambda t: t @ w  # autograd saves t for the backward
+
+    for hold in holders():
+        kept = hold(first)
+        before = torch.as_tensor(kept).detach().clone()
+        second = normalize_frames(b, cfg, out=buffers.get(b.shape, "cpu"))
+        assert second.data_ptr() != ptr and torch.equal(torch.as_tensor(kept).detach(), before)
+        del kept, first
+        first, ptr = second, second.data_ptr()
+    del first, second
+    again = buffers.get(b.shape, "cpu")  # nothing holds the last buffer now: handed out again
+    assert again.data_ptr() == ptr
+    assert buffers.get((1, 3, 3, 8, 8), "cpu").data_ptr() != ptr  # another shape: another buffer
