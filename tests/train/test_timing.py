@@ -74,3 +74,41 @@ def test_run_timer_splits_elapsed_into_steps_data_wait_validation(tmp_path, caps
 def test_run_timer_rejects_bad_arguments():
     with pytest.raises(ValueError, match="bare_steps >= 1"):
         RunTimer(bare_steps=0)
+
+
+def _fit_two_epochs(tmp_path, callbacks):
+    L.seed_everything(0)
+    module = SurgCLIPModule(model="tiny", model_overrides=TINY_TRAIN, warmup_steps=1, lr=1e-3)  # text dropout 0.1
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path,
+                        max_epochs=2, limit_train_batches=3, limit_val_batches=0, num_sanity_val_steps=0,
+                        callbacks=callbacks)
+    trainer.fit(module, synthetic_datamodule(module.tokenizer, n=24))
+    return {k: v.detach().clone() for k, v in module.model.state_dict().items()}
+
+
+class RngAtEpochEnd(L.Callback):
+    def __init__(self):
+        self.states = []
+
+    def on_train_epoch_end(self, trainer, module):
+        self.states.append(torch.get_rng_state())
+
+
+def test_bare_steps_sampled_through_the_run_leave_the_training_as_it_was(tmp_path):
+    """A probe after each epoch times a bare step of a copy (its dropout draws from the global RNG);
+    the RNG state after it is the one before it, the run's weights those of a run without the timer,
+    and bare_step_s is the median of every timed step."""
+    timer = RunTimer(bare_steps=3, warmup=1, keep_batches=2, probe_steps=1)
+    before, after = RngAtEpochEnd(), RngAtEpochEnd()
+    timed = _fit_two_epochs(tmp_path / "timed", [before, timer, after])
+    assert len(before.states) == 2 and all(torch.equal(a, b) for a, b in zip(before.states, after.states))
+    plain = _fit_two_epochs(tmp_path / "plain", [])
+    for k in plain:
+        assert torch.equal(timed[k], plain[k]), k
+    out = json.loads((tmp_path / "timed" / "timing.json").read_text())
+    samples = out["bare_step_samples_s"]
+    assert len(samples) == 2 * 1 + 3 and all(s > 0 for s in samples)  # two epochs' probes + three at the end
+    assert out["bare_step_s"] == pytest.approx(sorted(samples)[2])
+    assert out["probe_s"] >= sum(samples[:2])  # the probes' time, left out of elapsed_s
+    assert sum(out["split_s"].values()) == pytest.approx(out["elapsed_s"])
