@@ -75,11 +75,12 @@ def proc_cpu_s(pid: int) -> float:
 
 def raw_decode_rate(root: Path, table, num_frames: int, clips: int, source: str = "videos") -> tuple[float, float]:
     """(clips/s, CPU s per clip) of a one-process loop decoding the same clips' frames (random
-    indices): decord ``get_batch`` on the video files (readers cached), or PIL on the frame folders'
-    JPEGs (``source="frames"``)."""
+    indices): decord ``get_batch`` on the video files (readers cached), or, on the frame folders' JPEGs
+    (``source="frames"``), the image decoder the readers use (``surgclip.data.readers._read_rgb``:
+    torchvision's JPEG op after PIL reads the header) in a bare loop."""
     import decord
-    from PIL import Image
 
+    from surgclip.data.readers import _read_rgb
     from surgclip.utils import list_frame_files
 
     readers, t0, c0 = {}, time.perf_counter(), time.process_time()
@@ -92,7 +93,7 @@ def raw_decode_rate(root: Path, table, num_frames: int, clips: int, source: str 
             files, fps = readers[name]
             idx = sample_indices(table.start_s[i % len(table)], table.end_s[i % len(table)], fps, num_frames,
                                  "random", np.random.default_rng(i), len(files))
-            np.stack([np.asarray(Image.open(files[j]).convert("RGB")) for j in idx])
+            np.stack([_read_rgb(files[j]) for j in idx])
             continue
         vr = readers.get(name) or readers.setdefault(name, decord.VideoReader(str(root / "videos" / name / f"{name}.mp4"), num_threads=1))
         idx = sample_indices(table.start_s[i % len(table)], table.end_s[i % len(table)], vr.get_avg_fps(), num_frames,
