@@ -86,6 +86,28 @@ class LevelSampler(DistributedSampler):
         return iter(order[self.rank::self.num_replicas])
 
 
+class EpochLoader(DataLoader):
+    """A DataLoader whose persistent workers start each epoch once.
+
+    ``iter()`` called again before any batch of the current iterator was taken, with the sampler
+    still at the same epoch, returns that iterator instead of resetting the workers. Lightning (2.6)
+    calls ``iter()`` twice at the start of every epoch after the first when the dataloaders are
+    reloaded every epoch (``reload_dataloaders_every_n_epochs: 1``, which the level schedules
+    need): with persistent workers the second reset waited for the batches the first had queued
+    (``prefetch_factor`` per worker) and threw them away, ~1 s per epoch and the workers' CPU for
+    8 batches on the embedded default.
+    """
+
+    def __iter__(self):
+        it = self._iterator if self.persistent_workers else None
+        epoch = getattr(self.sampler, "epoch", None)
+        if it is not None and getattr(it, "_num_yielded", None) == 0 and getattr(self, "_iter_epoch", None) == epoch:
+            return it
+        it = super().__iter__()
+        self._iter_epoch = epoch
+        return it
+
+
 def split_videos(names: list[str], seed: int, val_fraction: float = 0.1) -> dict:
     """A seeded split of video names into train / val (used when there is no splits file)."""
     names = sorted(names)
@@ -256,7 +278,7 @@ class SurgLaViDataModule(L.LightningDataModule):
             self.setup()
         hp = self.hparams
         workers = hp.num_workers
-        return DataLoader(self.datasets[split], batch_size=self.batch_size_per_device, sampler=sampler,
+        return EpochLoader(self.datasets[split], batch_size=self.batch_size_per_device, sampler=sampler,
                           shuffle=False, num_workers=workers,
                           collate_fn=PaddedCollate(self.tokenizer, self._blank(),
                                                    normalize=None if hp.uint8_video else self.preprocess_cfg),

@@ -85,6 +85,34 @@ def test_persistent_workers_follow_the_epoch(small_sample):
         assert torch.equal(batch["video"], ref["video"]), epoch
 
 
+@pytest.mark.slow
+def test_workers_start_each_epoch_once(small_sample, monkeypatch):
+    """Lightning calls iter() twice at an epoch's start when it reloads the loaders every epoch: the
+    second call gets the iterator the first started (no second reset of the workers), and every epoch
+    still delivers its own order."""
+    import torch.utils.data.dataloader as tud
+
+    resets = []
+    reset = tud._MultiProcessingDataLoaderIter._reset
+    monkeypatch.setattr(tud._MultiProcessingDataLoaderIter, "_reset",
+                        lambda self, loader, first_iter=False: resets.append(first_iter) or reset(self, loader, first_iter))
+    dm = dm_for(small_sample, num_workers=1)
+    dm.setup()
+    for epoch in (0, 1, 2):
+        dm.trainer = types.SimpleNamespace(current_epoch=epoch, world_size=1)
+        loader = dm.train_dataloader()
+        first = iter(loader)
+        assert iter(loader) is first  # nothing taken yet, same epoch: no reset
+        ids = [i for b in first for i in b["caption_id"].tolist()]
+        assert len(ids) == len(loader) * 4  # whole batches (drop_last)
+        assert ids == dm.datasets["train"].table.caption_id[list(loader.sampler)[:len(ids)]].tolist()
+        assert resets == [True] + [False] * epoch  # one reset per epoch (the first when the workers start)
+    assert iter(loader) is first and resets[-1] is False and len(resets) == 4  # exhausted: a new epoch's reset
+    loader.sampler.set_epoch(7)  # another epoch before any batch was taken: reset, not the started iterator
+    iter(loader)
+    assert len(resets) == 5
+
+
 def test_global_batch_must_divide(small_sample):
     dm = dm_for(small_sample)
     dm.hparams.batch_size = 6
