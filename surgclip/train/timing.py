@@ -44,7 +44,9 @@ class RunTimer(L.Callback):
     sampled through the run follow it as the run did, where a few steps at its end were once
     0.33-0.57 s per step for the same run. The probes run with the RNG state saved and restored (the
     training draws the same dropout as without them), with the data workers idle between epochs, and
-    their time is left out of ``elapsed``. The trained model and optimizer are never touched. Writes
+    their time is left out of ``elapsed``. The copy and its optimizer state live from the first probe
+    to the end of the run (memory: about three times the parameters' size; ``probe_steps=0`` builds
+    them only at the end). The trained model and optimizer are never touched. Writes
     ``timing.json`` next to ``report.json`` (the run's log dir) and prints one line.
 
     Args:
