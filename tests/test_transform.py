@@ -200,3 +200,23 @@ def test_reusable_buffer_is_written_over_only_when_nothing_holds_it():
     again = buffers.get(b.shape, "cpu")  # nothing holds the last buffer now: handed out again
     assert again.data_ptr() == ptr
     assert buffers.get((1, 3, 3, 8, 8), "cpu").data_ptr() != ptr  # another shape: another buffer
+
+
+def test_reusable_buffer_made_in_inference_mode_serves_training():
+    """A validation (Lightning runs it under inference_mode, the sanity check before any training
+    step) makes the first buffer; training must still get a buffer it can write."""
+    from surgclip.transform import ReusableBuffer, normalize_frames
+
+    cfg = PreprocessCfg(image_size=8)
+    x = torch.randint(0, 256, (2, 3, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    buffers = ReusableBuffer()
+    with torch.inference_mode():
+        val = normalize_frames(x, cfg, out=buffers.get(x.shape, "cpu"))
+        assert val.is_inference()
+    del val
+    train = normalize_frames(x, cfg, out=buffers.get(x.shape, "cpu"))
+    assert not train.is_inference() and torch.equal(train, normalize_frames(x, cfg))
+    ptr = train.data_ptr()
+    del train
+    with torch.inference_mode():  # a normal buffer serves a later validation in place
+        assert buffers.get(x.shape, "cpu").data_ptr() == ptr
