@@ -9,6 +9,23 @@ import torch
 from torch import nn
 
 
+def used_length(attention_mask: torch.Tensor) -> int:
+    """Columns of ``[N, L]`` token ids up to the last one that is not padding in some row.
+
+    Tokenizers pad every text to the context length (77 for SurgCLIP-B), while prompts and captions
+    are a few tokens long. In a text transformer whose attention masks padded keys (BERT) and whose
+    pooling ignores padded positions (cls, masked mean), the trailing all-padding columns change no
+    output, so the tower runs on the used columns only: 7 Cholec80 phase prompts go from 7 x 77 to
+    7 x 6 tokens, the same pooled features up to float rounding. Under tracing or ``torch.compile``
+    the full length is kept (a data-dependent shape would break the graph).
+    """
+    full = attention_mask.shape[1]
+    if full == 0 or torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return full
+    used = attention_mask.bool().any(0).nonzero()
+    return int(used.max()) + 1 if used.numel() else full
+
+
 class HFTextEncoder(nn.Module):
     """A Hugging Face ``AutoModel`` text transformer, built from its config (no download) or
     initialised from a pretrained name/path.
@@ -53,6 +70,9 @@ class HFTextEncoder(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         if attention_mask is None:
             attention_mask = (input_ids != self.pad_id).long()
+        length = used_length(attention_mask)
+        if length < input_ids.shape[1]:  # trailing columns that are padding in every row: not computed
+            input_ids, attention_mask = input_ids[:, :length], attention_mask[:, :length]
         hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         if self.pooling == "cls":
             return hidden[:, 0]

@@ -237,3 +237,62 @@ def test_frame_major_block_equals_published_block(chunk, monkeypatch):
         ref = _published_block(block, x.transpose(1, 2).reshape(B, S * T, D), B, T)
     torch.testing.assert_close(ours.transpose(1, 2).reshape(B, S * T, D), ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(block(x), ours, rtol=1e-5, atol=1e-5)  # with autograd: the unchunked path
+
+
+def test_inference_runs_the_temporal_output_as_one_linear_and_follows_weight_changes():
+    """In inference temporal_attn.proj and temporal_fc run as one fused linear; it is rebuilt when a
+    weight changes (reference: the same block with autograd on, which runs the two linears)."""
+    from surgclip.video_encoder import DividedBlock
+
+    torch.manual_seed(0)
+    block = DividedBlock(32, 4, 4.0, True, 0.0, 1e-6).eval()
+    for p in block.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    calls = []
+    block.temporal_fc.register_forward_hook(lambda *a: calls.append(1))
+    x = torch.randn(2, 3, 5, 32)
+    for step in range(3):
+        with torch.no_grad():
+            fused = block(x)
+        assert calls == []  # the fused linear ran, not temporal_fc
+        ref = block(x).detach()  # autograd on: the two linears
+        assert calls == [1]
+        calls.clear()
+        torch.testing.assert_close(fused, ref, rtol=1e-5, atol=1e-5)
+        with torch.no_grad():  # an optimiser step, a load_state_dict: in place, new version counters
+            (block.temporal_fc.weight if step == 0 else block.temporal_attn.proj.bias).add_(0.3)
+    assert block._fused_out is not None and block.state_dict().keys() == DividedBlock(32, 4, 4.0, True, 0.0, 1e-6).state_dict().keys()
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_text_tower_skips_trailing_padding_with_the_same_features(pooling):
+    """Prompts padded to the context length run on their used columns only; the pooled features equal
+    the full-length transformer's (reference: the HF model called directly on the padded ids)."""
+    from surgclip.text_encoder import HFTextEncoder, used_length
+
+    torch.manual_seed(0)
+    enc = HFTextEncoder({"model_type": "bert", "vocab_size": 100, "hidden_size": 32, "num_hidden_layers": 2,
+                         "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 40,
+                         "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}, pooling=pooling).eval()
+    ids = torch.zeros(3, 40, dtype=torch.long)
+    ids[0, :5], ids[1, :9], ids[2, :2] = torch.arange(1, 6), torch.arange(10, 19), torch.tensor([3, 4])
+    mask = (ids != 0).long()
+    seen = []
+    enc.transformer.embeddings.register_forward_hook(lambda m, args, out: seen.append(out.shape[1]))
+    with torch.no_grad():
+        hidden = enc.transformer(input_ids=ids, attention_mask=mask).last_hidden_state  # all 40 columns
+        ref = hidden[:, 0] if pooling == "cls" else (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+        out = enc(ids)
+    assert seen == [40, 9]  # the reference ran 40 columns, the tower the 9 some row uses
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    # only trailing padding goes: a padded column before a used one stays
+    assert used_length(torch.tensor([[1, 0, 0, 1, 0], [1, 1, 0, 0, 0]])) == 4
+    assert used_length(torch.zeros(2, 6, dtype=torch.long)) == 6  # nothing used: left as it is
+
+
+def test_text_tower_keeps_the_full_length_when_traced():
+    from surgclip.text_encoder import used_length
+
+    mask = torch.tensor([[1, 1, 0, 0]])
+    traced = torch.jit.trace(lambda m: m[:, : used_length(m)] * 1, (mask,), check_trace=False)
+    assert traced(torch.tensor([[1, 0, 0, 0]])).shape == (1, 4)  # a trace must not bake in one prompt's length

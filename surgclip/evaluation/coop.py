@@ -60,6 +60,10 @@ class _TextTowerAdapter:
         """embeds [C, L, W] (spliced), ids [C, L] (spliced, context slots = pad), mask [C, L] -> [C, text width]."""
         tower = self.tower
         if self.kind == "hf":
+            from ..text_encoder import used_length
+
+            n = used_length(mask)  # the trailing all-padding columns change nothing (see used_length)
+            embeds, mask = embeds[:, :n], mask[:, :n]
             hidden = tower.transformer(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
             if tower.pooling == "cls":
                 return hidden[:, 0]
