@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .utils import graph_capturing
+
 
 def used_length(attention_mask: torch.Tensor) -> int:
     """Columns of ``[N, L]`` token ids up to the last one that is not padding in some row.
@@ -16,11 +18,11 @@ def used_length(attention_mask: torch.Tensor) -> int:
     are a few tokens long. In a text transformer whose attention masks padded keys (BERT) and whose
     pooling ignores padded positions (cls, masked mean), the trailing all-padding columns change no
     output, so the tower runs on the used columns only: 7 Cholec80 phase prompts go from 7 x 77 to
-    7 x 6 tokens, the same pooled features up to float rounding. Under tracing or ``torch.compile``
+    7 x 7 tokens, the same pooled features up to float rounding. Under tracing or ``torch.compile``
     the full length is kept (a data-dependent shape would break the graph).
     """
     full = attention_mask.shape[1]
-    if full == 0 or torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+    if full == 0 or graph_capturing():
         return full
     used = attention_mask.bool().any(0).nonzero()
     return int(used.max()) + 1 if used.numel() else full

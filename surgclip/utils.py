@@ -165,3 +165,13 @@ def default_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def graph_capturing() -> bool:
+    """Whether the code runs under ``torch.jit`` tracing/scripting or ``torch.compile``, where a shape
+    that depends on the data, or Python-side caching, would be baked into the graph."""
+    import torch
+
+    compiler = getattr(torch, "compiler", None)
+    compiling = getattr(compiler, "is_compiling", None) or getattr(torch._dynamo, "is_compiling", lambda: False)
+    return torch.jit.is_tracing() or torch.jit.is_scripting() or bool(compiling())

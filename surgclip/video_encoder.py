@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .utils import graph_capturing
+
 
 def _resize_nearest_1d(embed: torch.Tensor, length: int) -> torch.Tensor:
     """[1, L, D] -> [1, length, D] by nearest-neighbour interpolation (as TimeSformer does)."""
@@ -81,10 +83,10 @@ class DividedBlock(nn.Module):
         One D x D GEMM per block fewer, 6% of SurgCLIP-B's video FLOPs; the outputs equal the two
         linears' to float rounding. Made on first use and again whenever a weight changes (its version
         counter or storage), kept as a plain attribute (not in the state dict). None (the two linears
-        run) in training, with autograd on, under ``torch.compile``, or for inference-mode weights,
+        run) in training, with autograd on, under tracing or ``torch.compile``, or for inference-mode weights,
         which have no version counter to watch.
         """
-        if self.training or torch.is_grad_enabled() or torch.compiler.is_compiling():
+        if self.training or torch.is_grad_enabled() or graph_capturing():
             return None
         proj, fc = self.temporal_attn.proj, self.temporal_fc
         if proj.bias is None or fc.bias is None:
