@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from .db import ClipTable
-from .readers import FrameReader, VideoReadError, open_source
+from .readers import FrameCache, FrameReader, VideoReadError, open_source
 from .samplers import ClipSpanError, sample_indices
 
 
@@ -127,6 +127,9 @@ class ClipDataset(Dataset):
         decode_at_size: decode video files larger than the model input at a reduced size
             (``DecodeSize.for_transform(transform)``) instead of full size.
         seed: with the epoch (see ``set_epoch``), fixes each item's frame sampling and augmentation.
+        frame_cache_mb: decoded frames of frame folders kept per process (MiB, least recently used
+            out first; ``readers.FrameCache``), so persistent workers decode a frame once while it
+            fits instead of every epoch; 0 keeps none.
     Item:
         dict(video [T,3,S,S] (float, or uint8 from a ``normalize=False`` transform), caption str, level int, video_id str (the video's name),
         caption_id int, start_s float, end_s float).
@@ -135,7 +138,7 @@ class ClipDataset(Dataset):
     def __init__(self, table: ClipTable, video_root: str | Path | None = None, frames_root: str | Path | None = None,
                  frames_fps: float | None = None, num_frames: int = 8, mode: str = "uniform", transform=None,
                  skip_errors: bool = False, end_tolerance_s: float = 1.0, cache_size: int = 64,
-                 decode_at_size: bool = True, seed: int = 0):
+                 decode_at_size: bool = True, seed: int = 0, frame_cache_mb: float = 0.0):
         if video_root is None and frames_root is None:
             raise ValueError("give video_root (video files) or frames_root (frame folders)")
         self.table = table
@@ -146,6 +149,8 @@ class ClipDataset(Dataset):
         self.skip_errors, self.end_tolerance_s = skip_errors, end_tolerance_s
         self.cache_size, self.decode_at_size = cache_size, decode_at_size
         self.seed = seed
+        self.frame_cache_mb = float(frame_cache_mb)
+        self._frame_cache: FrameCache | None = None
         # shared with the workers, so that persistent workers (whose copy of the dataset lives on across
         # epochs) draw each epoch's frames and augmentation
         self._epoch = mp.get_context("spawn").Value("q", 0)
@@ -175,12 +180,14 @@ class ClipDataset(Dataset):
     def reader(self, name: str) -> FrameReader:
         """An open reader for video ``name`` from this process's cache."""
         if self._pid != os.getpid():  # a forked worker: never reuse the parent's decoders
-            self._readers, self._pid = OrderedDict(), os.getpid()
+            self._readers, self._pid, self._frame_cache = OrderedDict(), os.getpid(), None
+        if self._frame_cache is None and self.frame_cache_mb > 0:
+            self._frame_cache = FrameCache(int(self.frame_cache_mb * 2 ** 20))
         if name in self._readers:
             self._readers.move_to_end(name)
             return self._readers[name]
         size = DecodeSize.for_transform(self.transform) if self.decode_at_size else None
-        reader = open_source(self.source_path(name), fps=self.frames_fps, size=size)
+        reader = open_source(self.source_path(name), fps=self.frames_fps, size=size, frame_cache=self._frame_cache)
         self._readers[name] = reader
         while len(self._readers) > self.cache_size:
             self._readers.popitem(last=False)
@@ -189,6 +196,7 @@ class ClipDataset(Dataset):
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_readers"] = OrderedDict()  # decoders do not travel to spawned workers
+        state["_frame_cache"] = None  # nor decoded frames: each process keeps its own
         return state
 
     def load_frames(self, i: int, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:

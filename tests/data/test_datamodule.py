@@ -205,3 +205,30 @@ def test_collate_normalises_uint8_batches_once():
     torch.testing.assert_close(batch["video"], ref, rtol=0, atol=1e-5)
     raw = Collate(tok)(items)["video"]
     assert raw.dtype == torch.uint8 and torch.equal(raw, torch.stack([it["video"] for it in items]))
+
+
+def test_frame_cache_gives_the_same_batches_and_decodes_less(small_sample, monkeypatch):
+    """With ``frame_cache_mb`` the batches of every epoch equal those read without it, and a later
+    epoch takes frames it decoded before from the cache instead of decoding them again."""
+    import surgclip.data.readers as readers
+
+    decoded = []
+    real = readers._read_rgb
+    monkeypatch.setattr(readers, "_read_rgb", lambda p: decoded.append(p) or real(p))
+    runs = {}
+    for mb in (0, 64):
+        dm = dm_for(small_sample, read_from="frames", frame_cache_mb=mb, uint8_video=True)
+        dm.setup()
+        decoded.clear()
+        runs[mb] = []
+        for epoch in (0, 1):
+            dm.trainer = types.SimpleNamespace(current_epoch=epoch, world_size=1)
+            runs[mb].append([b["video"] for b in dm.train_dataloader()])
+            runs[mb].append(len(decoded))
+        ds = dm.datasets["train"]
+    assert len(runs[0][0]) > 1 and all(torch.equal(a, b) for e in (0, 2) for a, b in zip(runs[0][e], runs[64][e]))
+    reads_0, reads_1 = runs[0][1], runs[0][3] - runs[0][1]  # frames decoded per epoch without the cache
+    assert runs[64][1] <= reads_0 and runs[64][3] - runs[64][1] < reads_1  # epoch 1 decodes fewer
+    cache = ds._frame_cache
+    assert cache.hits > 0 and cache.misses == runs[64][3] and 0 < cache.nbytes <= 64 * 2 ** 20
+    assert ds.__getstate__()["_frame_cache"] is None  # workers start with their own, empty

@@ -222,3 +222,41 @@ def test_real_jpeg_frames_decode_as_pil_does(realdata):
     assert len(files) >= 10
     for path in files:
         assert np.array_equal(_read_rgb(path), _pil_rgb(path)), path.name
+
+
+def test_frame_cache_keeps_the_most_recent_frames_within_its_budget():
+    from surgclip.data.readers import FrameCache
+
+    frames = {k: np.full((2, 2, 3), ord(k), np.uint8) for k in "abcd"}  # 12 bytes each
+    cache = FrameCache(max_bytes=36)
+    for k in "abc":
+        cache.put(k, frames[k].copy())
+    assert cache.get("a") is not None  # a is now the most recent: b goes first
+    cache.put("d", frames["d"].copy())
+    assert cache.get("b") is None and [cache.get(k)[0, 0, 0] for k in "acd"] == [ord(c) for c in "acd"]
+    assert cache.nbytes == 36 and len(cache) == 3 and (cache.hits, cache.misses) == (4, 1)
+    with pytest.raises(ValueError, match="read-only"):
+        cache.get("a")[0, 0, 0] = 0
+    cache.put("big", np.zeros((4, 4, 3), np.uint8))  # larger than the whole budget: not kept
+    assert cache.get("big") is None and len(cache) == 3
+
+
+def test_frame_folder_reader_decodes_each_frame_once_with_a_cache(tmp_path, monkeypatch):
+    from PIL import Image
+
+    import surgclip.data.readers as readers
+
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 255, (16, 24, 3), dtype=np.uint8)).save(tmp_path / f"{i}.jpg")
+    plain = readers.FrameFolderReader(tmp_path, fps=1)
+    expected = plain.read([0, 2, 4, 2])
+    decoded = []
+    real = readers._read_rgb
+    monkeypatch.setattr(readers, "_read_rgb", lambda p: decoded.append(p.name) or real(p))
+    cache = readers.FrameCache(max_bytes=1 << 20)
+    first = readers.FrameFolderReader(tmp_path, fps=1, cache=cache).read([0, 2, 4, 2])
+    first[:] = 0  # the caller's copy: the cached frames stay as decoded
+    again = readers.FrameFolderReader(tmp_path, fps=1, cache=cache).read([4, 2, 0, 1])  # another reader, same process
+    assert decoded == ["0.jpg", "2.jpg", "4.jpg", "1.jpg"]  # each file once
+    assert np.array_equal(again[[2, 1, 0]], expected[[0, 1, 2]]) and np.array_equal(again[3], plain.read([1])[0])
