@@ -18,14 +18,18 @@ def used_length(attention_mask: torch.Tensor) -> int:
     are a few tokens long. In a text transformer whose attention masks padded keys (BERT) and whose
     pooling ignores padded positions (cls, masked mean), the trailing all-padding columns change no
     output, so the tower runs on the used columns only: 7 Cholec80 phase prompts go from 7 x 77 to
-    7 x 7 tokens, the same pooled features up to float rounding. Under tracing or ``torch.compile``
-    the full length is kept (a data-dependent shape would break the graph).
+    7 x 7 tokens, the same pooled features up to float rounding. The full length is kept when some
+    row has no token at all (its output depends on how many masked columns there are), and under
+    tracing or ``torch.compile`` (a data-dependent shape would break the graph). On a GPU the length
+    costs one synchronisation per call.
     """
     full = attention_mask.shape[1]
     if full == 0 or graph_capturing():
         return full
-    used = attention_mask.bool().any(0).nonzero()
-    return int(used.max()) + 1 if used.numel() else full
+    mask = attention_mask.bool()
+    if not bool(mask.any(1).all()):  # a row with no token attends uniformly to every column: keep them all
+        return full
+    return int(mask.any(0).nonzero().max()) + 1
 
 
 class HFTextEncoder(nn.Module):

@@ -25,6 +25,14 @@ def _resize_nearest_1d(embed: torch.Tensor, length: int) -> torch.Tensor:
 MLP_CHUNK = 1024  # tokens per MLP call in CPU inference (see DividedBlock._mlp_residual)
 
 
+def _has_hooks(module: nn.Module) -> bool:
+    """Whether a forward hook (the module's own or a global one) would see this module run."""
+    from torch.nn.modules import module as m
+
+    return bool(module._forward_hooks or module._forward_pre_hooks or m._global_forward_hooks or
+                m._global_forward_pre_hooks)
+
+
 class DividedBlock(nn.Module):
     """One TimeSformer block: temporal attention, spatial attention, MLP (divided space-time).
 
@@ -55,7 +63,6 @@ class DividedBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=ln_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
-        self._fused_out = None  # (key, weight, bias): temporal_attn.proj then temporal_fc as one linear
 
     def _temporal(self, x: torch.Tensor) -> torch.Tensor:
         """The temporal branch, ``temporal_fc(drop_path(attention over time))`` at every token slot:
@@ -71,37 +78,34 @@ class DividedBlock(nn.Module):
         q, k, v = (t.reshape(B * S, H, T, D // H) for t in qkv.unbind(0))  # a view when B == 1
         out = F.scaled_dot_product_attention(q, k, v)  # [B*S, H, T, d]
         out = out.view(B, S, H, T, D // H).permute(0, 3, 1, 2, 4).reshape(B, T, S, D)
-        fused = self._temporal_output_linear()
+        fused = self._temporal_output_linear(out.numel() // D)
         if fused is not None:
             return F.linear(out, *fused)
         return self.temporal_fc(self.drop_path(attn.proj(out)))
 
-    def _temporal_output_linear(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def _temporal_output_linear(self, tokens: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         """In inference, ``temporal_fc(temporal_attn.proj(y))`` as one linear: weight ``W_fc @ W_proj``,
         bias ``W_fc @ b_proj + b_fc`` (drop-path is the identity there, and two linears in a row are one).
 
-        One D x D GEMM per block fewer, 6% of SurgCLIP-B's video FLOPs; the outputs equal the two
-        linears' to float rounding. Made on first use and again whenever a weight changes (its version
-        counter or storage), kept as a plain attribute (not in the state dict). None (the two linears
-        run) in training, with autograd on, under tracing or ``torch.compile``, or for inference-mode weights,
-        which have no version counter to watch.
+        Over ``tokens`` rows this replaces a tokens x D x D product by a D x D x D one, so it is used
+        when ``tokens >= 2 * D`` (SurgCLIP-B at 16 frames: 3152 tokens, 768 wide, 4.5% of the video
+        tower's FLOPs fewer); the outputs equal the two linears' to float rounding. The fused weight
+        is made on every call, from the weights as they are (no cache to go stale, whatever changed
+        them), in float32 outside any autocast. None (the two linears run) in training, with autograd
+        on, under tracing or ``torch.compile``, or when either layer is not a plain ``nn.Linear`` or
+        has hooks (a LoRA wrapper, a feature hook: they see their layer run).
         """
-        if self.training or torch.is_grad_enabled() or graph_capturing():
-            return None
         proj, fc = self.temporal_attn.proj, self.temporal_fc
-        if proj.bias is None or fc.bias is None:
+        if self.training or torch.is_grad_enabled() or graph_capturing() or tokens < 2 * proj.in_features:
             return None
-        params = (proj.weight, proj.bias, fc.weight, fc.bias)
-        try:
-            key = tuple((p._version, p.data_ptr(), p.dtype, p.device) for p in params)
-        except RuntimeError:  # inference tensors track no version
+        if type(proj) is not nn.Linear or type(fc) is not nn.Linear or proj.bias is None or fc.bias is None or \
+                _has_hooks(proj) or _has_hooks(fc):
             return None
-        if self._fused_out is None or self._fused_out[0] != key:
+        with torch.autocast(proj.weight.device.type, enabled=False):
             w_fc = fc.weight.float()
-            weight = (w_fc @ proj.weight.float()).to(fc.weight.dtype)
-            bias = (w_fc @ proj.bias.float() + fc.bias.float()).to(fc.bias.dtype)
-            self._fused_out = (key, weight, bias)
-        return self._fused_out[1:]
+            weight = w_fc @ proj.weight.float()
+            bias = torch.addmv(fc.bias.float(), w_fc, proj.bias.float())
+        return weight.to(fc.weight.dtype), bias.to(fc.bias.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, T, 1 + N, D] frame-major tokens (slot 0 = class slot) -> same shape."""
@@ -125,6 +129,8 @@ class DividedBlock(nn.Module):
         if self.training or torch.is_grad_enabled() or x.device.type != "cpu":
             return x + self.drop_path(self.mlp(self.norm2(x)))
         flat = x.reshape(-1, x.shape[-1])
+        if flat.shape[0] == 0:
+            return x.clone()
         out = torch.empty_like(flat)
         size = -(-flat.shape[0] // -(-flat.shape[0] // MLP_CHUNK))  # equal chunks: no small GEMM left at the end
         for start in range(0, flat.shape[0], size):

@@ -239,29 +239,49 @@ def test_frame_major_block_equals_published_block(chunk, monkeypatch):
     torch.testing.assert_close(block(x), ours, rtol=1e-5, atol=1e-5)  # with autograd: the unchunked path
 
 
-def test_inference_runs_the_temporal_output_as_one_linear_and_follows_weight_changes():
-    """In inference temporal_attn.proj and temporal_fc run as one fused linear; it is rebuilt when a
-    weight changes (reference: the same block with autograd on, which runs the two linears)."""
+def test_inference_runs_the_temporal_output_as_one_linear_from_the_current_weights(monkeypatch):
+    """In inference over >= 2 x width tokens, temporal_attn.proj and temporal_fc run as one fused linear,
+    made from the weights as they are on every call: the output equals the two linears' (autograd on)
+    after writes through ``.data`` (no version bump) and after a bf16 autocast call."""
     from surgclip.video_encoder import DividedBlock
 
     torch.manual_seed(0)
-    block = DividedBlock(32, 4, 4.0, True, 0.0, 1e-6).eval()
+    block = DividedBlock(16, 4, 4.0, True, 0.0, 1e-6).eval()
     for p in block.parameters():
         torch.nn.init.normal_(p, std=0.2)
-    calls = []
-    block.temporal_fc.register_forward_hook(lambda *a: calls.append(1))
-    x = torch.randn(2, 3, 5, 32)
-    for step in range(3):
+    fused_calls = []
+    real = DividedBlock._temporal_output_linear
+    monkeypatch.setattr(DividedBlock, "_temporal_output_linear",
+                        lambda self, tokens: fused_calls.append(tokens) or real(self, tokens))
+    x = torch.randn(2, 3, 6, 16)  # 36 tokens >= 2 x 16
+
+    def both():
         with torch.no_grad():
             fused = block(x)
-        assert calls == []  # the fused linear ran, not temporal_fc
-        ref = block(x).detach()  # autograd on: the two linears
-        assert calls == [1]
-        calls.clear()
+        return fused, block(x).detach()  # autograd on: the two linears
+
+    for change in (None, "data", "autocast"):
+        if change == "data":
+            block.temporal_fc.weight.data.mul_(2)  # as an EMA update or a hand-written loader does
+            block.temporal_attn.proj.bias.data.add_(0.5)
+        elif change == "autocast":
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+                block(x)  # a bf16 call first: nothing of it stays behind
+        fused, ref = both()
         torch.testing.assert_close(fused, ref, rtol=1e-5, atol=1e-5)
-        with torch.no_grad():  # an optimiser step, a load_state_dict: in place, new version counters
-            (block.temporal_fc.weight if step == 0 else block.temporal_attn.proj.bias).add_(0.3)
-    assert block._fused_out is not None and block.state_dict().keys() == DividedBlock(32, 4, 4.0, True, 0.0, 1e-6).state_dict().keys()
+    with torch.no_grad():
+        assert real(block, 36) is not None and real(block, 31) is None  # fewer tokens than 2 x width: two linears
+        seen = []
+        handle = block.temporal_fc.register_forward_hook(lambda *a: seen.append(1))
+        assert real(block, 36) is None  # a hooked layer runs as itself
+        block(x)
+        assert seen == [1]
+        handle.remove()
+        assert block(x[:0]).shape == (0, 3, 6, 16)  # an empty batch
+    block.train()
+    with torch.no_grad():
+        assert real(block, 36) is None  # training: the two linears (drop-path between them)
+    assert fused_calls  # the forward asked for the fused linear
 
 
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
@@ -288,6 +308,7 @@ def test_text_tower_skips_trailing_padding_with_the_same_features(pooling):
     # only trailing padding goes: a padded column before a used one stays
     assert used_length(torch.tensor([[1, 0, 0, 1, 0], [1, 1, 0, 0, 0]])) == 4
     assert used_length(torch.zeros(2, 6, dtype=torch.long)) == 6  # nothing used: left as it is
+    assert used_length(torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0]])) == 4  # an empty row: left as it is
 
 
 def test_text_tower_keeps_the_full_length_when_traced():

@@ -146,10 +146,11 @@ class SurgLaViDataModule(L.LightningDataModule):
         uint8_video: batches carry resized/augmented uint8 video [B,T,3,S,S] and the model
             normalises it after the transfer to its device (``SurgCLIPModule`` does): a quarter of the
             bytes between processes and no float work in the workers.
-        frame_cache_mb: with frame folders, decoded frames kept per worker process (MiB; with
-            ``num_workers=0``, by the main process): a persistent worker decodes a frame once while
-            it fits instead of every epoch. Each worker keeps its own, so the memory is up to
-            ``num_workers`` x this. 0 (default) keeps none.
+        frame_cache_mb: with frame folders, decoded training frames kept per worker process (MiB;
+            with ``num_workers=0``, by the main process): a persistent training worker decodes a
+            frame once while it fits instead of every epoch. Each worker keeps its own, so the memory
+            is up to ``num_workers`` x this (validation and test read without one). 0 (default)
+            keeps none.
         worker_start: how workers start: ``forkserver`` (default: forked from a clean, preloaded
             server, so decoder threads of the main process are never forked mid-lock), ``spawn``
             or ``fork`` (fastest start; can deadlock once the main process has decoded video).
@@ -268,7 +269,8 @@ class SurgLaViDataModule(L.LightningDataModule):
                 # items stay uint8; the collate normalises a whole batch at once (or, with
                 # uint8_video, the model does after the transfer)
                 transform=ClipTransform(self.preprocess_cfg, train=split == "train", normalize=False),
-                skip_errors=hp.skip_errors, seed=hp.seed, frame_cache_mb=hp.frame_cache_mb)
+                skip_errors=hp.skip_errors, seed=hp.seed,
+                frame_cache_mb=hp.frame_cache_mb if split == "train" else 0.0)  # read every epoch
         if len(self.datasets["train"]) == 0:
             raise ValueError(f"no training clips: {db} at levels {self.levels} with splits "
                              f"{splits_path or 'seeded'} selects none")

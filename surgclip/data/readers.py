@@ -158,8 +158,8 @@ class FrameCache:
     """Decoded frames kept by one process from read to read, least recently used out first, within
     ``max_bytes``.
 
-    Training reads the same frames every epoch: the sample's 10k 160-px frames decode to 770 MB, and
-    each epoch decodes them again. A persistent data worker with a cache decodes a frame once while
+    Training reads the same frames every epoch: the sample's 7,249 160-px training frames decode to
+    560 MB, and each epoch decodes them again. A persistent data worker with a cache decodes a frame once while
     it fits. Frames are stored read-only and readers copy them into each clip, so nothing downstream
     can change a cached frame. A frame file changed on disk during a run is not read again.
     """

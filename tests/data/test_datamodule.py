@@ -232,3 +232,4 @@ def test_frame_cache_gives_the_same_batches_and_decodes_less(small_sample, monke
     cache = ds._frame_cache
     assert cache.hits > 0 and cache.misses == runs[64][3] and 0 < cache.nbytes <= 64 * 2 ** 20
     assert ds.__getstate__()["_frame_cache"] is None  # workers start with their own, empty
+    assert dm.datasets["val"].frame_cache_mb == 0 == dm.datasets["test"].frame_cache_mb  # read once per validation

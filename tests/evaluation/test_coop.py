@@ -142,3 +142,24 @@ def test_coop_command(cholec_root, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "CoOp cholec80" in printed and "2-shot: F1" in printed
     assert main(["coop", "--root", str(cholec_root), "--shots", "1,x"]) == 1
+
+
+def test_hf_tower_runs_the_used_columns_with_the_full_length_result(small):
+    """The spliced prompts run up to their last used column; the pooled features equal the
+    transformer's on all columns (tiny pads to 32)."""
+    from surgclip.evaluation.coop import _TextTowerAdapter
+
+    model, tok = small
+    prompts = make_prompts(model, tok, NAMES, ctx_init="a surgical video of")
+    adapter = _TextTowerAdapter(model)
+    ids, mask = prompts.ids, prompts.mask
+    assert ids.shape[1] == 32 and int(mask.sum(1).max()) < 28  # trailing columns to drop, after 4 context slots
+    embeds = adapter.embed(ids)
+    lengths = []
+    hook = model.text_encoder.transformer.embeddings.register_forward_hook(lambda m, a, out: lengths.append(out.shape[1]))
+    with torch.no_grad():
+        full = model.text_encoder.transformer(inputs_embeds=embeds, attention_mask=mask).last_hidden_state[:, 0]
+        pooled = adapter.pooled(embeds, ids, mask)
+    hook.remove()
+    assert lengths[0] == 32 and lengths[1] == int(mask.sum(1).max())
+    torch.testing.assert_close(pooled, full, rtol=1e-5, atol=1e-5)
