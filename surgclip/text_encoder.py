@@ -27,9 +27,11 @@ def used_length(attention_mask: torch.Tensor) -> int:
     if full == 0 or graph_capturing():
         return full
     mask = attention_mask.bool()
-    if not bool(mask.any(1).all()):  # a row with no token attends uniformly to every column: keep them all
-        return full
-    return int(mask.any(0).nonzero().max()) + 1
+    columns = torch.arange(1, full + 1, device=mask.device)
+    # one transfer: whether every row has a token (a row with none attends uniformly to every column,
+    # so its output depends on their number), and the last column any row uses
+    every_row, last = torch.stack([mask.any(1).all().long(), (mask.any(0) * columns).max()]).tolist()
+    return last if every_row and last else full
 
 
 class HFTextEncoder(nn.Module):

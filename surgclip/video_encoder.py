@@ -29,8 +29,8 @@ def _has_hooks(module: nn.Module) -> bool:
     """Whether a forward hook (the module's own or a global one) would see this module run."""
     from torch.nn.modules import module as m
 
-    return bool(module._forward_hooks or module._forward_pre_hooks or m._global_forward_hooks or
-                m._global_forward_pre_hooks)
+    return bool(module._forward_hooks or module._forward_pre_hooks or getattr(m, "_global_forward_hooks", None) or
+                getattr(m, "_global_forward_pre_hooks", None))
 
 
 class DividedBlock(nn.Module):

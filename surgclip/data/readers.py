@@ -8,8 +8,8 @@ from __future__ import annotations
 import io
 import json
 import math
-from collections import OrderedDict
 import re
+from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
 
@@ -159,9 +159,9 @@ class FrameCache:
     ``max_bytes``.
 
     Training reads the same frames every epoch: the sample's 7,249 160-px training frames decode to
-    560 MB, and each epoch decodes them again. A persistent data worker with a cache decodes a frame once while
-    it fits. Frames are stored read-only and readers copy them into each clip, so nothing downstream
-    can change a cached frame. A frame file changed on disk during a run is not read again.
+    560 MB, and each epoch decodes them again. A persistent data worker with a cache decodes a frame
+    once while it fits. Frames are stored read-only and readers copy them into each clip, so nothing
+    downstream can change a cached frame. A frame file changed on disk during a run is not read again.
     """
 
     def __init__(self, max_bytes: int):
