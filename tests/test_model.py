@@ -239,6 +239,39 @@ def test_frame_major_block_equals_published_block(chunk, monkeypatch):
     torch.testing.assert_close(block(x), ours, rtol=1e-5, atol=1e-5)  # with autograd: the unchunked path
 
 
+def test_mlp_is_chunked_in_float32_inference_only(monkeypatch):
+    """The MLP runs over chunks of MLP_CHUNK tokens in float32 CPU inference, and over all tokens in one
+    call under bf16 autocast (oneDNN's bf16 products lose half their rate on the chunks), with the
+    same result as the unchunked MLP either way."""
+    from surgclip import video_encoder
+    from surgclip.video_encoder import DividedBlock
+
+    monkeypatch.setattr(video_encoder, "MLP_CHUNK", 7)
+    torch.manual_seed(0)
+    block = DividedBlock(32, 4, 4.0, True, 0.0, 1e-6).eval()
+    rows = []
+    block.mlp.fc2.register_forward_hook(lambda m, args, out: rows.append(args[0].reshape(-1, args[0].shape[-1]).shape[0]))
+    x = torch.randn(2, 3, 5, 32)  # 30 tokens
+    with torch.no_grad():
+        fp32 = block(x)
+        assert rows == [6, 6, 6, 6, 6]  # equal chunks of at most 7
+        rows.clear()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = block(x)
+        assert rows == [30]
+        rows.clear()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=False):
+            x16 = block.to(torch.bfloat16)(x.bfloat16())  # bf16 weights, no autocast: not chunked either
+        assert rows == [30]
+    block.float()
+    rows.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        reference = block(x)  # autograd on: the plain path
+    torch.testing.assert_close(bf16, reference.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(fp32, bf16.float(), rtol=0.05, atol=0.05)
+    assert x16.dtype == torch.bfloat16
+
+
 def test_inference_runs_the_temporal_output_as_one_linear_from_the_current_weights(monkeypatch):
     """In inference over >= 2 x width tokens, temporal_attn.proj and temporal_fc run as one fused linear,
     made from the weights as they are on every call: the output equals the two linears' (autograd on)
