@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .text_encoder import build_text_encoder
-from .transform import PreprocessCfg
-from .video_encoder import build_video_encoder
+from .transform import PreprocessCfg, ReusableBuffer, normalize_frames
+from .utils import graph_capturing
+from .video_encoder import build_video_encoder, input_conv, normalization_folded_into
 
 MIN_TEMPERATURE = 0.01  # logit scale capped at 100, as in CLIP
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -86,6 +87,8 @@ class SurgCLIP(nn.Module):
             raise ValueError(f"unknown similarity {self.similarity!r}; expected 'video' or 'frame_mean'")
         self.num_frames = int(config.get("num_frames", 16))
         self.preprocess_cfg = PreprocessCfg.from_dict(config.get("preprocess"))
+        self._pixel_buffer = ReusableBuffer()  # uint8 video's float copy (see ``_tower_input``)
+        self._grad_checkpointing = False
 
     @property
     def name(self) -> str:
@@ -123,6 +126,7 @@ class SurgCLIP(nn.Module):
         """Trade compute for memory in both towers during training."""
         for tower in (self.vision_encoder, self.text_encoder):
             tower.set_grad_checkpointing(enable)
+        self._grad_checkpointing = bool(enable)
 
     @staticmethod
     def _check_video(video: torch.Tensor) -> None:
@@ -132,11 +136,41 @@ class SurgCLIP(nn.Module):
             hint = " (add a batch dimension with video.unsqueeze(0))" if video.ndim == 4 and video.shape[1] == 3 else ""
             raise ValueError(f"expected video [B, T, 3, H, W], got shape {tuple(video.shape)}{hint}")
 
+    @contextlib.contextmanager
+    def _tower_input(self, video: torch.Tensor):
+        """The video tower's input for ``video``: float frames as they are; uint8 frames (0-255) as a
+        float copy of the raw values, with the preprocessing's ``(x / 255 - mean) / std`` folded into
+        the tower's patch embedding while the tower runs (``normalization_folded_into``), or applied
+        to the copy where the tower has no such layer, under tracing/compile and with gradient
+        checkpointing (which could run the layer again outside the fold). The copy goes into a buffer
+        reused once free (``ReusableBuffer``): a training batch's frames are ~80 MB, and a fresh
+        allocation of that size page-faults on every step."""
+        if video.dtype != torch.uint8:
+            yield video
+            return
+        cfg = self.preprocess_cfg
+        if graph_capturing():
+            yield normalize_frames(video, cfg)
+            return
+        raw = self._pixel_buffer.get(video.shape, video.device)
+        conv = None if self._grad_checkpointing else input_conv(self.vision_encoder)
+        if conv is None:
+            yield normalize_frames(video, cfg, out=raw)
+            return
+        raw.copy_(video)
+        with normalization_folded_into(conv, cfg.mean, cfg.std):
+            yield raw
+
     def encode_video_frames(self, video: torch.Tensor, normalize: bool = False) -> torch.Tensor:
-        """video [B, T, 3, H, W] -> per-frame embeddings [B, T, D] (projected)."""
+        """video [B, T, 3, H, W] -> per-frame embeddings [B, T, D] (projected).
+
+        ``video``: frames normalised by the model's preprocessing (float), or uint8 frames (0-255) at
+        the model's size, which the model normalises itself (folded into its patch embedding: one
+        pass over the frames instead of four).
+        """
         self._check_video(video)
-        with self.autocast(video.device):
-            feats = self.vision_encoder(video)
+        with self.autocast(video.device), self._tower_input(video) as x:
+            feats = self.vision_encoder(x)
         frames = self.vision_proj(feats.float())  # small; float32 keeps the embedding's rounding down
         return F.normalize(frames, dim=-1) if normalize else frames
 

@@ -185,6 +185,9 @@ class ReusableBuffer:
         self._buf: torch.Tensor | None = None
         self._count = getattr(torch._C, "_storage_Use_Count", None)
 
+    def __deepcopy__(self, memo) -> "ReusableBuffer":
+        return ReusableBuffer()  # a copy of its owner starts without one (the buffer is scratch memory)
+
     def _free(self) -> bool:
         if self._count is None:
             return False

@@ -6,7 +6,9 @@ projects them and pools over time.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -318,3 +320,72 @@ def _timm_trunk(cfg: dict) -> tuple[nn.Module, int]:
             f"Offline, put the weights in the Hugging Face cache (HF_HOME) or set "
             f"vision.timm.pretrained=false") from err
     return trunk, int(trunk.num_features)
+
+
+def input_conv(tower: nn.Module) -> nn.Conv2d | None:
+    """The patch embedding a video tower applies first to its frames, when the preprocessing's
+    per-channel normalisation folds into it exactly: a plain 3-channel ``nn.Conv2d`` whose kernel is
+    its stride and that pads nothing (padding zeros are not the normalised zeros); None otherwise.
+    Looked for where this package's towers keep it: ``model.patch_embed.proj`` (divided space-time),
+    ``trunk.patch_embed.proj`` (timm frame trunks) and ``trunk.conv1`` (open_clip ViTs)."""
+    conv = None
+    for path in ("model.patch_embed", "trunk.patch_embed"):
+        embed = tower.get_submodule(path) if _has_submodule(tower, path) else None
+        if embed is not None:
+            if getattr(embed, "dynamic_img_pad", False):  # pads odd-sized frames with zeros first
+                return None
+            conv = getattr(embed, "proj", None)
+            break
+    else:
+        conv = tower.get_submodule("trunk.conv1") if _has_submodule(tower, "trunk.conv1") else None
+    if type(conv) is not nn.Conv2d or conv.in_channels != 3 or conv.groups != 1 or conv.padding_mode != "zeros":
+        return None
+    padding = (0, 0) if conv.padding == "valid" else tuple(conv.padding)
+    if tuple(conv.kernel_size) != tuple(conv.stride) or any(padding) or tuple(conv.dilation) != (1, 1):
+        return None
+    return conv
+
+
+def _has_submodule(module: nn.Module, path: str) -> bool:
+    try:
+        module.get_submodule(path)
+        return True
+    except AttributeError:
+        return False
+
+
+_FOLD_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def normalization_folded_into(conv: nn.Conv2d, mean, std):
+    """Inside, ``conv`` maps raw pixel values x (0-255) to ``conv((x / 255 - mean) / std)`` for calls
+    from this thread: weight ``W / (255 std_c)``, bias ``b - sum W mean_c / std_c``, made from the
+    weights as they are (autograd reaches them through the fold). Equal to normalising first up to
+    float rounding, without the passes over the frames. Calls from other threads meanwhile run the
+    layer as it is; folds of several threads take turns.
+    """
+    weight = conv.weight
+    std = torch.as_tensor(std, dtype=weight.dtype, device=weight.device).view(1, -1, 1, 1)
+    mean = torch.as_tensor(mean, dtype=weight.dtype, device=weight.device).view(1, -1, 1, 1)
+    with _FOLD_LOCK:
+        folded_w = weight / (255.0 * std)
+        folded_b = (weight * (-mean / std)).sum((1, 2, 3))
+        if conv.bias is not None:
+            folded_b = folded_b + conv.bias
+        owner, previous = threading.get_ident(), conv.__dict__.get("forward")
+        plain = previous or type(conv).forward.__get__(conv)
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            if threading.get_ident() == owner:
+                return conv._conv_forward(x, folded_w, folded_b)
+            return plain(x)
+
+        conv.forward = forward
+        try:
+            yield
+        finally:
+            if previous is None:
+                del conv.forward
+            else:
+                conv.forward = previous

@@ -350,3 +350,98 @@ def test_text_tower_keeps_the_full_length_when_traced():
     mask = torch.tensor([[1, 1, 0, 0]])
     traced = torch.jit.trace(lambda m: m[:, : used_length(m)] * 1, (mask,), check_trace=False)
     assert traced(torch.tensor([[1, 0, 0, 0]])).shape == (1, 4)  # a trace must not bake in one prompt's length
+
+
+@pytest.mark.parametrize("name", ["tiny", "SurgCLIP-B", "CLIP-B-16"])
+def test_uint8_video_is_normalised_inside_the_model(name):
+    """uint8 frames give the embeddings and gradients of the same frames normalised first: the
+    normalisation is folded into the patch embedding (a timm trunk, the divided tower, open_clip's
+    conv1), which is left as it was afterwards."""
+    from surgclip.transform import normalize_frames
+    from surgclip.video_encoder import input_conv
+
+    torch.manual_seed(0)
+    model = small_model(name, preprocess={"mean": [0.4, 0.5, 0.6], "std": [0.2, 0.3, 0.25]})
+    conv = input_conv(model.vision_encoder)
+    assert conv is not None
+    size = model.preprocess_cfg.image_size
+    video = torch.randint(0, 256, (2, 2, 3, size, size), dtype=torch.uint8)
+    float_video = normalize_frames(video, model.preprocess_cfg)
+    calls = []
+    conv.register_forward_hook(lambda m, args, out: calls.append(args[0].max().item()))
+    model.train()
+    grads = []
+    for x in (float_video, video):
+        model.zero_grad()
+        torch.manual_seed(1)  # the same drop-path draws
+        emb = model.encode_video(x)
+        emb.square().sum().backward()
+        grads.append((emb.detach(), conv.weight.grad.clone()))
+    assert calls[0] < 10 and calls[1] == 255  # the layer saw normalised, then raw values
+    torch.testing.assert_close(grads[1][0], grads[0][0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(grads[1][1], grads[0][1], rtol=1e-3, atol=1e-5)
+    assert "forward" not in conv.__dict__  # the fold is gone
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_video(video), model.encode_video(float_video), rtol=1e-4, atol=1e-5)
+
+
+def test_uint8_video_without_a_foldable_layer_is_normalised_in_a_reused_buffer():
+    """Gradient checkpointing (or a tower without a patch embedding) normalises the uint8 frames into
+    the model's reused buffer instead; the buffer is not copied with the model."""
+    import copy
+
+    from surgclip.transform import normalize_frames
+
+    torch.manual_seed(0)
+    model = small_model("tiny")
+    video = torch.randint(0, 256, (2, 2, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        expected = model.encode_video(normalize_frames(video, model.preprocess_cfg))
+        model.set_grad_checkpointing(True)
+        seen = []  # (the tower's input, its address); no reference kept, so the buffer is free again
+        model.vision_encoder.register_forward_pre_hook(lambda m, args: seen.append((args[0].clone(), args[0].data_ptr())))
+        got = model.encode_video(video)
+        model.encode_video(video)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(seen[0][0], normalize_frames(video, model.preprocess_cfg), rtol=0, atol=0)
+    assert seen[0][1] == seen[1][1]  # the same memory, written again
+    assert model._pixel_buffer._buf is not None and copy.deepcopy(model)._pixel_buffer._buf is None
+
+
+def test_normalization_fold_applies_to_its_own_thread_only():
+    import threading
+
+    from torch import nn
+
+    from surgclip.video_encoder import normalization_folded_into
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 2, stride=2)
+    raw = torch.randint(0, 256, (1, 3, 4, 4)).float()
+    mean, std = (0.4, 0.5, 0.6), (0.2, 0.3, 0.25)
+    normalised = (raw / 255 - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    other = {}
+    with torch.no_grad(), normalization_folded_into(conv, mean, std):
+        folded = conv(raw)
+        thread = threading.Thread(target=lambda: other.setdefault("out", conv(normalised)))
+        thread.start()
+        thread.join()
+    with torch.no_grad():
+        plain = conv(normalised)
+    torch.testing.assert_close(folded, plain, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(other["out"], plain, rtol=0, atol=0)  # the other thread ran the layer as is
+    assert "forward" not in conv.__dict__
+
+
+def test_input_conv_is_none_where_padding_would_break_the_fold():
+    from torch import nn
+
+    from surgclip.video_encoder import input_conv
+
+    tower = nn.Module()
+    tower.trunk = nn.Module()
+    tower.trunk.conv1 = nn.Conv2d(3, 8, 7, stride=2, padding=3)  # a ResNet stem
+    assert input_conv(tower) is None
+    tower.trunk.conv1 = nn.Conv2d(3, 8, 4, stride=4)
+    assert input_conv(tower) is tower.trunk.conv1

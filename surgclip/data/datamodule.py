@@ -144,8 +144,9 @@ class SurgLaViDataModule(L.LightningDataModule):
         skip_errors: skip and count bad items (reported per epoch) instead of raising.
         seed: split and sampling seed.
         uint8_video: batches carry resized/augmented uint8 video [B,T,3,S,S] and the model
-            normalises it after the transfer to its device (``SurgCLIPModule`` does): a quarter of the
-            bytes between processes and no float work in the workers.
+            normalises it (``SurgCLIP.encode_video`` takes uint8 frames and folds the normalisation
+            into its patch embedding): a quarter of the bytes between processes, no float work in the
+            workers and one pass over the frames in the main process instead of four.
         frame_cache_mb: with frame folders, decoded training frames kept per worker process (MiB;
             with ``num_workers=0``, by the main process): a persistent training worker decodes a
             frame once while it fits instead of every epoch. Each worker keeps its own, so the memory

@@ -13,7 +13,6 @@ from ..checkpoint import CheckpointMismatchError, load_weights, read_pretrained_
 from ..factory import create_model, get_tokenizer
 from ..data.dataset import SKIP_REASONS
 from ..loss import InfoNCELoss, PairMeta
-from ..transform import ReusableBuffer
 from .optim import check_prefixes, freeze_params, param_groups, warmup_cosine
 
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
@@ -82,7 +81,6 @@ class SurgCLIPModule(L.LightningModule):
         # bad training items skipped this epoch on this rank, by reason; summed over ranks at epoch end
         self._skipped = dict.fromkeys(SKIP_REASONS, 0)
         self.skipped_total: dict[str, int] = dict.fromkeys(SKIP_REASONS, 0)
-        self._video_buffer = ReusableBuffer()  # the last batch's normalised video, written over once free
 
     def _init_weights(self, source: str) -> None:
         path = Path(source)
@@ -98,16 +96,6 @@ class SurgCLIPModule(L.LightningModule):
             dm.set_model(self.tokenizer, self.model.preprocess_cfg.to_dict())
 
     # ---- steps
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        """Normalise uint8 video (``data.uint8_video``) on the model's device."""
-        if isinstance(batch, dict) and isinstance(batch.get("video"), torch.Tensor) and batch["video"].dtype == torch.uint8:
-            from ..transform import normalize_frames
-
-            video = batch["video"]
-            batch["video"] = normalize_frames(video, self.model.preprocess_cfg,
-                                              out=self._video_buffer.get(video.shape, video.device))
-        return batch
-
     def model_step(self, batch: dict) -> dict:
         """Embed a batch and compute the loss; returns the loss dict plus the embeddings."""
         video = self.model.encode_video(batch["video"])

@@ -152,8 +152,6 @@ class RunTimer(L.Callback):
         sync = torch.cuda.synchronize if cuda else (lambda: None)
         with torch.random.fork_rng(devices=[module.device] if cuda else []):
             if self._bare is None:
-                if isinstance(self.batches[0].get("video"), torch.Tensor) and self.batches[0]["video"].dtype == torch.uint8:
-                    self.batches = [module.on_after_batch_transfer(b, 0) for b in self.batches]  # normalised, as trained
                 self._bare = [self._bare_step(trainer, module), 0]
                 for _ in range(self.warmup):
                     self._bare_next()

@@ -142,7 +142,9 @@ def test_resume_is_exact_with_the_real_datamodule(small_sample, tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
 
 
-def test_uint8_batches_are_normalised_on_the_device(small_sample):
+def test_uint8_batches_train_as_their_normalised_float_batches(small_sample):
+    """A uint8 batch (``uint8_video``) reaches the model as it is, and the model (normalisation folded
+    into its patch embedding) gives the embeddings and loss of the collate's normalised float batch."""
     from surgclip.data.datamodule import SurgLaViDataModule
 
     module = _module()
@@ -154,5 +156,9 @@ def test_uint8_batches_are_normalised_on_the_device(small_sample):
         dm.setup("fit")
         batches[uint8] = next(iter(dm.train_dataloader()))
     assert batches[True]["video"].dtype == torch.uint8 and batches[False]["video"].dtype == torch.float32
-    moved = module.on_after_batch_transfer(batches[True], 0)
-    torch.testing.assert_close(moved["video"], batches[False]["video"])
+    assert module.on_after_batch_transfer(batches[True], 0)["video"].dtype == torch.uint8
+    module.eval()
+    with torch.no_grad():
+        out = {uint8: module.model_step(batches[uint8]) for uint8 in (False, True)}
+    torch.testing.assert_close(out[True]["video"], out[False]["video"], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out[True]["loss"], out[False]["loss"], rtol=1e-4, atol=1e-5)
