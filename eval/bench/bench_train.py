@@ -4,6 +4,7 @@ peak memory of one SurgCLIP-B step with and without gradient checkpointing.
 
     python eval/bench/bench_train.py                 # tiny (batch 16, 8 frames) + SurgCLIP-B (batch 2, 16 frames)
     python eval/bench/bench_train.py --skip-b        # tiny only
+    python eval/bench/bench_train.py --uint8-only    # uint8 batches: normalised first vs folded into the model
 
 Prints clips/s for both and their ratio (target: Lightning / bare >= 0.9), then the same for
 ``trainer.precision: bf16-mixed`` (bare loop under ``torch.autocast(bfloat16)``) with its step time
@@ -130,6 +131,51 @@ def compare_bf16(name: str, batch_size: int, frames: int, steps: int, warmup: in
     return out
 
 
+def compare_uint8_input(rounds: int, warmup: int = 2) -> dict:
+    """The embedded default's step (``tiny`` at 160 px, batch 32 x 8 frames, as ``configs/sample.yaml``)
+    on a uint8 batch: normalised first into a reused float buffer, then the step on the float batch
+    (what the module did before ``encode_video`` took uint8 frames), against the step on the uint8
+    batch itself (the normalisation folded into the patch embedding). Alternated step by step in one
+    process; median ms per step, the normalisation included."""
+    import statistics
+
+    import surgclip
+    from surgclip.transform import ReusableBuffer, normalize_frames
+
+    overrides = {"preprocess": {"image_size": 160}, "vision": {"timm": {"img_size": 160}}, "text": {"pooling": "mean"}}
+    model = surgclip.create_model("tiny", **overrides).train()
+    batch = make_batch(model, 32, 8)
+    g = torch.Generator().manual_seed(1)
+    batch["video"] = torch.randint(0, 256, batch["video"].shape, dtype=torch.uint8, generator=g)
+    opt, buffer = torch.optim.AdamW(model.parameters(), lr=1e-5), ReusableBuffer()
+
+    def step(normalise_first: bool) -> float:
+        start = time.perf_counter()
+        video = batch["video"]
+        if normalise_first:
+            video = normalize_frames(video, model.preprocess_cfg, out=buffer.get(video.shape, video.device))
+        v, t = model.encode_video(video), model.encode_text(batch["tokens"])
+        logits = model.logit_scale * v @ t.T
+        labels = torch.arange(len(v))
+        loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return time.perf_counter() - start
+
+    times = {True: [], False: []}
+    for i in range(warmup + rounds):
+        for normalise_first in (True, False) if i % 2 else (False, True):
+            took = step(normalise_first)
+            if i >= warmup:
+                times[normalise_first].append(took)
+    before, after = (1000 * statistics.median(times[k]) for k in (True, False))
+    print(f"tiny 160 px batch 32 x 8 frames (the embedded default's step), uint8 batch: normalised first {before:.0f} ms "
+          f"| into the model as uint8 (normalisation folded) {after:.0f} ms | speed-up {before / after:.3f}x "
+          f"(median of {rounds}, alternated)", flush=True)
+    return {"model": "tiny", "uint8_normalised_first_ms": before, "uint8_folded_ms": after, "speedup": before / after}
+
+
 def rss_mib() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize() / 2 ** 20
@@ -171,13 +217,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--skip-b", action="store_true", help="skip the SurgCLIP-B step and memory figures")
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--uint8-only", action="store_true",
+                        help="only the embedded default's step on uint8 batches, normalised first vs folded")
     parser.add_argument("--child", choices=["mem", "mem-ckpt"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return peak_memory_child(args.child == "mem-ckpt")
     torch.set_num_threads(2)
     torch.manual_seed(0)
+    if args.uint8_only:
+        print(json.dumps([compare_uint8_input(args.steps)], indent=1))
+        return
     results = [compare("tiny", 16, 8, args.steps, 3)]
+    results.append(compare_uint8_input(args.steps))
     results.append(compare_bf16("tiny", 16, 8, args.steps, 3))
     if not args.skip_b:
         results.append(compare("SurgCLIP-B", 2, 16, 2, 1))
