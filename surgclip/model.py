@@ -142,9 +142,10 @@ class SurgCLIP(nn.Module):
         float copy of the raw values, with the preprocessing's ``(x / 255 - mean) / std`` folded into
         the tower's patch embedding while the tower runs (``normalization_folded_into``), or applied
         to the copy where the tower has no such layer, under tracing/compile and with gradient
-        checkpointing (which could run the layer again outside the fold). The copy goes into a buffer
-        reused once free (``ReusableBuffer``): a training batch's frames are ~80 MB, and a fresh
-        allocation of that size page-faults on every step."""
+        checkpointing (which could run the layer again outside the fold). With autograd on (training),
+        the copy goes into a buffer reused once free (``ReusableBuffer``): a training batch's frames are
+        ~80 MB, and a fresh allocation of that size page-faults on every step. In inference it is a
+        fresh tensor, so the model holds no copy of the last input."""
         if video.dtype != torch.uint8:
             yield video
             return
@@ -152,7 +153,8 @@ class SurgCLIP(nn.Module):
         if graph_capturing():
             yield normalize_frames(video, cfg)
             return
-        raw = self._pixel_buffer.get(video.shape, video.device)
+        raw = self._pixel_buffer.get(video.shape, video.device) if torch.is_grad_enabled() else \
+            torch.empty(video.shape, dtype=torch.float32, device=video.device)
         conv = None if self._grad_checkpointing else input_conv(self.vision_encoder)
         if conv is None:
             yield normalize_frames(video, cfg, out=raw)

@@ -7,6 +7,7 @@ gets the same augmentation.
 """
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -184,6 +185,7 @@ class ReusableBuffer:
     def __init__(self):
         self._buf: torch.Tensor | None = None
         self._count = getattr(torch._C, "_storage_Use_Count", None)
+        self._lock = threading.Lock()  # the check that it is free and the alias that takes it: one step
 
     def __deepcopy__(self, memo) -> "ReusableBuffer":
         return ReusableBuffer()  # a copy of its owner starts without one (the buffer is scratch memory)
@@ -196,12 +198,19 @@ class ReusableBuffer:
 
     def get(self, shape, device) -> torch.Tensor:
         shape, device = tuple(shape), torch.device(device)
-        buf = self._buf
-        if buf is None or tuple(buf.shape) != shape or buf.device != device or not self._free() or \
-                (buf.is_inference() and not torch.is_inference_mode_enabled()):  # made in a validation:
-            # an inference tensor cannot be written outside inference mode
-            self._buf = buf = torch.empty(shape, dtype=torch.float32, device=device)
-        return buf.view(shape)  # an alias: while it lives, the buffer is not handed out again
+        with self._lock:
+            buf = self._buf
+            if buf is None or tuple(buf.shape) != shape or buf.device != device or not self._free() or \
+                    (buf.is_inference() and not torch.is_inference_mode_enabled()):  # made in a validation:
+                # an inference tensor cannot be written outside inference mode
+                self._buf = buf = torch.empty(shape, dtype=torch.float32, device=device)
+            return buf.view(shape)  # an alias: while it lives, the buffer is not handed out again
+
+    def __getstate__(self):
+        return {}  # scratch memory: not pickled (nor is the lock)
+
+    def __setstate__(self, state):
+        self.__init__()
 
 
 class ImageTransform:

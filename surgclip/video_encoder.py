@@ -354,7 +354,7 @@ def _has_submodule(module: nn.Module, path: str) -> bool:
         return False
 
 
-_FOLD_LOCK = threading.Lock()
+_FOLD_LOCK = threading.RLock()  # re-entrant: a hook inside the tower may fold again on its thread
 
 
 @contextlib.contextmanager
@@ -362,8 +362,11 @@ def normalization_folded_into(conv: nn.Conv2d, mean, std):
     """Inside, ``conv`` maps raw pixel values x (0-255) to ``conv((x / 255 - mean) / std)`` for calls
     from this thread: weight ``W / (255 std_c)``, bias ``b - sum W mean_c / std_c``, made from the
     weights as they are (autograd reaches them through the fold). Equal to normalising first up to
-    float rounding, without the passes over the frames. Calls from other threads meanwhile run the
-    layer as it is; folds of several threads take turns.
+    float rounding, without the passes over the frames. The folded layer runs in float32 even under
+    autocast: its weights scaled by 1 / (255 std) meet inputs up to 255 that are not centred, and
+    bf16-rounded weights there shifted every patch token alike (embeddings 3-5x further from fp32 than
+    normalising first; the layer is under 1% of a ViT's work). Calls from other threads meanwhile run
+    the layer as it is; folds of several threads take turns.
     """
     weight = conv.weight
     std = torch.as_tensor(std, dtype=weight.dtype, device=weight.device).view(1, -1, 1, 1)
@@ -378,7 +381,8 @@ def normalization_folded_into(conv: nn.Conv2d, mean, std):
 
         def forward(x: torch.Tensor) -> torch.Tensor:
             if threading.get_ident() == owner:
-                return conv._conv_forward(x, folded_w, folded_b)
+                with torch.autocast(x.device.type, enabled=False):
+                    return conv._conv_forward(x.to(folded_w.dtype), folded_w, folded_b)
             return plain(x)
 
         conv.forward = forward

@@ -381,6 +381,11 @@ def test_uint8_video_is_normalised_inside_the_model(name):
     torch.testing.assert_close(grads[1][0], grads[0][0], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(grads[1][1], grads[0][1], rtol=1e-3, atol=1e-5)
     assert "forward" not in conv.__dict__  # the fold is gone
+    dtypes = []
+    conv.register_forward_hook(lambda m, args, out: dtypes.append(out.dtype))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model.encode_video(video)
+    assert dtypes == [torch.float32]  # the folded layer runs in float32 under autocast
     model.eval()
     with torch.no_grad():
         torch.testing.assert_close(model.encode_video(video), model.encode_video(float_video), rtol=1e-4, atol=1e-5)
@@ -388,8 +393,10 @@ def test_uint8_video_is_normalised_inside_the_model(name):
 
 def test_uint8_video_without_a_foldable_layer_is_normalised_in_a_reused_buffer():
     """Gradient checkpointing (or a tower without a patch embedding) normalises the uint8 frames into
-    the model's reused buffer instead; the buffer is not copied with the model."""
+    the model's buffer instead, reused with autograd on once free; inference keeps no copy. The buffer
+    is neither copied nor pickled with the model."""
     import copy
+    import pickle
 
     from surgclip.transform import normalize_frames
 
@@ -398,15 +405,21 @@ def test_uint8_video_without_a_foldable_layer_is_normalised_in_a_reused_buffer()
     video = torch.randint(0, 256, (2, 2, 3, 32, 32), dtype=torch.uint8)
     with torch.no_grad():
         expected = model.encode_video(normalize_frames(video, model.preprocess_cfg))
-        model.set_grad_checkpointing(True)
-        seen = []  # (the tower's input, its address); no reference kept, so the buffer is free again
-        model.vision_encoder.register_forward_pre_hook(lambda m, args: seen.append((args[0].clone(), args[0].data_ptr())))
-        got = model.encode_video(video)
         model.encode_video(video)
+    assert model._pixel_buffer._buf is None  # inference: a fresh tensor, not kept
+    model.set_grad_checkpointing(True)
+    seen = []  # (the tower's input, its address); no reference kept, so the buffer is free again
+    hook = model.vision_encoder.register_forward_pre_hook(
+        lambda m, args: seen.append((args[0].clone(), args[0].data_ptr())))
+    got = model.encode_video(video).detach()  # the graph (and the input it saved) is gone
+    model.encode_video(video).detach()
+    hook.remove()
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(seen[0][0], normalize_frames(video, model.preprocess_cfg), rtol=0, atol=0)
     assert seen[0][1] == seen[1][1]  # the same memory, written again
-    assert model._pixel_buffer._buf is not None and copy.deepcopy(model)._pixel_buffer._buf is None
+    assert model._pixel_buffer._buf is not None
+    assert copy.deepcopy(model)._pixel_buffer._buf is None
+    assert pickle.loads(pickle.dumps(model._pixel_buffer))._buf is None
 
 
 def test_normalization_fold_applies_to_its_own_thread_only():

@@ -48,8 +48,6 @@ def train_main(argv: list[str] | None = None) -> int:
     if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
         argv = ["fit", *argv]
     cli_class = _cli_class()
-    # by design: the module normalises uint8 batches after the transfer (data.uint8_video)
-    warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer` in `LightningModule`")
     # LightningCLI warns when it gets ``args`` while sys.argv holds them too (``surgclip train`` passes
     # them on); sys.argv itself must stay: DDP starts the other ranks by re-running it
     warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended to run from within Python")
