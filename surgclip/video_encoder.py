@@ -328,16 +328,10 @@ def input_conv(tower: nn.Module) -> nn.Conv2d | None:
     its stride and that pads nothing (padding zeros are not the normalised zeros); None otherwise.
     Looked for where this package's towers keep it: ``model.patch_embed.proj`` (divided space-time),
     ``trunk.patch_embed.proj`` (timm frame trunks) and ``trunk.conv1`` (open_clip ViTs)."""
-    conv = None
-    for path in ("model.patch_embed", "trunk.patch_embed"):
-        embed = tower.get_submodule(path) if _has_submodule(tower, path) else None
-        if embed is not None:
-            if getattr(embed, "dynamic_img_pad", False):  # pads odd-sized frames with zeros first
-                return None
-            conv = getattr(embed, "proj", None)
-            break
-    else:
-        conv = tower.get_submodule("trunk.conv1") if _has_submodule(tower, "trunk.conv1") else None
+    embed = _submodule(tower, "model.patch_embed") or _submodule(tower, "trunk.patch_embed")
+    if embed is not None and getattr(embed, "dynamic_img_pad", False):  # pads odd-sized frames with zeros first
+        return None
+    conv = getattr(embed, "proj", None) if embed is not None else _submodule(tower, "trunk.conv1")
     if type(conv) is not nn.Conv2d or conv.in_channels != 3 or conv.groups != 1 or conv.padding_mode != "zeros":
         return None
     padding = (0, 0) if conv.padding == "valid" else tuple(conv.padding)
@@ -346,12 +340,11 @@ def input_conv(tower: nn.Module) -> nn.Conv2d | None:
     return conv
 
 
-def _has_submodule(module: nn.Module, path: str) -> bool:
+def _submodule(module: nn.Module, path: str) -> nn.Module | None:
     try:
-        module.get_submodule(path)
-        return True
+        return module.get_submodule(path)
     except AttributeError:
-        return False
+        return None
 
 
 _FOLD_LOCK = threading.RLock()  # re-entrant: a hook inside the tower may fold again on its thread
