@@ -153,8 +153,11 @@ class SurgCLIP(nn.Module):
         if graph_capturing():
             yield normalize_frames(video, cfg)
             return
-        raw = self._pixel_buffer.get(video.shape, video.device) if torch.is_grad_enabled() else \
-            torch.empty(video.shape, dtype=torch.float32, device=video.device)
+        # the copy keeps the frames' memory layout: a channels-last batch (as the collate ships the
+        # augmentation's output) is converted in one straight pass, not transposed on the way
+        layout = torch.empty_like(video, dtype=torch.float32, device="meta")
+        raw = self._pixel_buffer.get(video.shape, video.device, layout.stride()) if torch.is_grad_enabled() else \
+            torch.empty_strided(video.shape, layout.stride(), dtype=torch.float32, device=video.device)
         conv = None if self._grad_checkpointing else input_conv(self.vision_encoder)
         if conv is None:
             yield normalize_frames(video, cfg, out=raw)

@@ -196,14 +196,18 @@ class ReusableBuffer:
         storage = self._buf.untyped_storage()
         return self._count(storage._cdata) <= 2  # the buffer's own reference and ``storage``'s
 
-    def get(self, shape, device) -> torch.Tensor:
+    def get(self, shape, device, stride=None) -> torch.Tensor:
+        """A float32 tensor of ``shape`` on ``device``, laid out with ``stride`` (default: contiguous)."""
         shape, device = tuple(shape), torch.device(device)
         with self._lock:
             buf = self._buf
-            if buf is None or tuple(buf.shape) != shape or buf.device != device or not self._free() or \
+            if buf is None or tuple(buf.shape) != shape or buf.device != device or \
+                    (stride is not None and buf.stride() != tuple(stride)) or \
+                    (stride is None and not buf.is_contiguous()) or not self._free() or \
                     (buf.is_inference() and not torch.is_inference_mode_enabled()):  # made in a validation:
                 # an inference tensor cannot be written outside inference mode
-                self._buf = buf = torch.empty(shape, dtype=torch.float32, device=device)
+                self._buf = buf = torch.empty(shape, dtype=torch.float32, device=device) if stride is None else \
+                    torch.empty_strided(shape, tuple(stride), dtype=torch.float32, device=device)
             return buf.view(shape)  # an alias: while it lives, the buffer is not handed out again
 
     def __getstate__(self):

@@ -391,6 +391,38 @@ def test_uint8_video_is_normalised_inside_the_model(name):
         torch.testing.assert_close(model.encode_video(video), model.encode_video(float_video), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["tiny", "SurgCLIP-B"])  # a timm patch embedding; the divided tower's
+def test_channels_last_uint8_video_keeps_its_layout_into_the_tower(name):
+    """A channels-last uint8 batch (as the training collate ships augmented clips) is copied to float
+    in its own layout, folded or normalised in the buffer, and gives the contiguous batch's results."""
+    from surgclip.video_encoder import input_conv
+
+    torch.manual_seed(0)
+    model = small_model(name).train()
+    size = model.preprocess_cfg.image_size
+    video = torch.randint(0, 256, (2, 2, 3, size, size), dtype=torch.uint8)
+    channels_last = video.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+    strides = []
+    input_conv(model.vision_encoder).register_forward_pre_hook(lambda m, args: strides.append(args[0].stride()))
+    for checkpointing in (False, True):  # folded into the patch embedding; normalised in the reused buffer
+        model.set_grad_checkpointing(checkpointing)
+        results = []
+        for x in (video, channels_last):
+            model.zero_grad()
+            torch.manual_seed(1)
+            emb = model.encode_video(x)
+            emb.square().sum().backward()
+            results.append((emb.detach(), [p.grad.clone() for p in model.vision_encoder.parameters() if p.grad is not None]))
+        torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-5, atol=1e-6)
+        for a, b in zip(results[1][1], results[0][1], strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+        assert model._pixel_buffer._buf.stride() == torch.empty_like(channels_last, dtype=torch.float32).stride()
+    assert strides[0][-3] == size * size and strides[1][-3] == 1  # the tower saw each layout as given
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_video(channels_last), model.encode_video(video), rtol=1e-5, atol=1e-6)
+
+
 def test_uint8_video_without_a_foldable_layer_is_normalised_in_a_reused_buffer():
     """Gradient checkpointing (or a tower without a patch embedding) normalises the uint8 frames into
     the model's buffer instead, reused with autograd on once free; inference keeps no copy. The buffer

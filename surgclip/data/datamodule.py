@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..transform import ClipTransform, PreprocessCfg
+from .batch_pool import BatchPool
 from .dataset import ClipDataset, PaddedCollate, worker_init
 from .db import CaptionDB, ClipTable
 from .sample import DEFAULT_ROOT, ensure_sample
@@ -285,14 +286,17 @@ class SurgLaViDataModule(L.LightningDataModule):
         if not self.datasets:
             self.setup()
         hp = self.hparams
-        workers = hp.num_workers
+        workers, prefetch = hp.num_workers, 4
+        # each worker's batches outstanding, and the one the main process works on, reuse their
+        # shared-memory buffers (``BatchPool``) instead of a fresh zeroed one per batch
+        pool = BatchPool(workers, prefetch + 1) if workers else None
         return EpochLoader(self.datasets[split], batch_size=self.batch_size_per_device, sampler=sampler,
                           shuffle=False, num_workers=workers,
-                          collate_fn=PaddedCollate(self.tokenizer, self._blank(),
+                          collate_fn=PaddedCollate(self.tokenizer, self._blank(), pool=pool,
                                                    normalize=None if hp.uint8_video else self.preprocess_cfg),
                           pin_memory=hp.pin_memory, drop_last=split == "train" and sampler is not None and
                           len(sampler) >= self.batch_size_per_device,
-                          persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
+                          persistent_workers=workers > 0, prefetch_factor=prefetch if workers else None,
                           # its own generator: creating an iterator never draws from the global RNG,
                           # so dropout etc. repeat exactly after a resume
                           generator=torch.Generator().manual_seed(hp.seed),

@@ -207,6 +207,43 @@ def test_collate_normalises_uint8_batches_once():
     assert raw.dtype == torch.uint8 and torch.equal(raw, torch.stack([it["video"] for it in items]))
 
 
+def _stack_items(i):  # a module-level collate input for a worker process: two channels-last items
+    g = torch.Generator().manual_seed(i)
+    return {"video": torch.randint(0, 256, (2, 8, 8, 3), dtype=torch.uint8, generator=g).permute(0, 3, 1, 2),
+            "caption": f"c{i}", "level": 1, "video_id": "v", "caption_id": i, "start_s": 0.0, "end_s": 1.0}
+
+
+def test_collate_keeps_the_items_channels_last_layout():
+    """Augmented uint8 items are channels-last ([T, S, S, 3] in memory); the batch keeps that layout
+    (a straight copy, not a transposing one), in a worker's shared memory too, with the same values
+    as a contiguous stack. Items of mixed layouts give a contiguous batch."""
+    from torch.utils.data import DataLoader
+
+    from surgclip.transform import ClipTransform, PreprocessCfg, normalize_frames
+
+    tok = lambda texts: torch.zeros(len(texts), 4, dtype=torch.long)  # noqa: E731
+    torch.manual_seed(0)
+    augment = ClipTransform({"image_size": 8}, train=True, normalize=False)
+    items = [dict(_stack_items(i), video=augment(np.random.default_rng(i).integers(0, 256, (2, 12, 12, 3), np.uint8)))
+             for i in range(3)]
+    assert all(it["video"].is_contiguous(memory_format=torch.channels_last) for it in items)
+    ref = torch.stack([it["video"] for it in items])
+    channels_last = (2 * 8 * 8 * 3, 8 * 8 * 3, 1, 8 * 3, 3)
+    batch = Collate(tok)(items)["video"]
+    assert batch.stride() == channels_last and torch.equal(batch, ref)
+    cfg = PreprocessCfg(image_size=8, mean=(0.1, 0.2, 0.3), std=(0.5, 0.25, 0.125))
+    normalised = Collate(tok, normalize=cfg)(items)["video"]
+    assert normalised.stride() == channels_last
+    torch.testing.assert_close(normalised, normalize_frames(ref, cfg), rtol=0, atol=1e-5)
+    mixed = Collate(tok)([items[0], dict(items[1], video=items[1]["video"].contiguous())])["video"]
+    assert mixed.is_contiguous() and torch.equal(mixed, ref[:2])
+    loader = DataLoader(list(range(4)), batch_size=2, num_workers=1,
+                        collate_fn=lambda idx: Collate(tok)([_stack_items(i) for i in idx]))
+    for idx, got in zip(([0, 1], [2, 3]), loader):
+        assert got["video"].stride() == channels_last and got["video"].is_shared()
+        assert torch.equal(got["video"], torch.stack([_stack_items(i)["video"] for i in idx]))
+
+
 def test_frame_cache_gives_the_same_batches_and_decodes_less(small_sample, monkeypatch):
     """With ``frame_cache_mb`` the batches of every epoch equal those read without it, and a later
     epoch takes frames it decoded before from the cache instead of decoding them again."""
