@@ -13,10 +13,22 @@ while the main process may still hold it:
 
 A slot is written only while its flag says free, so a batch the main process still holds (a view,
 a batch kept for later) is never overwritten. When every slot is taken, or the flags are not
-known where the batch is unpickled, the worker allocates a fresh buffer as before.
+known where the batch is unpickled, the worker allocates a fresh buffer as before. A slot whose
+batch is lost on the way (an error between ``empty`` and sending, a batch unpickled in another
+process) stays taken: the pool falls back to fresh buffers, never to a shared one.
+
+One pool serves one set of workers: a worker id's slots belong to the first live process that uses
+them (``owner``). A second process with the same worker id at the same time (two live iterators of
+a loader without persistent workers, a pool inherited by a forked rank) gets fresh buffers, since
+two takers of one flag could each free the other's slot.
+
+Ordering: the worker writes a buffer only after it reads its flag as free, and sets the flag before
+the batch leaves; the main process clears it after the last reader is gone. x86 keeps these stores
+and loads in order; weaker memory models rely on the barriers of the queue and the GIL between them.
 """
 from __future__ import annotations
 
+import os
 import uuid
 import weakref
 
@@ -25,6 +37,19 @@ import torch
 from torch.utils.data import get_worker_info
 
 _FLAGS: "weakref.WeakValueDictionary[int, torch.Tensor]" = weakref.WeakValueDictionary()  # main: pool id -> flags
+# dtypes a lease can describe to numpy (``_Lease``); others (bfloat16) always get a fresh buffer
+_POOLED_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.float16, torch.float32,
+                  torch.float64, torch.bool)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _shared_tensor(storage: torch.UntypedStorage, shape: tuple, dtype: torch.dtype, stride: tuple) -> torch.Tensor:
@@ -83,14 +108,29 @@ class BatchPool:
     def __init__(self, num_workers: int, slots: int):
         self.slots, self.id = int(slots), uuid.uuid4().int >> 65
         self.flags = torch.zeros(max(1, num_workers) * self.slots, dtype=torch.uint8).share_memory_()
+        self.owner = torch.zeros(max(1, num_workers), dtype=torch.int64).share_memory_()  # worker id -> pid
         _FLAGS[self.id] = self.flags
         self._buffers: dict[int, torch.UntypedStorage] = {}  # this process's slots (a worker's own)
+        self._mine: bool | None = None  # whether this process owns its worker id's slots
 
     def __getstate__(self) -> dict:
-        return {"slots": self.slots, "id": self.id, "flags": self.flags}  # buffers are per process
+        return {"slots": self.slots, "id": self.id, "flags": self.flags, "owner": self.owner}  # buffers: per process
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state, _buffers={})
+        self.__dict__.update(state, _buffers={}, _mine=None)
+
+    def _owns(self, worker: int) -> bool:
+        """Claim worker id ``worker``'s slots for this process, unless another live process has them."""
+        if self._mine is None or (self._mine and int(self.owner[worker]) != os.getpid()):
+            if worker >= len(self.owner):
+                self._mine = False
+                return False
+            owners, pid = self.owner.numpy(), os.getpid()
+            current = int(owners[worker])
+            self._mine = current in (0, pid) or not _alive(current)
+            if self._mine:
+                owners[worker] = pid
+        return self._mine
 
     def empty(self, shape: tuple, dtype: torch.dtype, stride: tuple) -> torch.Tensor:
         """An uninitialised [B, ...] tensor: in a worker, in a free slot's shared buffer (marked taken)
@@ -98,10 +138,12 @@ class BatchPool:
         info = get_worker_info()
         if info is None:
             return torch.empty_strided(shape, stride, dtype=dtype)
+        if dtype not in _POOLED_DTYPES or not self._owns(info.id):
+            return empty_shared(shape, dtype, stride)
         nbytes = int(np.prod(shape)) * torch.empty((), dtype=dtype).element_size()
         flags = self.flags.numpy()
         for index in range(info.id * self.slots, (info.id + 1) * self.slots):
-            if index < len(flags) and flags[index] == 0:
+            if flags[index] == 0:
                 storage = self._buffers.get(index)
                 if storage is None or storage.nbytes() < nbytes:
                     storage = self._buffers[index] = torch.UntypedStorage._new_shared(nbytes)

@@ -287,9 +287,10 @@ class SurgLaViDataModule(L.LightningDataModule):
             self.setup()
         hp = self.hparams
         workers, prefetch = hp.num_workers, 4
-        # each worker's batches outstanding, and the one the main process works on, reuse their
-        # shared-memory buffers (``BatchPool``) instead of a fresh zeroed one per batch
-        pool = BatchPool(workers, prefetch + 1) if workers else None
+        # training: each worker's batches outstanding, and the one the main process works on, reuse
+        # their shared-memory buffers (``BatchPool``) instead of a fresh zeroed one per batch. Not for
+        # validation, whose persistent workers would hold theirs idle through the training epochs.
+        pool = BatchPool(workers, prefetch + 1) if workers and split == "train" else None
         return EpochLoader(self.datasets[split], batch_size=self.batch_size_per_device, sampler=sampler,
                           shuffle=False, num_workers=workers,
                           collate_fn=PaddedCollate(self.tokenizer, self._blank(), pool=pool,

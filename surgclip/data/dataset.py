@@ -291,6 +291,8 @@ class Collate:
     def stack_video(self, videos: list[torch.Tensor]) -> torch.Tensor:
         """[B, T, 3, S, S], written once into its (shared-memory) destination, in the items' memory
         layout (``_batch_stride``: channels-last for augmented uint8 items)."""
+        if any(v.shape != videos[0].shape for v in videos):  # (a copy into the batch would broadcast them)
+            raise ValueError(f"clips in one batch differ in shape: {sorted({tuple(v.shape) for v in videos})}")
         shape, stride = (len(videos), *videos[0].shape), _batch_stride(videos)
         if self.normalize is not None and videos[0].dtype == torch.uint8:
             cfg = self.normalize
