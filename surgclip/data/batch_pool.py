@@ -56,10 +56,13 @@ def _shared_tensor(storage: torch.UntypedStorage, shape: tuple, dtype: torch.dty
     return torch.empty(0, dtype=dtype).set_(storage, 0, shape, stride)
 
 
+def _nbytes(shape: tuple, dtype: torch.dtype) -> int:
+    return int(np.prod(shape)) * torch.empty((), dtype=dtype).element_size()
+
+
 def empty_shared(shape: tuple, dtype: torch.dtype, stride: tuple) -> torch.Tensor:
     """An uninitialised tensor in a fresh shared-memory buffer."""
-    nbytes = int(np.prod(shape)) * torch.empty((), dtype=dtype).element_size()
-    return _shared_tensor(torch.UntypedStorage._new_shared(nbytes), shape, dtype, stride)
+    return _shared_tensor(torch.UntypedStorage._new_shared(_nbytes(shape, dtype)), shape, dtype, stride)
 
 
 class _Lease:
@@ -140,8 +143,7 @@ class BatchPool:
             return torch.empty_strided(shape, stride, dtype=dtype)
         if dtype not in _POOLED_DTYPES or not self._owns(info.id):
             return empty_shared(shape, dtype, stride)
-        nbytes = int(np.prod(shape)) * torch.empty((), dtype=dtype).element_size()
-        flags = self.flags.numpy()
+        nbytes, flags = _nbytes(shape, dtype), self.flags.numpy()
         for index in range(info.id * self.slots, (info.id + 1) * self.slots):
             if flags[index] == 0:
                 storage = self._buffers.get(index)

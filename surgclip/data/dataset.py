@@ -238,26 +238,24 @@ class ClipDataset(Dataset):
                 "caption_id": int(t.caption_id[i]), "start_s": float(t.start_s[i]), "end_s": float(t.end_s[i])}
 
 
-def _empty_batch_tensor(shape: tuple, dtype: torch.dtype, stride: tuple | None = None) -> torch.Tensor:
-    """An uninitialised tensor (contiguous, or laid out with ``stride``), in shared memory inside a
-    DataLoader worker so that sending the batch to the main process passes a file descriptor instead
-    of copying it (as default_collate)."""
-    if stride is None:
-        stride = torch.empty(shape, dtype=dtype, device="meta").stride()
+def _empty_batch_tensor(shape: tuple, dtype: torch.dtype, stride: tuple) -> torch.Tensor:
+    """An uninitialised tensor laid out with ``stride``, in shared memory inside a DataLoader worker
+    so that sending the batch to the main process passes a file descriptor instead of copying it
+    (as default_collate)."""
     if get_worker_info() is None:
         return torch.empty_strided(shape, stride, dtype=dtype)
     return empty_shared(shape, dtype, stride)
 
 
-def _batch_stride(videos: list[torch.Tensor]) -> tuple | None:
+def _batch_stride(videos: list[torch.Tensor]) -> tuple:
     """The stride of a [B, T, 3, S, S] batch of ``videos`` in their own memory layout: channels-last
     ([B, T, S, S, 3] in memory) when every item is, as the uint8 resize and crop leave them (copying
     them into a contiguous batch instead is a transposing pass: 0.8 of 1.0 ms per 8-frame 160-px
-    clip); None (contiguous) otherwise."""
+    clip); contiguous otherwise."""
     v = videos[0]
     if v.ndim != 4 or v.is_contiguous() or \
             not all(x.is_contiguous(memory_format=torch.channels_last) for x in videos):
-        return None
+        return torch.empty((len(videos), *v.shape), device="meta").stride()
     t, c, h, w = v.shape
     return (t * h * w * c, h * w * c, 1, w * c, c)
 
@@ -281,12 +279,8 @@ class Collate:
     def __init__(self, tokenizer, normalize=None, pool: BatchPool | None = None):
         self.tokenizer, self.normalize, self.pool = tokenizer, normalize, pool
 
-    def _empty(self, shape: tuple, dtype: torch.dtype, stride: tuple | None) -> torch.Tensor:
-        if self.pool is None:
-            return _empty_batch_tensor(shape, dtype, stride)
-        if stride is None:
-            stride = torch.empty(shape, dtype=dtype, device="meta").stride()
-        return self.pool.empty(shape, dtype, stride)
+    def _empty(self, shape: tuple, dtype: torch.dtype, stride: tuple) -> torch.Tensor:
+        return (_empty_batch_tensor if self.pool is None else self.pool.empty)(shape, dtype, stride)
 
     def stack_video(self, videos: list[torch.Tensor]) -> torch.Tensor:
         """[B, T, 3, S, S], written once into its (shared-memory) destination, in the items' memory
