@@ -4,7 +4,11 @@ Writes synthetic H.264 videos (PyAV, 64x64, --fps frames per second) of each len
 then indexes each in a fresh process with the tiny model and reports that process's peak RSS
 before indexing (model loaded, one short video indexed as warm-up) and after.
 
-    python eval/bench/bench_memory_index.py --minutes 10 60
+    python eval/bench/bench_memory_index.py --minutes 10 60 240
+
+Beside peak RSS it prints the C heap's live bytes (glibc's count of what is allocated, sampled after
+each batch's forward): RSS also holds freed pages the allocator keeps, so the two tell a leak (live
+bytes that grow) from a heap that spreads.
     MALLOC_MMAP_THRESHOLD_=65536 python eval/bench/bench_memory_index.py   # glibc: big blocks via mmap
 """
 import argparse
@@ -46,6 +50,23 @@ def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def heap_in_use_mib() -> float:
+    """The C heap's live bytes (glibc ``mallinfo2().uordblks``, all arenas; NaN elsewhere): what is
+    allocated, as opposed to RSS, which also counts freed pages the allocator keeps."""
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in
+                    "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+
+    try:
+        fn = ctypes.CDLL("libc.so.6").mallinfo2
+    except (OSError, AttributeError):
+        return float("nan")
+    fn.restype = MallInfo2
+    return fn().uordblks / 2**20
+
+
 def child(video: str, warmup: str, index_dir: str, window_s: float) -> None:
     import torch
 
@@ -56,16 +77,24 @@ def child(video: str, warmup: str, index_dir: str, window_s: float) -> None:
     model, _, _ = surgclip.load("tiny")
     kw = dict(window_s=window_s, stride_s=window_s, num_frames=2, batch_size=8)
     index_library(model, [Path(warmup)], Path(index_dir) / "warm", **kw)
-    before = peak_mib()
+    before, heap = peak_mib(), [heap_in_use_mib()]
+    encode = model.encode_video
+
+    def sampled(clips):  # the heap's live bytes after each batch's forward, the batch still held
+        out = encode(clips)
+        heap.append(heap_in_use_mib())
+        return out
+
+    model.encode_video = sampled
     t0 = time.perf_counter()
     report = index_library(model, [Path(video)], Path(index_dir) / "long", **kw)
     print(json.dumps({"before": before, "after": peak_mib(), "clips": report["num_clips"],
-                      "seconds": time.perf_counter() - t0}))
+                      "seconds": time.perf_counter() - t0, "heap_before": heap[0], "heap_peak": max(heap)}))
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--minutes", nargs="+", type=int, default=[10, 60])
+    ap.add_argument("--minutes", nargs="+", type=int, default=[10, 60, 240])
     ap.add_argument("--fps", type=int, default=2)
     ap.add_argument("--window-s", type=float, default=4.0)
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
@@ -88,7 +117,8 @@ def main():
             r = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append(r)
             print(f"index {minutes:3d}-min video: {r['clips']:5d} clips in {r['seconds']:6.1f} s; peak RSS "
-                  f"{r['before']:7.1f} MiB after warm-up -> {r['after']:7.1f} MiB (+{r['after'] - r['before']:.1f})",
+                  f"{r['before']:7.1f} MiB after warm-up -> {r['after']:7.1f} MiB (+{r['after'] - r['before']:.1f}); "
+                  f"heap in use {r['heap_before']:.0f} -> at most {r['heap_peak']:.0f} MiB",
                   flush=True)
         if len(rows) > 1:
             growth = (rows[-1]["after"] - rows[-1]["before"]) - (rows[0]["after"] - rows[0]["before"])

@@ -32,7 +32,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..data.readers import VideoReadError, open_source, seconds_to_frame
+from ..data.readers import STREAM_RENEW_S, VideoReadError, open_source, seconds_to_frame
 from ..data.samplers import window_indices
 from .table import FrameTable
 
@@ -146,7 +146,7 @@ def _video_clips(table, video, transform, T, mode, stride_s, skipped):
         yield from ((row, None) for row in rows)
         return
     try:
-        reader = open_source(source.path, fps=source.fps)
+        reader = open_source(source.path, fps=source.fps, renew_every_s=STREAM_RENEW_S)
     except VideoReadError as err:
         log.warning("zero-shot: skipping %d rows of %s: %s", len(rows), video, err)
         skipped["undecodable_media"] += len(rows)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.readers import VideoReadError, open_source
+from ..data.readers import STREAM_RENEW_S, VideoReadError, open_source
 from ..data.samplers import ClipSpanError, sample_indices
 from ..tokenizer import tokenize
 from ..transform import ClipTransform
@@ -45,10 +45,11 @@ def embed_video(model, path: Path, window_s: float, stride_s: float, num_frames:
     """[n, D] clip embeddings of one video's sliding windows, their spans and source info.
 
     Frames are decoded per batch of ``batch_size`` windows (each frame once per batch even where
-    windows overlap) and dropped after the forward, so memory does not grow with the video's length.
+    windows overlap) and dropped after the forward, and the decoder is renewed every
+    ``STREAM_RENEW_S`` of video, so memory does not grow with the video's length.
     """
     device = device or next(model.parameters()).device
-    reader = open_source(path, fps=frames_fps)
+    reader = open_source(path, fps=frames_fps, renew_every_s=STREAM_RENEW_S)
     transform = ClipTransform(model.preprocess_cfg)
     spans = window_spans(reader.duration, window_s, stride_s)
     if not spans:

@@ -159,6 +159,27 @@ def test_a_programming_error_in_decoding_is_not_bad_media(small_sample, monkeypa
         reader.read([0, 1])
 
 
+def test_a_streaming_reader_renews_its_decoder_and_reads_the_same_frames(tmp_path):
+    """``renew_every_s``: a fresh decord reader once the reads move that far past where it was opened
+    (forward or back); the frames equal a never-renewed reader's and PyAV's."""
+    from helpers import write_video
+
+    path = tmp_path / "v.mp4"
+    write_video(path, 12, fps=5, noise=True)  # 60 frames, every frame different
+    plain, renewing = VideoFileReader(path), VideoFileReader(path, renew_every_s=2.0)  # 10 frames
+    opened = []
+    renewing._open = lambda orig=renewing._open: opened.append(1) or orig()
+    reads = [[0, 3], [4, 9], [9, 12], [10, 20], [25, 26, 40], [34], [5, 6]]
+    expected_renewals = [0, 0, 0, 1, 2, 2, 3]  # at 10, 25 and 5 (back): the first frame asked is >= 10 frames from where the reader opened
+    for idx, n in zip(reads, expected_renewals):
+        got = renewing.read(idx)
+        assert np.array_equal(got, plain.read(idx)) and np.array_equal(got, pyav_frames(path, idx))
+        assert renewing.renewals == n == len(opened), idx
+    assert plain.renewals == 0
+    with pytest.raises(ValueError, match="renew_every_s must be positive"):
+        VideoFileReader(path, renew_every_s=0)
+
+
 def _pil_rgb(path) -> np.ndarray:
     from PIL import Image
 

@@ -79,6 +79,23 @@ def test_clip_values_equal_direct_read_of_a_video(tmp_path):
         torch.testing.assert_close(clips[row], ref)
 
 
+def test_the_evaluator_renews_its_decoder_while_streaming_a_video(tmp_path, monkeypatch):
+    """Every ``STREAM_RENEW_S`` of video the evaluator's reader gets a fresh decoder (decord's memory
+    grows with one reader's life); the clips stay those of a direct read."""
+    write_video(tmp_path / "v.mp4", 12, fps=5, size=32)
+    readers = []
+    monkeypatch.setattr(C, "STREAM_RENEW_S", 2.0)
+    monkeypatch.setattr(C, "READ_AHEAD_ROWS", 0)  # one row's new frames per read
+    monkeypatch.setattr(C, "open_source", lambda *a, **k: readers.append(open_source(*a, **k)) or readers[-1])
+    table = _table({"v": FrameSource(tmp_path / "v.mp4")}, [float(t) for t in range(12)])
+    clips, skipped = _collect(table, 4, "centered", prefetch=0)
+    direct = open_source(tmp_path / "v.mp4")
+    for row, t in enumerate(table.time_s):
+        ref = TF(direct.read(window_indices(int(t * 5), 4, 5, "centered", direct.num_frames)))
+        torch.testing.assert_close(clips[row], ref)
+    assert len(readers) == 1 and readers[0].renewals >= 4  # reads of one row each, 5 frames apart
+
+
 def test_skip_reasons_with_real_broken_files(tmp_path, caplog):
     write_video(tmp_path / "good.mp4", 4, fps=5, size=32)
     data = (tmp_path / "good.mp4").read_bytes()

@@ -24,6 +24,27 @@ def test_index_incremental_and_refuses_other_model(tmp_path, tiny_model):
         ClipIndex(tmp_path / "idx", fingerprint=other)
 
 
+def test_the_indexer_renews_its_decoder_while_streaming_a_video(tmp_path, tiny_model, monkeypatch):
+    """``embed_video`` gives the video's reader a fresh decoder every ``STREAM_RENEW_S`` of video;
+    the embeddings equal those of one reader for the whole video."""
+    from surgclip.data.readers import open_source
+    from surgclip.evaluation import library
+
+    from .conftest import write_video
+
+    model, _, _ = tiny_model
+    write_video(tmp_path / "v.mp4", 12, fps=5, size=32)
+    readers = []
+    monkeypatch.setattr(library, "open_source", lambda *a, **k: readers.append(open_source(*a, **k)) or readers[-1])
+    embed = lambda: library.embed_video(model, tmp_path / "v.mp4", 4.0, 2.0, 2, batch_size=1)[0]
+    monkeypatch.setattr(library, "STREAM_RENEW_S", None)
+    one_reader = embed()
+    monkeypatch.setattr(library, "STREAM_RENEW_S", 2.0)
+    renewed = embed()
+    assert [r.renewals for r in readers] == [0, 4]  # windows start every 2 s: frames 10, 20, 30, 40
+    np.testing.assert_allclose(renewed, one_reader, rtol=0, atol=1e-6)
+
+
 def test_corrupt_index_is_a_clear_error(tmp_path, tiny_model):
     model, _, _ = tiny_model
     idx = ClipIndex(tmp_path / "idx", fingerprint=model_fingerprint(model))
