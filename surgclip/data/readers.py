@@ -118,10 +118,10 @@ class VideoFileReader(FrameReader):
         renew_every_s: for streaming through a long file in time order (the evaluator, the indexer):
             decord's reader is opened afresh once the requested frames have moved this many seconds
             past where it was opened. decord keeps memory that grows as one reader goes through a
-            file, the more so when the machine is busy (the heap's live bytes rose by 119 MiB over a
-            4-hour video next to a CPU hog, and went back when the reader was dropped; at most 24-33 MiB with a
-            new reader every 10 minutes), for the cost of one open each time (~70 ms for a 4-hour
-            file at 2 fps). None: never.
+            file, the more so when the machine is busy: the heap's live bytes rose by 119 MiB over a
+            4-hour video next to a CPU hog and went back when the reader was dropped, and rose by
+            24-33 MiB at most with a new reader every 10 minutes. Each renewal costs one open
+            (~70 ms for a 4-hour file at 2 fps). None: never.
     """
 
     def __init__(self, path: str | Path, num_threads: int = 1, size=None, renew_every_s: float | None = None):

@@ -45,8 +45,8 @@ def embed_video(model, path: Path, window_s: float, stride_s: float, num_frames:
     """[n, D] clip embeddings of one video's sliding windows, their spans and source info.
 
     Frames are decoded per batch of ``batch_size`` windows (each frame once per batch even where
-    windows overlap) and dropped after the forward, and the decoder is renewed every
-    ``STREAM_RENEW_S`` of video, so memory does not grow with the video's length.
+    windows overlap) and dropped after the forward; the decoder is renewed every ``STREAM_RENEW_S``
+    of video (decord's memory grows with one reader's life).
     """
     device = device or next(model.parameters()).device
     reader = open_source(path, fps=frames_fps, renew_every_s=STREAM_RENEW_S)
