@@ -5,13 +5,14 @@ then indexes each in a fresh process with the tiny model and reports that proces
 before indexing (model loaded, one short video indexed as warm-up) and after.
 
     python eval/bench/bench_memory_index.py --minutes 10 60 240
+    MALLOC_MMAP_THRESHOLD_=65536 python eval/bench/bench_memory_index.py   # glibc: big blocks via mmap
 
 Beside peak RSS it prints the C heap's live bytes (glibc's count of what is allocated, sampled after
 each batch's forward): RSS also holds freed pages the allocator keeps, so the two tell a leak (live
 bytes that grow) from a heap that spreads.
-    MALLOC_MMAP_THRESHOLD_=65536 python eval/bench/bench_memory_index.py   # glibc: big blocks via mmap
 """
 import argparse
+import functools
 import json
 import os
 import resource
@@ -50,9 +51,9 @@ def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def heap_in_use_mib() -> float:
-    """The C heap's live bytes (glibc ``mallinfo2().uordblks``, all arenas; NaN elsewhere): what is
-    allocated, as opposed to RSS, which also counts freed pages the allocator keeps."""
+@functools.lru_cache(maxsize=None)
+def _mallinfo2():
+    """glibc's ``mallinfo2`` with its result struct, bound once (None elsewhere)."""
     import ctypes
 
     class MallInfo2(ctypes.Structure):
@@ -62,9 +63,16 @@ def heap_in_use_mib() -> float:
     try:
         fn = ctypes.CDLL("libc.so.6").mallinfo2
     except (OSError, AttributeError):
-        return float("nan")
+        return None
     fn.restype = MallInfo2
-    return fn().uordblks / 2**20
+    return fn
+
+
+def heap_in_use_mib() -> float:
+    """The C heap's live bytes (glibc ``mallinfo2().uordblks``, all arenas; NaN elsewhere): what is
+    allocated, as opposed to RSS, which also counts freed pages the allocator keeps."""
+    fn = _mallinfo2()
+    return fn().uordblks / 2**20 if fn else float("nan")
 
 
 def child(video: str, warmup: str, index_dir: str, window_s: float) -> None:
