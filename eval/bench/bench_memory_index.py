@@ -1,11 +1,14 @@
 """Peak memory of `surgclip index` over long videos: it must not grow with the video's length.
 
-Writes synthetic H.264 videos (PyAV, 64x64, --fps frames per second) of each length in --minutes,
-then indexes each in a fresh process with the tiny model and reports that process's peak RSS
-before indexing (model loaded, one short video indexed as warm-up) and after.
+Writes synthetic H.264 videos (PyAV, --size x --size pixels, --fps frames per second) of each
+length in --minutes, then indexes each in a fresh process with the tiny model and reports that
+process's peak RSS before indexing (model loaded, one short video indexed as warm-up) and after.
 
     python eval/bench/bench_memory_index.py --minutes 10 60 240
-    MALLOC_MMAP_THRESHOLD_=65536 python eval/bench/bench_memory_index.py   # glibc: big blocks via mmap
+    python eval/bench/bench_memory_index.py --size 480 --fps 25 --minutes 2 10 --reader stream decord
+
+``--reader decord`` indexes with decord's random-access reads instead of the streaming reader
+(the baseline: decord's background decoding keeps what it decoded ahead of the reads).
 
 Beside peak RSS it prints the C heap's live bytes (glibc's count of what is allocated, sampled after
 each batch's forward): RSS also holds freed pages the allocator keeps, so the two tell a leak (live
@@ -75,11 +78,16 @@ def heap_in_use_mib() -> float:
     return fn().uordblks / 2**20 if fn else float("nan")
 
 
-def child(video: str, warmup: str, index_dir: str, window_s: float) -> None:
+def child(video: str, warmup: str, index_dir: str, window_s: float, reader: str) -> None:
     import torch
 
     import surgclip
+    from surgclip.evaluation import library
     from surgclip.evaluation.library import index_library
+
+    if reader == "decord":  # the baseline: the indexer's reads served by decord's get_batch
+        open_source = library.open_source
+        library.open_source = lambda *a, **k: open_source(*a, **dict(k, stream=False))
 
     torch.set_num_threads(2)
     model, _, _ = surgclip.load("tiny")
@@ -104,33 +112,38 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", nargs="+", type=int, default=[10, 60, 240])
     ap.add_argument("--fps", type=int, default=2)
+    ap.add_argument("--size", type=int, default=64, help="frame width and height of the synthetic videos")
     ap.add_argument("--window-s", type=float, default=4.0)
-    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--reader", nargs="+", choices=["stream", "decord"], default=["stream"])
+    ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        return child(*args.child, args.window_s)
+        return child(*args.child[:3], args.window_s, args.child[3])
     with tempfile.TemporaryDirectory(prefix="bench_memory_index_") as tmp:
         tmp = Path(tmp)
-        write_video(tmp / "warm.mp4", 20, args.fps)
-        print(f"tiny model, 2 frames per {args.window_s:g}-s window, 64x64 video at {args.fps} fps; peak RSS of a fresh "
-              f"process after warm-up vs after indexing the long video")
-        rows = []
+        write_video(tmp / "warm.mp4", 20, args.fps, args.size)
+        print(f"tiny model, 2 frames per {args.window_s:g}-s window, {args.size}x{args.size} video at {args.fps} fps; "
+              f"peak RSS of a fresh process after warm-up vs after indexing the long video")
+        rows = {reader: [] for reader in args.reader}
         for minutes in args.minutes:
             video = tmp / f"long{minutes}.mp4"
-            write_video(video, minutes * 60, args.fps)
-            out = subprocess.run([sys.executable, __file__, "--window-s", str(args.window_s), "--child", str(video),
-                                  str(tmp / "warm.mp4"), str(tmp / f"ix{minutes}")],
-                                 capture_output=True, text=True, check=True,
-                                 env=dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1"))
-            r = json.loads(out.stdout.strip().splitlines()[-1])
-            rows.append(r)
-            print(f"index {minutes:3d}-min video: {r['clips']:5d} clips in {r['seconds']:6.1f} s; peak RSS "
-                  f"{r['before']:7.1f} MiB after warm-up -> {r['after']:7.1f} MiB (+{r['after'] - r['before']:.1f}); "
-                  f"heap in use {r['heap_before']:.0f} -> at most {r['heap_peak']:.0f} MiB",
-                  flush=True)
-        if len(rows) > 1:
-            growth = (rows[-1]["after"] - rows[-1]["before"]) - (rows[0]["after"] - rows[0]["before"])
-            print(f"growth of the indexing peak from {args.minutes[0]} to {args.minutes[-1]} min: {growth:+.1f} MiB")
+            write_video(video, minutes * 60, args.fps, args.size)
+            for reader in args.reader:
+                out = subprocess.run([sys.executable, __file__, "--window-s", str(args.window_s), "--child", str(video),
+                                      str(tmp / "warm.mp4"), str(tmp / f"ix{minutes}{reader}"), reader],
+                                     capture_output=True, text=True, check=True,
+                                     env=dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1"))
+                r = json.loads(out.stdout.strip().splitlines()[-1])
+                rows[reader].append(r)
+                print(f"{reader:6s} index {minutes:3d}-min video: {r['clips']:5d} clips in {r['seconds']:6.1f} s; peak RSS "
+                      f"{r['before']:7.1f} MiB after warm-up -> {r['after']:7.1f} MiB (+{r['after'] - r['before']:.1f}); "
+                      f"heap in use {r['heap_before']:.0f} -> at most {r['heap_peak']:.0f} MiB", flush=True)
+            video.unlink()
+        for reader, runs in rows.items():
+            if len(runs) > 1:
+                growth = (runs[-1]["after"] - runs[-1]["before"]) - (runs[0]["after"] - runs[0]["before"])
+                print(f"{reader}: growth of the indexing peak from {args.minutes[0]} to {args.minutes[-1]} min: "
+                      f"{growth:+.1f} MiB")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ frame:
 
 - ``bare``: the forwards the evaluation needs, on inputs already in memory: ``encode_video`` on
   every clip (decoded and transformed beforehand) + ``encode_text`` on the 7 prompts;
-- ``decode``: reading the clips' frames alone (decord, sorted read-ahead batches, each frame once);
+- ``decode``: reading the clips' frames alone (the evaluator's streaming reader, sorted read-ahead
+  batches, each frame once); ``decord``: the same reads through decord's random access (the baseline);
 - ``transf``: resizing + normalising those frames (``ClipTransform``);
 - ``stack``: copying each clip's frames into its batch ([B, T, 3, S, S]; at T=16 every frame is
   copied into the 16 windows that hold it);
@@ -79,7 +80,7 @@ def main():
     prompts = [f"phase number {i}" for i in range(7)]
     print(f"video {args.size}x{args.size} 25 fps H.264, labels at 1 fps, {args.threads} torch threads; "
           f"milliseconds per labelled frame")
-    print(f"{'model':11s} {'T':>3s} {'rows':>4s} {'bare':>8s} {'(text)':>7s} {'decode':>7s} {'transf':>7s} "
+    print(f"{'model':11s} {'T':>3s} {'rows':>4s} {'bare':>8s} {'(text)':>7s} {'decode':>7s} {'decord':>7s} {'transf':>7s} "
           f"{'stack':>6s} {'fwd@ev':>8s} {'eval':>8s} {'eval0':>8s} {'floor':>6s} {'serial':>6s} {'ratio':>6s} "
           f"{'ratio0':>6s}")
     for name, n_rows in zip(args.models, args.rows + args.rows[-1:] * len(args.models)):
@@ -101,8 +102,8 @@ def main():
             chunk = max(1, len(frames) * READ_AHEAD_ROWS // n_rows)
             decoded = []
 
-            def decode_all():
-                r = open_source(tmp / "v.mp4")
+            def decode_all(stream=True):
+                r = open_source(tmp / "v.mp4", stream=stream)
                 decoded[:] = [r.read(frames[i:i + chunk]) for i in range(0, len(frames), chunk)]
 
             # the clips' frame lists, as the evaluator's frame cache holds them, for the stack column
@@ -126,7 +127,7 @@ def main():
                 model.encode_video(clips[0])  # warm-up (and the last, smaller batch shape)
                 model.encode_video(clips[-1])
                 model.encode_text(tokens)
-            text_s = bare = full = full0 = fwd = decode = transform = stack = float("inf")
+            text_s = bare = full = full0 = fwd = decode = by_decord = transform = stack = float("inf")
             for _ in range(args.repeat):  # interleaved, so that a burst of other jobs hits both
                 with torch.no_grad():
                     t_s = _time(lambda: model.encode_text(tokens))
@@ -141,6 +142,7 @@ def main():
                 if e_s < full:
                     full, fwd = e_s, in_forward[0] + t_s
                 full0 = min(full0, _time(lambda: evaluate(0)))
+                by_decord = min(by_decord, _time(lambda: decode_all(stream=False)))
                 decode = min(decode, _time(decode_all))
                 transformed = []
                 transform = min(transform, _time(lambda: transformed.extend(tf(d) for d in decoded)))
@@ -152,7 +154,7 @@ def main():
             work = decode + transform + (0.0 if shared_trunk else stack)
             floor, serial = max(bare, work) / bare, (bare + work) / bare
             ms = 1000 / n_rows
-            print(f"{name:11s} {T:3d} {n_rows:4d} {bare * ms:8.1f} {text_s * ms:7.1f} {decode * ms:7.1f} "
+            print(f"{name:11s} {T:3d} {n_rows:4d} {bare * ms:8.1f} {text_s * ms:7.1f} {decode * ms:7.1f} {by_decord * ms:7.1f} "
                   f"{transform * ms:7.1f} {'-' if shared_trunk else f'{stack * ms:.1f}':>6s} {fwd * ms:8.1f} {full * ms:8.1f} {full0 * ms:8.1f} "
                   f"{floor:6.2f} {serial:6.2f} {full / bare:6.3f} {full0 / bare:6.3f}", flush=True)
         del model

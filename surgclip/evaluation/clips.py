@@ -7,10 +7,11 @@ time order:
 
 - every frame is decoded and transformed once, however many overlapping windows use it, and
   dropped after the last row that needs it (memory stays flat over long videos);
-- frames are read in sorted batches covering the next ``READ_AHEAD_ROWS`` rows, so the decoder
-  runs forward through the file instead of seeking per row;
+- frames are read in sorted batches covering the next ``READ_AHEAD_ROWS`` rows, plus any frame of a
+  later row that comes before the last of them (``ForwardReads``), so every read starts past the
+  previous one and the video is decoded front to back, once, by a streaming reader (``stream=True``);
 - a background thread decodes and transforms the next batches while the caller runs the model
-  (decord, PIL and torch release the GIL), ``prefetch`` batches ahead at most;
+  (PyAV, PIL and torch release the GIL), ``prefetch`` batches ahead at most;
 - the transform may go further than pixels: ``FrameTrunk`` turns each frame into a per-frame
   tower's trunk features once, so overlapping clips share them instead of re-running the trunk.
 
@@ -32,7 +33,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..data.readers import STREAM_RENEW_S, VideoReadError, open_source, seconds_to_frame
+from ..data.readers import VideoReadError, open_source, seconds_to_frame
 from ..data.samplers import window_indices
 from .table import FrameTable
 
@@ -146,7 +147,7 @@ def _video_clips(table, video, transform, T, mode, stride_s, skipped):
         yield from ((row, None) for row in rows)
         return
     try:
-        reader = open_source(source.path, fps=source.fps, renew_every_s=STREAM_RENEW_S)
+        reader = open_source(source.path, fps=source.fps, stream=True)
     except VideoReadError as err:
         log.warning("zero-shot: skipping %d rows of %s: %s", len(rows), video, err)
         skipped["undecodable_media"] += len(rows)
@@ -167,6 +168,7 @@ def _video_clips(table, video, transform, T, mode, stride_s, skipped):
             last_use[p] = j
     cache: dict[int, torch.Tensor] = {}
     bad: set[int] = set()
+    forward = ForwardReads(positions)
     for j, row in enumerate(rows):
         pos = positions[j].tolist()
         if pos[0] < 0:
@@ -175,9 +177,8 @@ def _video_clips(table, video, transform, T, mode, stride_s, skipped):
             continue
         if any(p not in cache and p not in bad for p in pos):
             # Read ahead: the frames of the next rows too, in one sorted batch.
-            need = set(positions[j:j + 1 + READ_AHEAD_ROWS].ravel().tolist())
-            need.discard(-1)
-            _read_frames(reader, sorted(need - cache.keys() - bad), transform, cache, bad)
+            need = forward(j, 1 + READ_AHEAD_ROWS)
+            _read_frames(reader, sorted(set(need.tolist()) - cache.keys() - bad), transform, cache, bad)
         if bad.intersection(pos):
             skipped["undecodable_media"] += 1
             clip = None
@@ -187,6 +188,29 @@ def _video_clips(table, video, transform, T, mode, stride_s, skipped):
             if last_use[p] == j:
                 cache.pop(p, None)
         yield row, clip
+
+
+class ForwardReads:
+    """The frames to read for the next rows of ``positions`` ([n, T] frame positions in time order,
+    -1: none) so that a streaming reader only moves forward.
+
+    ``self(j, rows)`` gives, sorted, the frames of rows ``j .. j+rows-1`` together with every later
+    row's frames that come before the last of them: the next read then never needs a frame before
+    this one's last. Frames read early wait in the caller's cache; ``first_needed[j]`` is the first
+    frame that any row from ``j`` on needs (what lies before it can be dropped).
+    """
+
+    def __init__(self, positions: np.ndarray):
+        self.positions = positions
+        lows = np.where(positions >= 0, positions, np.iinfo(np.int64).max).min(axis=1)
+        self.first_needed = np.minimum.accumulate(lows[::-1])[::-1]
+
+    def __call__(self, j: int, rows: int) -> np.ndarray:
+        end = min(len(self.positions), j + rows)
+        upto = self.positions[j:end].max()
+        stop = end + int(np.searchsorted(self.first_needed[end:], upto, side="right"))
+        ahead = self.positions[j:stop]
+        return np.unique(ahead[(ahead >= 0) & (ahead <= upto)])
 
 
 def _read_frames(reader, idx: list[int], transform, cache: dict, bad: set) -> None:

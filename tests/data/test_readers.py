@@ -159,25 +159,48 @@ def test_a_programming_error_in_decoding_is_not_bad_media(small_sample, monkeypa
         reader.read([0, 1])
 
 
-def test_a_streaming_reader_renews_its_decoder_and_reads_the_same_frames(tmp_path):
-    """``renew_every_s``: a fresh decord reader once the reads move that far past where it was opened
-    (forward or back); the frames equal a never-renewed reader's and PyAV's."""
+def test_a_streaming_reader_decodes_forward_and_reads_the_same_frames(tmp_path, monkeypatch):
+    """``stream=True``: forward reads are decoded by PyAV in order (decord's get_batch is not
+    called), a read that goes back is served by decord, and the frames equal decord's and PyAV's;
+    a stream whose timestamps do not line up with decord's index is dropped for decord."""
+    import decord
+
     from helpers import write_video
 
     path = tmp_path / "v.mp4"
     write_video(path, 12, fps=5, noise=True)  # 60 frames, every frame different
-    plain, renewing = VideoFileReader(path), VideoFileReader(path, renew_every_s=2.0)  # 10 frames
-    opened = []
-    renewing._open = lambda orig=renewing._open: opened.append(1) or orig()
-    reads = [[0, 3], [4, 9], [9, 12], [10, 20], [25, 26, 40], [34], [5, 6]]
-    expected_renewals = [0, 0, 0, 1, 2, 2, 3]  # at 10, 25 and 5 (back): the first frame asked is >= 10 frames from where the reader opened
-    for idx, n in zip(reads, expected_renewals):
-        got = renewing.read(idx)
-        assert np.array_equal(got, plain.read(idx)) and np.array_equal(got, pyav_frames(path, idx))
-        assert renewing.renewals == n == len(opened), idx
-    assert plain.renewals == 0
-    with pytest.raises(ValueError, match="renew_every_s must be positive"):
-        VideoFileReader(path, renew_every_s=0)
+    plain, streaming = VideoFileReader(path), VideoFileReader(path, stream=True)
+    calls = []
+    get_batch = decord.VideoReader.get_batch
+    monkeypatch.setattr(decord.VideoReader, "get_batch", lambda self, i: calls.append(list(i)) or get_batch(self, i))
+    reads = [[0, 3], [4, 9, 9], [26, 10, 20], [5, 6], [41, 59]]  # [5, 6] goes back
+    for idx in reads:
+        calls_before = len(calls)
+        got = streaming.read(idx)
+        decord_calls = len(calls) - calls_before
+        assert np.array_equal(got, plain.read(idx)) and np.array_equal(got, pyav_frames(path, idx)), idx
+        assert decord_calls == (1 if idx == [5, 6] else 0), idx
+    assert streaming._stream.next == 60
+
+    assert streaming._stream.seeks == 0  # one keyframe (frame 0): nothing to jump to
+
+    keyed = tmp_path / "keyed.mp4"
+    write_video(keyed, 12, fps=5)  # a colour per second: keyframes at frames 0, 10, 25, 35, 50
+    sparse = VideoFileReader(keyed, stream=True)
+    assert sparse._stream._keys.tolist() == [0, 10, 25, 35, 50]
+    calls.clear()
+    for idx, seeks in [([2, 4], 0), ([8, 9], 0), ([30], 1), ([33], 1), ([36, 52, 59], 3)]:
+        assert np.array_equal(sparse.read(idx), pyav_frames(keyed, idx)), idx
+        assert sparse._stream.seeks == seeks, idx  # to keyframe 25 for 30 (10 passed over), 35 for 36, 50 for 52
+    assert calls == []
+
+    shifted = VideoFileReader(path, stream=True)
+    shifted._stream._starts = shifted._stream._starts + 0.2  # frame i's time is now frame i+1's
+    calls.clear()
+    assert np.array_equal(shifted.read([2, 7]), pyav_frames(path, [2, 7]))
+    assert calls == [[2, 7]] and shifted._stream is None
+    with pytest.raises(ValueError, match="stream=True decodes at the native size"):
+        VideoFileReader(path, size=lambda h, w: (h // 2, w // 2), stream=True)
 
 
 def _pil_rgb(path) -> np.ndarray:

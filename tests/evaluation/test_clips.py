@@ -10,6 +10,7 @@ from PIL import Image
 from surgclip.data.readers import open_source
 from surgclip.data.samplers import window_indices
 from surgclip.evaluation import clips as C
+from surgclip.evaluation.clips import ForwardReads
 from surgclip.evaluation.table import FrameSource, make_table
 from surgclip.transform import ClipTransform, PreprocessCfg
 
@@ -79,21 +80,55 @@ def test_clip_values_equal_direct_read_of_a_video(tmp_path):
         torch.testing.assert_close(clips[row], ref)
 
 
-def test_the_evaluator_renews_its_decoder_while_streaming_a_video(tmp_path, monkeypatch):
-    """Every ``STREAM_RENEW_S`` of video the evaluator's reader gets a fresh decoder (decord's memory
-    grows with one reader's life); the clips stay those of a direct read."""
+def test_the_evaluator_reads_each_video_front_to_back(tmp_path, monkeypatch):
+    """Overlapping centered windows read one row at a time: every read starts past the previous
+    one, each frame is read once, decord's random access is never used, and the clips stay those
+    of a direct read."""
+    import decord
+
     write_video(tmp_path / "v.mp4", 12, fps=5, size=32)
-    readers = []
-    monkeypatch.setattr(C, "STREAM_RENEW_S", 2.0)
     monkeypatch.setattr(C, "READ_AHEAD_ROWS", 0)  # one row's new frames per read
-    monkeypatch.setattr(C, "open_source", lambda *a, **k: readers.append(open_source(*a, **k)) or readers[-1])
-    table = _table({"v": FrameSource(tmp_path / "v.mp4")}, [float(t) for t in range(12)])
-    clips, skipped = _collect(table, 4, "centered", prefetch=0)
+    reads, calls = [], []
+    get_batch = decord.VideoReader.get_batch
+    monkeypatch.setattr(decord.VideoReader, "get_batch", lambda self, i: calls.append(i) or get_batch(self, i))
+    source = open_source
+
+    def spied(*a, **k):
+        reader = source(*a, **k)
+        read = reader.read
+        reader.read = lambda idx: reads.append(list(idx)) or read(idx)
+        return reader
+
+    monkeypatch.setattr(C, "open_source", spied)
+    table = _table({"v": FrameSource(tmp_path / "v.mp4")}, [t / 2 for t in range(24)])  # a row every 0.5 s
+    clips, skipped = _collect(table, 4, "centered", prefetch=0, stride_s=0.4)  # windows of 2 frames apart
+    assert calls == [] and len(reads) > 5
+    assert all(min(b) > max(a) for a, b in zip(reads, reads[1:])), reads
     direct = open_source(tmp_path / "v.mp4")
     for row, t in enumerate(table.time_s):
-        ref = TF(direct.read(window_indices(int(t * 5), 4, 5, "centered", direct.num_frames)))
+        ref = TF(direct.read(window_indices(int(t * 5), 4, 2, "centered", direct.num_frames)))
         torch.testing.assert_close(clips[row], ref)
-    assert len(readers) == 1 and readers[0].renewals >= 4  # reads of one row each, 5 frames apart
+
+
+def test_forward_reads_cover_every_row_and_only_move_forward():
+    """``ForwardReads`` on random overlapping windows (and rows without frames): reads never go
+    back, and once rows up to ``j`` are read every frame they need has been read."""
+    rng = np.random.default_rng(0)
+    starts = np.sort(rng.integers(0, 200, 60))
+    positions = np.sort(starts[:, None] + rng.integers(0, 30, (60, 5)), axis=1)
+    positions[[4, 17, 18]] = -1
+    forward = ForwardReads(positions)
+    for rows in (1, 3, 8):
+        seen, last = set(), -1
+        for j in range(0, len(positions), rows):
+            got = forward(j, rows)
+            assert np.all(got[:-1] < got[1:]), "sorted, unique"
+            new = [f for f in got.tolist() if f not in seen]
+            assert not new or min(new) > last, (rows, j)
+            seen.update(new)
+            last = max(seen)
+            done = positions[:j + rows]
+            assert set(done[done >= 0].tolist()) <= seen, (rows, j)
 
 
 def test_skip_reasons_with_real_broken_files(tmp_path, caplog):

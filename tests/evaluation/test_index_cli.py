@@ -24,25 +24,39 @@ def test_index_incremental_and_refuses_other_model(tmp_path, tiny_model):
         ClipIndex(tmp_path / "idx", fingerprint=other)
 
 
-def test_the_indexer_renews_its_decoder_while_streaming_a_video(tmp_path, tiny_model, monkeypatch):
-    """``embed_video`` gives the video's reader a fresh decoder every ``STREAM_RENEW_S`` of video;
-    the embeddings equal those of one reader for the whole video."""
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_the_indexer_streams_each_video_once_front_to_back(tmp_path, tiny_model, monkeypatch, batch_size):
+    """``embed_video`` with overlapping windows: every read starts past the previous one (each frame
+    decoded and transformed once), and the embeddings equal those of each window read and
+    transformed on its own."""
+    import torch
+
     from surgclip.data.readers import open_source
     from surgclip.evaluation import library
+    from surgclip.transform import ClipTransform
 
     from .conftest import write_video
 
     model, _, _ = tiny_model
     write_video(tmp_path / "v.mp4", 12, fps=5, size=32)
-    readers = []
-    monkeypatch.setattr(library, "open_source", lambda *a, **k: readers.append(open_source(*a, **k)) or readers[-1])
-    embed = lambda: library.embed_video(model, tmp_path / "v.mp4", 4.0, 2.0, 2, batch_size=1)[0]
-    monkeypatch.setattr(library, "STREAM_RENEW_S", None)
-    one_reader = embed()
-    monkeypatch.setattr(library, "STREAM_RENEW_S", 2.0)
-    renewed = embed()
-    assert [r.renewals for r in readers] == [0, 4]  # windows start every 2 s: frames 10, 20, 30, 40
-    np.testing.assert_allclose(renewed, one_reader, rtol=0, atol=1e-6)
+    reads = []
+
+    def spied(*a, **k):
+        reader = open_source(*a, **k)
+        read = reader.read
+        reader.read = lambda idx: reads.append(list(idx)) or read(idx)
+        return reader
+
+    monkeypatch.setattr(library, "open_source", spied)
+    emb, spans, _ = library.embed_video(model, tmp_path / "v.mp4", 4.0, 1.0, 3, batch_size=batch_size)
+    assert all(min(b) > max(a) for a, b in zip(reads, reads[1:])), reads
+    reader, transform = open_source(tmp_path / "v.mp4"), ClipTransform(model.preprocess_cfg)
+    frames = library.window_frames(spans, reader.fps, 3, reader.num_frames)
+    assert sorted(sum(reads, [])) == sorted(set(frames.ravel().tolist()))
+    with torch.no_grad():
+        ref = torch.cat([model.encode_video(transform(reader.read(w))[None]) for w in frames]).numpy()
+    assert emb.shape == (len(spans), ref.shape[1]) and len(spans) == 9
+    np.testing.assert_allclose(emb, ref, rtol=0, atol=1e-5)
 
 
 def test_corrupt_index_is_a_clear_error(tmp_path, tiny_model):
