@@ -114,12 +114,12 @@ def extract_video(src: str | Path, out_dir: str | Path, fps: float | None = None
         fps: output frame rate (None = the source's). size: short side in pixels (None = keep).
         square: resize to size x size instead of keeping the aspect ratio.
         ext: ``jpg`` | ``png`` | ``webp``. quality: JPEG/WebP quality.
-        batch: frames decoded per decord call.
+        batch: frames decoded per read.
     """
     from PIL import Image
 
     src, out_dir = Path(src), Path(out_dir)
-    reader = VideoFileReader(src)
+    reader = VideoFileReader(src, stream=True)  # front to back: decord would keep what it decodes ahead of the encoder
     idx = output_indices(reader.fps, reader.num_frames, fps)
     if idx.size == 0:
         raise VideoReadError(f"{src}: no frames to extract at {fps} fps ({reader.num_frames} frames at {reader.fps:g} fps)")

@@ -3,6 +3,7 @@ import json
 import sqlite3
 
 import numpy as np
+import pytest
 
 from surgclip.data.readers import open_source
 from surgclip.data.sample import PHASES, frame_labels, make_sample, plan_video, render_video
@@ -90,3 +91,20 @@ def test_extract_frames_resume_and_check(small_sample, tmp_path):
 
     vid = np.asarray(Image.fromarray(src.read([10])[0]).resize((64, 64), Image.BICUBIC)).astype(float)
     assert np.abs(table_frames - vid).mean() < 6
+
+
+def test_extract_video_streams_the_file_front_to_back(tmp_path, monkeypatch):
+    """``extract_video`` decodes front to back (decord's random access unused: its background thread
+    would keep what it decodes ahead of the image encoder) and writes the frames decord gives."""
+    import decord
+
+    from helpers import write_video
+    from surgclip.data.extract import extract_video, output_indices
+
+    write_video(tmp_path / "v.mp4", 6, fps=5, noise=True)  # 30 frames, every frame different
+    idx = output_indices(5.0, 30, 2.0)
+    ref = open_source(tmp_path / "v.mp4").read(idx)
+    monkeypatch.setattr(decord.VideoReader, "get_batch", lambda self, i: pytest.fail("decord's random access"))
+    rec = extract_video(tmp_path / "v.mp4", tmp_path / "out", fps=2, size=None, ext="png", batch=4)
+    assert rec["frame_count"] == len(idx) == 12
+    assert np.array_equal(open_source(tmp_path / "out").read(range(len(idx))), ref)
