@@ -203,6 +203,35 @@ def test_a_streaming_reader_decodes_forward_and_reads_the_same_frames(tmp_path, 
         VideoFileReader(path, size=lambda h, w: (h // 2, w // 2), stream=True)
 
 
+def test_a_streaming_reader_drops_the_b_frames_it_passes_over(tmp_path, monkeypatch):
+    """H.264 with non-reference B-frames: the frames a read passes over go to the decoder with
+    ``skip_frame=NONREF`` (dropped undecoded), the frames asked for, B-frames among them, equal
+    PyAV's full decode, and decord is never asked."""
+    import av
+    import decord
+
+    path = tmp_path / "b.mp4"
+    yy, xx = np.mgrid[0:32, 0:48]
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=10, options={"preset": "veryfast",
+                                                              "x264-params": "bframes=3:b-pyramid=none:keyint=40"})
+        stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
+        for t in range(60):  # a moving gradient: x264 codes about a third of it as B-frames
+            img = np.stack([(xx * 5 + 7 * t) % 256, (yy * 7 + 3 * t) % 256, ((xx + yy) * 3 + 11 * t) % 256], -1)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(img.astype(np.uint8), format="rgb24")))
+        out.mux(stream.encode())
+    with av.open(str(path)) as c:
+        b_frames = [i for i, f in enumerate(c.decode(video=0)) if f.pict_type == av.video.frame.PictureType.B]
+    assert len(b_frames) > 10
+    monkeypatch.setattr(decord.VideoReader, "get_batch", lambda self, i: pytest.fail("decord's random access"))
+    reader = VideoFileReader(path, stream=True)
+    reads = [[2, 9], [b_frames[5], 30], [b_frames[-1], 59]]
+    for idx in reads:
+        assert np.array_equal(reader.read(idx), pyav_frames(path, idx)), idx
+    passed_over = set(range(60)) - set(sum(reads, []))
+    assert 0 < reader._stream.skipped <= len(passed_over)
+
+
 def _pil_rgb(path) -> np.ndarray:
     from PIL import Image
 
