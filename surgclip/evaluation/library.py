@@ -74,8 +74,7 @@ def embed_video(model, path: Path, window_s: float, stride_s: float, num_frames:
                 del frames[i]
         del clips, emb
     # absolute: `surgclip serve` and `search` resolve it from whatever folder they are started in
-    return out, spans, {"path": os.path.abspath(path), "fps": reader.fps,
-                                        "num_frames": reader.num_frames}
+    return out, spans, {"path": os.path.abspath(path), "fps": reader.fps, "num_frames": reader.num_frames}
 
 
 def failure_reason(path: Path, err: Exception) -> str:
