@@ -62,6 +62,21 @@ def write_video(path, seconds: int, fps: int = 5, size: int = 64, seed: int = 0,
             out.mux(packet)
 
 
+def record_reads(module, monkeypatch) -> list[list[int]]:
+    """Patch ``module.open_source`` so that every reader it opens logs the indices of each read
+    (in call order) into the returned list."""
+    reads, source = [], module.open_source
+
+    def spied(*args, **kwargs):
+        reader = source(*args, **kwargs)
+        read = reader.read
+        reader.read = lambda idx: reads.append([int(i) for i in idx]) or read(idx)
+        return reader
+
+    monkeypatch.setattr(module, "open_source", spied)
+    return reads
+
+
 class SyntheticClips:
     """A map-style dataset of random clips whose captions name their class (learnable, tiny)."""
 

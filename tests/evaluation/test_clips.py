@@ -14,6 +14,8 @@ from surgclip.evaluation.clips import ForwardReads
 from surgclip.evaluation.table import FrameSource, make_table
 from surgclip.transform import ClipTransform, PreprocessCfg
 
+from helpers import record_reads
+
 from .conftest import write_video
 
 TF = ClipTransform(PreprocessCfg(image_size=8))
@@ -88,18 +90,10 @@ def test_the_evaluator_reads_each_video_front_to_back(tmp_path, monkeypatch):
 
     write_video(tmp_path / "v.mp4", 12, fps=5, size=32)
     monkeypatch.setattr(C, "READ_AHEAD_ROWS", 0)  # one row's new frames per read
-    reads, calls = [], []
+    calls = []
     get_batch = decord.VideoReader.get_batch
     monkeypatch.setattr(decord.VideoReader, "get_batch", lambda self, i: calls.append(i) or get_batch(self, i))
-    source = open_source
-
-    def spied(*a, **k):
-        reader = source(*a, **k)
-        read = reader.read
-        reader.read = lambda idx: reads.append(list(idx)) or read(idx)
-        return reader
-
-    monkeypatch.setattr(C, "open_source", spied)
+    reads = record_reads(C, monkeypatch)
     table = _table({"v": FrameSource(tmp_path / "v.mp4")}, [t / 2 for t in range(24)])  # a row every 0.5 s
     clips, skipped = _collect(table, 4, "centered", prefetch=0, stride_s=0.4)  # windows of 2 frames apart
     assert calls == [] and len(reads) > 5

@@ -33,21 +33,14 @@ def test_the_indexer_streams_each_video_once_front_to_back(tmp_path, tiny_model,
 
     from surgclip.data.readers import open_source
     from surgclip.evaluation import library
+    from helpers import record_reads
     from surgclip.transform import ClipTransform
 
     from .conftest import write_video
 
     model, _, _ = tiny_model
     write_video(tmp_path / "v.mp4", 12, fps=5, size=32)
-    reads = []
-
-    def spied(*a, **k):
-        reader = open_source(*a, **k)
-        read = reader.read
-        reader.read = lambda idx: reads.append(list(idx)) or read(idx)
-        return reader
-
-    monkeypatch.setattr(library, "open_source", spied)
+    reads = record_reads(library, monkeypatch)
     emb, spans, _ = library.embed_video(model, tmp_path / "v.mp4", 4.0, 1.0, 3, batch_size=batch_size)
     assert all(min(b) > max(a) for a, b in zip(reads, reads[1:])), reads
     reader, transform = open_source(tmp_path / "v.mp4"), ClipTransform(model.preprocess_cfg)
