@@ -407,7 +407,7 @@ def probe_frame_size(path: Path) -> tuple[int, int] | None:
     PyAV, decord decodes the first frame); None if unknown."""
     try:
         import av
-    except ImportError:  # av is a test extra; decord is always there
+    except ImportError:  # an install without PyAV (a dependency): decord answers
         import decord
 
         try:
