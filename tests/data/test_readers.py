@@ -232,6 +232,50 @@ def test_a_streaming_reader_drops_the_b_frames_it_passes_over(tmp_path, monkeypa
     assert 0 < reader._stream.skipped <= len(passed_over)
 
 
+FORK_CHILD = r"""
+import gc, os, sys, time
+from pathlib import Path
+from surgclip.data.readers import open_source
+
+gc.disable()  # keep the dropped reader as garbage until the child collects it
+reader = open_source(Path(sys.argv[1]), stream=True)
+reader.read([0, 3, 7])
+assert reader._stream is not None and reader._stream.next == 8, "the read did not stream"
+del reader  # the decoder and its generator refer to each other: only the cycle collector frees them
+pid = os.fork()
+if pid == 0:
+    gc.collect()  # frees the parent's PyAV objects here, in a process without the parent's threads
+    os._exit(0)
+deadline = time.time() + 20
+while time.time() < deadline:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        print("child exit", os.waitstatus_to_exitcode(status))
+        break
+    time.sleep(0.05)
+else:
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    print("child hung")
+"""
+
+
+def test_a_forked_process_can_free_a_streaming_reader_left_as_garbage(tmp_path):
+    """A DataLoader worker forked after a stream was read (zero-shot validation, then the next
+    epoch's workers) inherits what the cycle collector has not freed yet. Freeing a PyAV frame whose
+    colour converter ran slice threads waits for those threads, which do not exist in the child:
+    the worker hung for good. The stream converts every frame with one single-threaded converter."""
+    import subprocess
+    import sys
+
+    from helpers import write_video
+
+    path = tmp_path / "v.mp4"
+    write_video(path, 2, fps=10, size=64)
+    out = subprocess.run([sys.executable, "-c", FORK_CHILD, str(path)], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "child exit 0", (out.stdout, out.stderr[-2000:])
+
+
 def _pil_rgb(path) -> np.ndarray:
     from PIL import Image
 
