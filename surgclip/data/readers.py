@@ -10,6 +10,7 @@ import io
 import json
 import math
 import re
+import weakref
 from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
@@ -213,18 +214,10 @@ class _ForwardDecoder:
         self._frames = self._decode()
 
     def _decode(self):
-        """Frames decoded from the demuxer's position on, in presentation order; packets of frames
-        before ``_upto`` that are not in ``_wanted`` go in with ``skip_frame=NONREF``. (One decoding
-        thread only: with frame threads the setting would reach the decoder late.)"""
-        ctx = self._video.codec_context
-        for packet in self._container.demux(self._video):
-            if self.num_threads <= 1 and packet.pts is not None:
-                k = self._index((packet.pts - self._t0) * self._time_base)
-                skip = k is not None and k < self._upto and k not in self._wanted
-                if skip != self._skip_on:
-                    ctx.skip_frame, self._skip_on = ("NONREF" if skip else "DEFAULT"), skip
-                self.skipped += skip
-            yield from ctx.decode(packet)
+        """Frames decoded from the demuxer's position on (see ``_decoded``). The generator holds this
+        decoder weakly: with no cycle between them, a dropped reader frees its file and PyAV's
+        buffers at once, not at the cycle collector's next full pass."""
+        return _decoded(weakref.proxy(self), self._container, self._video)
 
     def _seek(self, i: int) -> None:
         """Decode on from the last keyframe at or before frame ``i``."""
@@ -275,6 +268,21 @@ class _ForwardDecoder:
         except av.FFmpegError:
             return None
         return out if len(wanted) == len(idx) and np.array_equal(wanted, idx) else out[where.ravel()]
+
+
+def _decoded(dec: _ForwardDecoder, container, video):
+    """Frames of ``video`` from the demuxer's position on, in presentation order; packets of frames
+    before ``dec._upto`` that are not in ``dec._wanted`` go in with ``skip_frame=NONREF``. (One
+    decoding thread only: with frame threads the setting would reach the decoder late.)"""
+    ctx = video.codec_context
+    for packet in container.demux(video):
+        if dec.num_threads <= 1 and packet.pts is not None:
+            k = dec._index((packet.pts - dec._t0) * dec._time_base)
+            skip = k is not None and k < dec._upto and k not in dec._wanted
+            if skip != dec._skip_on:
+                ctx.skip_frame, dec._skip_on = ("NONREF" if skip else "DEFAULT"), skip
+            dec.skipped += skip
+        yield from ctx.decode(packet)
 
 
 class FrameCache:

@@ -232,16 +232,41 @@ def test_a_streaming_reader_drops_the_b_frames_it_passes_over(tmp_path, monkeypa
     assert 0 < reader._stream.skipped <= len(passed_over)
 
 
+def test_a_dropped_streaming_reader_frees_its_decoder_at_once(tmp_path):
+    """No reference cycle between the decoder and its frame generator: dropping a reader closes its
+    file and frees PyAV's buffers now, not at the cycle collector's next full pass (the indexer
+    drops one reader per video)."""
+    import gc
+    import weakref
+
+    from helpers import write_video
+
+    path = tmp_path / "v.mp4"
+    write_video(path, 2, fps=10, size=64)
+    gc.disable()
+    try:
+        reader = open_source(path, stream=True)
+        reader.read([0, 3, 7])
+        assert reader._stream is not None and reader._stream.next == 8  # the read streamed
+        decoder = weakref.ref(reader._stream)
+        del reader
+        assert decoder() is None
+    finally:
+        gc.enable()
+
+
 FORK_CHILD = r"""
 import gc, os, sys, time
 from pathlib import Path
 from surgclip.data.readers import open_source
 
-gc.disable()  # keep the dropped reader as garbage until the child collects it
+gc.disable()  # the garbage below waits for the child's collection
 reader = open_source(Path(sys.argv[1]), stream=True)
 reader.read([0, 3, 7])
 assert reader._stream is not None and reader._stream.next == 8, "the read did not stream"
-del reader  # the decoder and its generator refer to each other: only the cycle collector frees them
+cycle = [reader._stream]  # PyAV's side of the reader (decord's own threads are another matter)
+cycle.append(cycle)  # garbage that only the cycle collector frees (an exception's traceback, say)
+del reader, cycle
 pid = os.fork()
 if pid == 0:
     gc.collect()  # frees the parent's PyAV objects here, in a process without the parent's threads
@@ -260,11 +285,13 @@ else:
 """
 
 
-def test_a_forked_process_can_free_a_streaming_reader_left_as_garbage(tmp_path):
-    """A DataLoader worker forked after a stream was read (zero-shot validation, then the next
-    epoch's workers) inherits what the cycle collector has not freed yet. Freeing a PyAV frame whose
-    colour converter ran slice threads waits for those threads, which do not exist in the child:
-    the worker hung for good. The stream converts every frame with one single-threaded converter."""
+def test_a_forked_process_can_free_a_stream_decoder_left_as_garbage(tmp_path):
+    """A process forked after a stream was read (a DataLoader worker after zero-shot validation)
+    inherits the garbage the cycle collector has not reached yet. Freeing a PyAV frame whose own
+    colour converter ran slice threads waits for threads that do not exist in the child: it hung
+    for good (seen with a DataLoader reader worker). The stream now converts every frame with one
+    single-threaded converter. (A decord reader left as such garbage hangs a child the same way;
+    ours are freed at once, see the test above.)"""
     import subprocess
     import sys
 
