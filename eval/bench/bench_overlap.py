@@ -45,12 +45,6 @@ def setup(args, video: Path):
     return model, table, ClipTransform(model.preprocess_cfg), mode
 
 
-def surgclip_tokenizer(model):
-    from surgclip import get_tokenizer
-
-    return get_tokenizer(model.config)
-
-
 def role(args) -> None:
     """One half, in this process: loop it from ``--start-at`` for ``--seconds``; print rows/s."""
     import torch
@@ -65,9 +59,10 @@ def role(args) -> None:
         return sum(len(rows) for rows, _, _ in _batches(table, tf, args.frames, mode, 1.0, bs, Counter()) if rows is not None)
 
     if args.role == "evaluator":  # the real thing: reader thread + forward, prompts, scoring
+        from surgclip import get_tokenizer
         from surgclip.evaluation.zeroshot import evaluate_zero_shot
 
-        tok = surgclip_tokenizer(model)
+        tok = get_tokenizer(model.config)
         prompts = [f"phase number {i}" for i in range(7)]
 
         def once():
