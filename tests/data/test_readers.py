@@ -286,8 +286,8 @@ else:
 
 
 def test_a_forked_process_can_free_a_stream_decoder_left_as_garbage(tmp_path):
-    """A process forked after a stream was read (a DataLoader worker after zero-shot validation)
-    inherits the garbage the cycle collector has not reached yet. Freeing a PyAV frame whose own
+    """A process forked after a stream was read (a DataLoader worker with ``worker_start: fork``,
+    after zero-shot validation) inherits the garbage the cycle collector has not reached yet. Freeing a PyAV frame whose own
     colour converter ran slice threads waits for threads that do not exist in the child: it hung
     for good (seen with a DataLoader reader worker). The stream now converts every frame with one
     single-threaded converter. (A decord reader left as such garbage hangs a child the same way;
