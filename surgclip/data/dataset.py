@@ -53,6 +53,11 @@ class SkipCounter:
 
 
 SKIPPED = {"skipped": True}
+# Readers a forked worker inherited from its parent (items read in the main process before the
+# loader started, with ``worker_start: fork``): kept referenced there and never used. Freeing one in
+# the child hangs: decord's destructor waits on its decoding thread's queue, a thread that was not
+# forked with it.
+_INHERITED_READERS: list = []
 SKIP_REASONS = ("missing_file", "undecodable_media", "bad_span")  # the ``reason`` of a SKIPPED marker
 
 
@@ -180,7 +185,8 @@ class ClipDataset(Dataset):
 
     def reader(self, name: str) -> FrameReader:
         """An open reader for video ``name`` from this process's cache."""
-        if self._pid != os.getpid():  # a forked worker: never reuse the parent's decoders
+        if self._pid != os.getpid():  # a forked worker: never reuse the parent's decoders, nor free them
+            _INHERITED_READERS.append(self._readers)
             self._readers, self._pid, self._frame_cache = OrderedDict(), os.getpid(), None
         if self._frame_cache is None and self.frame_cache_mb > 0:
             self._frame_cache = FrameCache(int(self.frame_cache_mb * 2 ** 20))

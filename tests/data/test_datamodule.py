@@ -270,3 +270,45 @@ def test_frame_cache_gives_the_same_batches_and_decodes_less(small_sample, monke
     assert cache.hits > 0 and cache.misses == runs[64][3] and 0 < cache.nbytes <= 64 * 2 ** 20
     assert ds.__getstate__()["_frame_cache"] is None  # workers start with their own, empty
     assert dm.datasets["val"].frame_cache_mb == 0 == dm.datasets["test"].frame_cache_mb  # read once per validation
+
+
+FORKED_LOADER = r"""
+import sys
+from surgclip import get_tokenizer
+from surgclip.data.datamodule import SurgLaViDataModule
+
+dm = SurgLaViDataModule(root=sys.argv[1], read_from="videos", num_frames=4, batch_size=2, num_workers=2,
+                        levels=[1, 2, 3], worker_start="fork")
+dm.set_model(get_tokenizer("tiny"), {"image_size": 32})
+dm.setup()
+loader = dm.train_dataloader()
+for i in range(0, 40, 5):  # a look at some items in the main process: decord readers open here
+    loader.dataset[i]
+assert len(loader.dataset._readers) >= 1
+batches = 0
+for batch in loader:
+    batches += 1
+    if batches == 4:
+        break
+print("batches", batches)
+"""
+
+
+def test_forked_workers_start_after_items_were_read_in_the_main_process(small_sample):
+    """With ``worker_start: fork`` each worker inherits the main process's open decord readers. It
+    used to drop them, and freeing a decord reader in a forked child waits for a decoding thread
+    that was not forked: the loader hung for good. The inherited readers are now kept, unused."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", FORKED_LOADER, str(small_sample)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the workers too
+        proc.communicate()
+        pytest.fail("the forked workers hung (freeing the main process's decord readers?)")
+    assert proc.returncode == 0 and out.strip().endswith("batches 4"), (out, err[-2000:])
