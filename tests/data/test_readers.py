@@ -287,11 +287,11 @@ else:
 
 def test_a_forked_process_can_free_a_stream_decoder_left_as_garbage(tmp_path):
     """A process forked after a stream was read (a DataLoader worker with ``worker_start: fork``,
-    after zero-shot validation) inherits the garbage the cycle collector has not reached yet. Freeing a PyAV frame whose own
-    colour converter ran slice threads waits for threads that do not exist in the child: it hung
-    for good (seen with a DataLoader reader worker). The stream now converts every frame with one
-    single-threaded converter. (A decord reader left as such garbage hangs a child the same way;
-    ours are freed at once, see the test above.)"""
+    after zero-shot validation) inherits the garbage the cycle collector has not reached yet.
+    Freeing a PyAV frame whose own colour converter ran slice threads waits for threads that do
+    not exist in the child: it hung for good (seen with a DataLoader reader worker). The stream now
+    converts every frame with one single-threaded converter. (A decord reader freed in a forked
+    child hangs it the same way: see ``test_forked_workers_start_after_items_were_read_in_the_main_process``.)"""
     import subprocess
     import sys
 
