@@ -197,13 +197,14 @@ class SurgCLIP(nn.Module):
         return hasattr(self.vision_encoder, "trunk") and hasattr(self.vision_encoder, "temporal")
 
     def encode_frame_trunk(self, frames: torch.Tensor) -> torch.Tensor:
-        """frames [N, 3, H, W] -> the trunk's features of each frame [N, W] (before the temporal module)."""
+        """frames [N, 3, H, W] (normalised float, or uint8 as ``encode_video_frames`` takes them) -> the
+        trunk's features of each frame [N, W] (before the temporal module)."""
         if not self.per_frame_trunk:
             raise ValueError(f"model {self.name!r} mixes frames inside its video tower: it has no per-frame trunk features")
         if frames.ndim != 4 or frames.shape[1] != 3:
             raise ValueError(f"expected frames [N, 3, H, W], got shape {tuple(frames.shape)}")
-        with self.autocast(frames.device):
-            return self.vision_encoder.trunk(frames).reshape(frames.shape[0], -1)
+        with self.autocast(frames.device), self._tower_input(frames) as x:
+            return self.vision_encoder.trunk(x).reshape(frames.shape[0], -1)
 
     def encode_video_from_trunk(self, feats: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """Per-frame trunk features [B, T, W] (``encode_frame_trunk``) -> clip embedding [B, D], as

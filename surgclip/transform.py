@@ -86,8 +86,11 @@ class ClipTransform:
         train: add clip-consistent augmentation (random resized crop, horizontal flip, and colour
             jitter when ``color_jitter > 0``).
         normalize: return normalised float frames; False returns the resized/augmented uint8 frames
-            [T,3,S,S] (a quarter of the bytes to move between processes) for ``normalize_frames``
-            to finish later, e.g. on the GPU.
+            [T,3,S,S], which the model takes as they are and normalises itself (folded into its
+            patch embedding) or ``normalize_frames`` finishes later. Training's batches and every
+            evaluator and indexer use them: a quarter of the bytes to move between processes, to
+            keep for overlapping clips and to send to a GPU, and no float pass (0.2 ms per 224-px
+            frame, a reader thread's) before the forward.
     """
 
     def __init__(self, cfg: PreprocessCfg | dict | None = None, train: bool = False,

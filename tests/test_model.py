@@ -141,6 +141,23 @@ def test_clip_embedding_from_shared_frame_trunk_features(similarity):
         model.encode_frame_trunk(torch.zeros(6, 3, 1))
 
 
+def test_frame_trunk_takes_uint8_frames_as_the_video_tower_does():
+    from surgclip.transform import normalize_frames
+
+    model = small_model("tiny")
+    size = model.preprocess_cfg.image_size
+    frames = torch.randint(0, 256, (5, 3, size, size), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    conv = model.vision_encoder.trunk.patch_embed.proj.weight.clone()
+    with torch.no_grad():
+        raw = model.encode_frame_trunk(frames)
+        ref = model.encode_frame_trunk(normalize_frames(frames, model.preprocess_cfg))
+        clips = model.encode_video_from_trunk(raw[None])
+        whole = model.encode_video(frames[None])
+    torch.testing.assert_close(raw, ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(clips, whole, rtol=1e-5, atol=1e-6)
+    assert torch.equal(model.vision_encoder.trunk.patch_embed.proj.weight, conv)  # the fold is undone
+
+
 @pytest.mark.parametrize("name", ["tiny", "SurgCLIP-B"])
 def test_bf16_precision_stays_close_to_fp32_and_returns_float32(name):
     model = small_model(name)

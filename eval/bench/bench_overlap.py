@@ -42,7 +42,7 @@ def setup(args, video: Path):
     table = make_table("bench/phase", [f"c{i}" for i in range(7)], rows)
     table.sources = {"v": FrameSource(video)}
     mode = "frame" if args.frames == 1 else "centered"
-    return model, table, ClipTransform(model.preprocess_cfg), mode
+    return model, table, ClipTransform(model.preprocess_cfg, normalize=False), mode  # the evaluator's uint8 frames
 
 
 def role(args) -> None:

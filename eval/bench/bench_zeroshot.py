@@ -5,18 +5,21 @@ On a generated 25-fps H.264 video with labels at 1 fps, per (model, T), in milli
 frame:
 
 - ``bare``: the forwards the evaluation needs, on inputs already in memory: ``encode_video`` on
-  every clip (decoded and transformed beforehand) + ``encode_text`` on the 7 prompts;
+  every clip (decoded and transformed beforehand, resized uint8 frames as the evaluator hands them
+  over: the model normalises them in its forward) + ``encode_text`` on the 7 prompts;
 - ``decode``: reading the clips' frames alone (the evaluator's streaming reader, sorted read-ahead
   batches, each frame once); ``decord``: the same reads through decord's random access (the baseline);
-- ``transf``: resizing + normalising those frames (``ClipTransform``);
+- ``transf``: resizing those frames (``ClipTransform``);
 - ``stack``: copying each clip's frames into its batch ([B, T, 3, S, S]; at T=16 every frame is
   copied into the 16 windows that hold it);
-- ``eval``: ``evaluate_zero_shot`` end to end (decode and transform in a background thread,
-  overlapped with the forward; FAISS scoring; metrics); ``fwd@ev``: the part of it spent in the
-  per-clip forward (above ``bare`` when the reader thread takes cores from the forward);
-- ``eval0``: the same with ``prefetch=0`` (everything in one thread, nothing overlapped).
+- ``eval``: ``evaluate_zero_shot`` end to end as it runs by default (FAISS scoring and metrics
+  included; decode and transform in a background thread overlapped with the forward only when the
+  forward leaves a core free, ``clips.read_ahead``: the header says which); ``fwd@ev``: the part of
+  it spent in the per-clip forward (above ``bare`` when a reader thread takes cores from the forward);
+- ``eval0``: the same with ``prefetch=0`` (everything in one thread, nothing overlapped), ``eval2``
+  with ``prefetch=2`` (the background thread, always).
 
-``ratio`` = eval / bare (goal <= 1.15), ``ratio0`` = eval0 / bare. ``floor`` = max(bare, decode +
+``ratio`` = eval / bare (goal <= 1.15), ``ratio0`` = eval0 / bare, ``ratio2`` = eval2 / bare. ``floor`` = max(bare, decode +
 transform + stack) / bare: the best overlap can give when the reader has a core of its own (a GPU
 machine, or more cores than the forward uses). ``serial`` = (bare + decode + transform + stack) /
 bare: what the work costs when the forward already fills every core (a small model's CPU forward
@@ -72,7 +75,7 @@ def main():
     import surgclip
     from helpers import write_video
     from surgclip.data.readers import open_source
-    from surgclip.evaluation.clips import READ_AHEAD_ROWS, _stack_clips, clip_positions, iter_clip_batches
+    from surgclip.evaluation.clips import READ_AHEAD_ROWS, _stack_clips, clip_positions, iter_clip_batches, read_ahead
     from surgclip.evaluation.table import FrameSource, make_table
     from surgclip.evaluation.zeroshot import evaluate_zero_shot
     from surgclip.tokenizer import tokenize
@@ -83,17 +86,18 @@ def main():
     write_video(tmp / "v.mp4", max_rows + 20, fps=25, size=args.size)
     prompts = [f"phase number {i}" for i in range(7)]
     print(f"video {args.size}x{args.size} 25 fps H.264, labels at 1 fps, {args.threads} torch threads; "
-          f"on {args.device}; milliseconds per labelled frame")
+          f"on {args.device}; the evaluator's read-ahead thread: {'on' if read_ahead(args.device) else 'off'}; "
+          f"milliseconds per labelled frame")
     print(f"{'model':11s} {'T':>3s} {'rows':>4s} {'bare':>8s} {'(text)':>7s} {'decode':>7s} {'decord':>7s} {'transf':>7s} "
-          f"{'stack':>6s} {'fwd@ev':>8s} {'eval':>8s} {'eval0':>8s} {'floor':>6s} {'serial':>6s} {'ratio':>6s} "
-          f"{'ratio0':>6s}")
+          f"{'stack':>6s} {'fwd@ev':>8s} {'eval':>8s} {'eval0':>8s} {'eval2':>8s} {'floor':>6s} {'serial':>6s} {'ratio':>6s} "
+          f"{'ratio0':>6s} {'ratio2':>6s}")
     for name, n_rows in zip(args.models, args.rows + args.rows[-1:] * len(args.models)):
         model, _, tok = surgclip.create_model_and_transforms(name)  # random weights: no download
         model.to(args.device).eval()
         rows = [("v", float(10 + i), 10 + i, i % 7) for i in range(n_rows)]
         table = make_table("bench/phase", [f"c{i}" for i in range(7)], rows)
         table.sources = {"v": FrameSource(tmp / "v.mp4")}
-        tf = ClipTransform(model.preprocess_cfg)
+        tf = ClipTransform(model.preprocess_cfg, normalize=False)  # as the evaluator: uint8 frames into the model
         for T in args.frames:
             bs = 8 if T == 1 else 2
             mode = "frame" if T == 1 else "centered"
@@ -133,7 +137,7 @@ def main():
                 model.encode_video(clips[0])  # warm-up (and the last, smaller batch shape)
                 model.encode_video(clips[-1])
                 model.encode_text(tokens)
-            text_s = bare = full = full0 = fwd = decode = by_decord = transform = stack = float("inf")
+            text_s = bare = full = full0 = full2 = fwd = decode = by_decord = transform = stack = float("inf")
             for _ in range(args.repeat):  # interleaved, so that a burst of other jobs hits both
                 with torch.no_grad():
                     t_s = _time(lambda: model.encode_text(tokens))
@@ -142,12 +146,13 @@ def main():
                 setattr(model, forward_name, timed_encode)
                 in_forward[0] = 0.0
                 try:
-                    e_s = _time(lambda: evaluate(2))
+                    e_s = _time(lambda: evaluate(None))
                 finally:
                     delattr(model, forward_name)  # back to the class's method
                 if e_s < full:
                     full, fwd = e_s, in_forward[0] + t_s
                 full0 = min(full0, _time(lambda: evaluate(0)))
+                full2 = min(full2, _time(lambda: evaluate(2)))
                 by_decord = min(by_decord, _time(lambda: decode_all(stream=False)))
                 decode = min(decode, _time(decode_all))
                 transformed = []
@@ -162,7 +167,8 @@ def main():
             ms = 1000 / n_rows
             print(f"{name:11s} {T:3d} {n_rows:4d} {bare * ms:8.1f} {text_s * ms:7.1f} {decode * ms:7.1f} {by_decord * ms:7.1f} "
                   f"{transform * ms:7.1f} {'-' if shared_trunk else f'{stack * ms:.1f}':>6s} {fwd * ms:8.1f} {full * ms:8.1f} {full0 * ms:8.1f} "
-                  f"{floor:6.2f} {serial:6.2f} {full / bare:6.3f} {full0 / bare:6.3f}", flush=True)
+                  f"{full2 * ms:8.1f} {floor:6.2f} {serial:6.2f} {full / bare:6.3f} {full0 / bare:6.3f} {full2 / bare:6.3f}",
+                  flush=True)
         del model
 
 

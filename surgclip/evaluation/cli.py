@@ -376,7 +376,7 @@ def cmd_retrieval(args) -> int:
     model, _, tokenizer = _load_model(args)
     with open(args.pairs, newline="") as f:
         pairs = list(csv.DictReader(f))
-    transform, T = ClipTransform(model.preprocess_cfg), args.num_frames or model.num_frames
+    transform, T = ClipTransform(model.preprocess_cfg, normalize=False), args.num_frames or model.num_frames
     vids, caps, failed = [], [], []
     with torch.no_grad():
         for n, row in enumerate(pairs, start=2):

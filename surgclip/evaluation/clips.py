@@ -11,7 +11,8 @@ time order:
   later row that comes before the last of them (``ForwardReads``), so every read starts past the
   previous one and the video is decoded front to back, once, by a streaming reader (``stream=True``);
 - a background thread decodes and transforms the next batches while the caller runs the model
-  (PyAV, PIL and torch release the GIL), ``prefetch`` batches ahead at most;
+  (PyAV, PIL and torch release the GIL), ``prefetch`` batches ahead at most; the evaluators start it
+  when the forward leaves the reader a core (``read_ahead``);
 - the transform may go further than pixels: ``FrameTrunk`` turns each frame into a per-frame
   tower's trunk features once, so overlapping clips share them instead of re-running the trunk.
 
@@ -24,6 +25,7 @@ TypeError in a transform, an IndexError — is a bug and propagates.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from collections import Counter
@@ -68,6 +70,19 @@ def clip_positions(anchor: int, num_frames: int, stride: int, mode: str, total: 
     if mode == "frame":
         return np.array([anchor], dtype=np.int64)
     return window_indices(anchor, num_frames, stride, mode, total)
+
+
+def read_ahead(device) -> int:
+    """The evaluators' ``prefetch``: 2 batches read in a background thread when the forward leaves the
+    reader a core (the model on an accelerator, or torch running fewer threads than this process may
+    use), else 0. Beside a CPU forward that already fills every core the thread only competes with
+    it: on 2 cores, ``tiny`` took 1.9-2.1 ms per labelled frame at T=16 read in the calling thread and
+    2.1-2.8 with the thread, 1.8-2.1 against 2.0-2.4 at T=1, and SurgCLIP-B about the same either way
+    (``eval/bench/bench_zeroshot.py``, columns ``eval0`` and ``eval2``)."""
+    if torch.device(device).type != "cpu":
+        return 2
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 2 if torch.get_num_threads() < cores else 0
 
 
 def iter_clip_batches(table: FrameTable, transform, num_frames: int, mode: str = "centered",

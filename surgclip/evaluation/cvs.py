@@ -199,7 +199,7 @@ def encode_frames(model, paths: list, batch_size: int = 16, skipped: Counter | N
 
     from ..transform import ClipTransform
 
-    transform = ClipTransform(model.preprocess_cfg)
+    transform = ClipTransform(model.preprocess_cfg, normalize=False)
     device = next(model.parameters()).device
     feats = np.zeros((len(paths), model.embed_dim), dtype=np.float32)
     valid = np.zeros(len(paths), dtype=bool)

@@ -23,7 +23,7 @@ import torch
 
 from ..transform import ClipTransform
 from ..utils import atomic_path, atomic_write_json
-from .clips import clip_encoder, iter_clip_batches
+from .clips import clip_encoder, iter_clip_batches, read_ahead
 from .index import model_fingerprint
 from .table import FrameTable
 
@@ -75,8 +75,9 @@ def extract_features(model, table: FrameTable, cache_dir, num_frames: int | None
         except (OSError, UnicodeDecodeError, ValueError):
             pass  # a damaged cache index only costs recomputation
     # a per-frame tower runs each frame's trunk once, however many overlapping clips hold it
-    transform, encode = clip_encoder(model, ClipTransform(model.preprocess_cfg), settings["num_frames"], mode,
-                                     next(model.parameters()).device)
+    device = next(model.parameters()).device
+    transform, encode = clip_encoder(model, ClipTransform(model.preprocess_cfg, normalize=False), settings["num_frames"],
+                                     mode, device)
     D = int(model.embed_dim)
     feats, valid = np.zeros((len(table), D), dtype=np.float32), np.zeros(len(table), dtype=bool)
     skipped = Counter()
@@ -100,7 +101,8 @@ def extract_features(model, table: FrameTable, cache_dir, num_frames: int | None
         else:
             sub = table.select(table.video == video)
             vfeat, vvalid, vskip = np.zeros((len(rows), D), np.float32), np.zeros(len(rows), bool), Counter()
-            batches = iter_clip_batches(sub, transform, settings["num_frames"], mode, stride_s, batch_size, vskip)
+            batches = iter_clip_batches(sub, transform, settings["num_frames"], mode, stride_s, batch_size, vskip,
+                                        prefetch=read_ahead(device))
             with contextlib.closing(batches):  # stops the reader thread even if the forward raises
                 for idx, clips in batches:
                     vfeat[idx] = encode(clips).float().cpu().numpy()

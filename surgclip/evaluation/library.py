@@ -50,7 +50,7 @@ def embed_video(model, path: Path, window_s: float, stride_s: float, num_frames:
     """
     device = device or next(model.parameters()).device
     reader = open_source(path, fps=frames_fps, stream=True)
-    transform = ClipTransform(model.preprocess_cfg)
+    transform = ClipTransform(model.preprocess_cfg, normalize=False)
     spans = window_spans(reader.duration, window_s, stride_s)
     if not spans:
         raise VideoReadError(f"{path}: no frames ({reader.num_frames} frames at {reader.fps:g} fps)")

@@ -115,7 +115,7 @@ def evaluate_mcq(model, tokenizer, questions: list[Question], with_question: boo
     from ..data.samplers import ClipSpanError
     from ..transform import ClipTransform
 
-    transform = ClipTransform(model.preprocess_cfg)
+    transform = ClipTransform(model.preprocess_cfg, normalize=False)
     device = next(model.parameters()).device
     T = int(num_frames or model.num_frames)
     was_training = model.training

@@ -21,7 +21,7 @@ import torch
 from ..tokenizer import tokenize
 from ..transform import ClipTransform
 from . import metrics as M
-from .clips import clip_encoder, iter_clip_batches
+from .clips import clip_encoder, iter_clip_batches, read_ahead
 from .table import FrameTable
 
 PROTOCOL_SINGLE = ("zero-shot single-label: argmax cosine over normalised prompt embeddings per labelled frame; "
@@ -79,7 +79,7 @@ def score_clips(index, embeddings: np.ndarray) -> np.ndarray:
 @torch.no_grad()
 def evaluate_zero_shot(model, tokenizer, table: FrameTable, prompts: list[str], num_frames: int | None = None,
                        mode: str = "centered", batch_size: int = 8, stride_s: float = 1.0, device=None,
-                       progress: bool = False, triplets: bool | None = None, prefetch: int = 2) -> ZeroShotResult:
+                       progress: bool = False, triplets: bool | None = None, prefetch: int | None = None) -> ZeroShotResult:
     """Zero-shot evaluation of an in-memory model on a frame table.
 
     Args:
@@ -95,9 +95,9 @@ def evaluate_zero_shot(model, tokenizer, table: FrameTable, prompts: list[str], 
         progress: show a tqdm progress bar.
         triplets: score multi-label with video-wise AP (default: when the table is CholecT50 triplets).
         prefetch: batches a background thread decodes ahead while the model runs (0: read in this
-            thread). The thread pays off whenever the forward leaves a core idle (a GPU, or decoding
-            slower than the forward); when a small model's CPU forward already fills every core, the
-            two compete and 0 can be faster (``eval/bench/bench_zeroshot.py`` measures both).
+            thread). Default ``clips.read_ahead``: 2 when the forward leaves a core idle (a GPU, or
+            fewer torch threads than cores), else 0, since a CPU forward that already fills every
+            core only competes with the thread (``eval/bench/bench_zeroshot.py`` measures both).
     Returns:
         ZeroShotResult (``.metrics`` holds the numbers).
     """
@@ -112,7 +112,7 @@ def evaluate_zero_shot(model, tokenizer, table: FrameTable, prompts: list[str], 
     model.eval()
     index = prompt_index(model, tokenizer, prompts, device)
     # a per-frame tower runs each frame's trunk once, however many overlapping clips hold it
-    transform, encode = clip_encoder(model, ClipTransform(model.preprocess_cfg), num_frames, mode, device)
+    transform, encode = clip_encoder(model, ClipTransform(model.preprocess_cfg, normalize=False), num_frames, mode, device)
     n, C = len(table), len(table.classes)
     scores = np.full((n, C), np.nan, dtype=np.float32)
     skipped: Counter = Counter()
@@ -123,6 +123,7 @@ def evaluate_zero_shot(model, tokenizer, table: FrameTable, prompts: list[str], 
         bar = tqdm(total=n, desc=f"zero-shot {table.name}", unit="frame")
     try:
         # closing(): an error in the forward stops the reader thread now, not when the traceback dies
+        prefetch = read_ahead(device) if prefetch is None else prefetch
         batches = iter_clip_batches(table, transform, num_frames, mode, stride_s, batch_size, skipped, bar, prefetch)
         with closing(batches):
             for rows, clips in batches:

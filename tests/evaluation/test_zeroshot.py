@@ -13,12 +13,13 @@ from surgclip.transform import ClipTransform
 from .conftest import PHASES
 
 
-@pytest.mark.parametrize("prefetch", [2, 0])  # background reader thread, or everything in the caller's thread
+@pytest.mark.parametrize("prefetch", [2, 0, None])  # reader thread, the caller's thread, ``read_ahead``'s choice
 def test_scores_match_brute_force(cholec_root, tiny_model, prefetch, monkeypatch):
-    from surgclip.evaluation import clips
+    from surgclip.evaluation import clips, zeroshot
 
     threads, start_reader = [], clips._in_background
     monkeypatch.setattr(clips, "_in_background", lambda items, depth: threads.append(depth) or start_reader(items, depth))
+    monkeypatch.setattr(zeroshot, "read_ahead", lambda device: 1 if torch.device(device).type == "cpu" else 5)
     model, _, tok = tiny_model
     table = B.load_cholec80(cholec_root, split="all")
     table = table.select(table.video == "video49")
@@ -35,9 +36,21 @@ def test_scores_match_brute_force(cholec_root, tiny_model, prefetch, monkeypatch
             ref = (model.encode_video(clip) @ text.T).numpy()[0]
             np.testing.assert_allclose(res.scores[row], ref, atol=1e-5)
     assert res.valid.all() and res.metrics["num_scored"] == 8
-    assert threads == ([prefetch] if prefetch else [])  # prefetch=0 reads in the calling thread
+    assert threads == {2: [2], 0: [], None: [1]}[prefetch]  # prefetch=0 reads in the calling thread
     assert res.pred.tolist() == res.scores.argmax(1).tolist()
     assert "mean over videos" in res.protocol["metric"] or "CAMMA" in res.protocol["metric"]
+
+
+def test_the_reader_thread_starts_when_the_forward_leaves_a_core(monkeypatch):
+    import os
+
+    from surgclip.evaluation.clips import read_ahead
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert read_ahead("cpu") == 0 and read_ahead(torch.device("cuda", 0)) == 2
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert read_ahead(torch.device("cpu")) == 2
 
 
 def test_overlapping_clips_share_each_frames_trunk(cholec_root, tiny_model, monkeypatch):
@@ -59,6 +72,27 @@ def test_overlapping_clips_share_each_frames_trunk(cholec_root, tiny_model, monk
     per_clip = evaluate_zero_shot(model, tok, table, prompts, num_frames=4, mode="centered", batch_size=3)
     np.testing.assert_allclose(shared.scores, per_clip.scores, atol=1e-5)
     assert shared.valid.all() and shared.pred.tolist() == per_clip.pred.tolist()
+
+
+@pytest.mark.parametrize("num_frames, mode, forward", [(1, "frame", "encode_video"), (4, "centered", "encode_frame_trunk")])
+def test_the_model_gets_uint8_frames_and_normalises_them_itself(cholec_root, tiny_model, monkeypatch, num_frames, mode, forward):
+    """The reader hands the model resized uint8 frames (no float pass beside the forward, a quarter of
+    the bytes to keep and to move); the scores equal those of frames normalised first."""
+    from surgclip.evaluation import zeroshot
+
+    model, _, tok = tiny_model
+    table = B.load_cholec80(cholec_root, split="all")
+    table = table.select(table.video == "video49")
+    prompts = B.get_prompts(B.load_protocol("cholec80"), "camma", PHASES)
+    dtypes, run = [], getattr(model, forward)
+    monkeypatch.setattr(model, forward, lambda x: dtypes.append(x.dtype) or run(x))
+    res = evaluate_zero_shot(model, tok, table, prompts, num_frames=num_frames, mode=mode, batch_size=3)
+    assert set(dtypes) == {torch.uint8}
+    dtypes.clear()
+    monkeypatch.setattr(zeroshot, "ClipTransform", lambda cfg, normalize: ClipTransform(cfg))  # float frames
+    ref = evaluate_zero_shot(model, tok, table, prompts, num_frames=num_frames, mode=mode, batch_size=3)
+    assert set(dtypes) == {torch.float32} and res.valid.all()
+    np.testing.assert_allclose(res.scores, ref.scores, atol=1e-5)
 
 
 def test_missing_frames_sources_and_broken_videos_counted(tmp_path, cholec_root, tiny_model):
