@@ -75,7 +75,7 @@ def main():
     import surgclip
     from helpers import write_video
     from surgclip.data.readers import open_source
-    from surgclip.evaluation.clips import READ_AHEAD_ROWS, _stack_clips, clip_positions, iter_clip_batches, read_ahead
+    from surgclip.evaluation.clips import READ_AHEAD_ROWS, stack_clips, clip_positions, iter_clip_batches, read_ahead
     from surgclip.evaluation.table import FrameSource, make_table
     from surgclip.evaluation.zeroshot import evaluate_zero_shot
     from surgclip.tokenizer import tokenize
@@ -158,7 +158,7 @@ def main():
                 transformed = []
                 transform = min(transform, _time(lambda: transformed.extend(tf(d) for d in decoded)))
                 cache = dict(zip(frames, torch.cat(transformed).unbind(0)))
-                stack = min(stack, _time(lambda: [_stack_clips([[cache[p] for p in w] for w in windows[i:i + bs]])
+                stack = min(stack, _time(lambda: [stack_clips([[cache[p] for p in w] for w in windows[i:i + bs]])
                                                   for i in range(0, n_rows, bs)]))
             if shared_trunk:
                 stack = float("nan")  # the evaluator stacks trunk features, not images

@@ -6,6 +6,8 @@ reads a folder of numbered images. ``open_source`` picks one from a path.
 """
 from __future__ import annotations
 
+import array
+import bisect
 import io
 import json
 import math
@@ -190,7 +192,9 @@ class _ForwardDecoder:
 
     def __init__(self, path: Path, num_threads: int, vr, fps: float):
         self.path, self.num_threads, self.next = path, num_threads, 0
-        self._starts = vr.get_frame_timestamp(range(len(vr)))[:, 0]  # decord's start time of each frame, s
+        # decord's start time of each frame, s. An array of doubles: looked up for every packet and
+        # frame, where ``bisect`` and item access on it cost a fraction of numpy's per-call overhead
+        self._starts = array.array("d", vr.get_frame_timestamp(range(len(vr)))[:, 0].astype(np.float64).tobytes())
         self._keys = np.sort(np.asarray(vr.get_key_indices(), dtype=np.int64))
         self._tolerance = 0.25 / fps
         self._container = self._frames = self._rgb = None
@@ -221,7 +225,7 @@ class _ForwardDecoder:
 
     def _seek(self, i: int) -> None:
         """Decode on from the last keyframe at or before frame ``i``."""
-        target = (float(self._starts[i]) + self._tolerance) / self._time_base + self._t0
+        target = (self._starts[i] + self._tolerance) / self._time_base + self._t0
         self._container.seek(int(target), stream=self._video, backward=True, any_frame=False)
         self._frames = self._decode()
         self.seeks += 1
@@ -234,7 +238,7 @@ class _ForwardDecoder:
         """The index of the frame that starts at ``t`` seconds (None: no frame there)."""
         if self.next < len(self._starts) and abs(self._starts[self.next] - t) <= self._tolerance:
             return self.next  # the usual case: the frame after the last one
-        k = int(np.searchsorted(self._starts, t - self._tolerance))
+        k = bisect.bisect_left(self._starts, t - self._tolerance)
         return k if k < len(self._starts) and abs(self._starts[k] - t) <= self._tolerance else None
 
     def read(self, idx: np.ndarray) -> np.ndarray | None:

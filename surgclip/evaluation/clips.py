@@ -131,21 +131,29 @@ def _batches(table, transform, T, mode, stride_s, batch_size, skipped):
             batch_rows.append(row)
             batch_clips.append(clip)
             if len(batch_rows) == batch_size:
-                yield np.array(batch_rows), _stack_clips(batch_clips), handled
+                yield np.array(batch_rows), stack_clips(batch_clips), handled
                 batch_rows, batch_clips, handled = [], [], 0
     if batch_rows:
-        yield np.array(batch_rows), _stack_clips(batch_clips), handled
+        yield np.array(batch_rows), stack_clips(batch_clips), handled
     elif handled:
         yield None, None, handled
 
 
-def _stack_clips(clips: list[list[torch.Tensor]]) -> torch.Tensor:
+def stack_clips(clips: list[list[torch.Tensor]]) -> torch.Tensor:
     """[B, T, ...] from B lists of T frames ([3, S, S] images or [W] features), each copied once
-    (straight into the batch)."""
+    (straight into the batch). The batch keeps the frames' memory layout (channels-last, as the
+    uint8 resize leaves them, and as the model takes them): a plain copy of each frame, not a
+    transposing one (0.09 -> 0.03 ms per 224-px frame)."""
     first = clips[0][0]
-    out = torch.empty((len(clips), len(clips[0]), *first.shape), dtype=first.dtype, device=first.device)
+    order = sorted(range(first.ndim), key=first.stride, reverse=True)  # the frame's dims, outermost first
+    out = torch.empty((len(clips), len(clips[0]), *(first.shape[d] for d in order)), dtype=first.dtype,
+                      device=first.device).permute(0, 1, *(2 + order.index(d) for d in range(first.ndim)))
     for b, frames in enumerate(clips):
-        torch.stack(frames, out=out[b])
+        if len(frames) != out.shape[1] or any(f.shape != first.shape for f in frames):  # (copy_ would broadcast)
+            raise ValueError(f"clip {b}: frames {[tuple(f.shape) for f in frames]}, the batch's first clip: "
+                             f"{out.shape[1]} x {tuple(first.shape)}")
+        for t, frame in enumerate(frames):
+            out[b, t].copy_(frame)
     return out
 
 

@@ -14,7 +14,7 @@ from ..data.samplers import ClipSpanError, sample_indices
 from ..tokenizer import tokenize
 from ..transform import ClipTransform
 from ..utils import atomic_write_json, folder_lock
-from .clips import ForwardReads
+from .clips import ForwardReads, stack_clips
 from .index import ClipIndex, model_fingerprint
 
 
@@ -64,7 +64,7 @@ def embed_video(model, path: Path, window_s: float, stride_s: float, num_frames:
         new = np.setdiff1d(need(b, batch_size), np.fromiter(frames, np.int64, len(frames)))
         if new.size:
             frames.update(zip(new.tolist(), transform(reader.read(new))))
-        clips = torch.stack([torch.stack([frames[i] for i in row]) for row in idx[b:b + batch_size].tolist()])
+        clips = stack_clips([[frames[i] for i in row] for row in idx[b:b + batch_size].tolist()])
         emb = model.encode_video(clips.to(device)).float().cpu()
         if out is None:
             out = np.empty((len(spans), emb.shape[1]), np.float32)

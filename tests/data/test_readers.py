@@ -195,7 +195,8 @@ def test_a_streaming_reader_decodes_forward_and_reads_the_same_frames(tmp_path, 
     assert calls == []
 
     shifted = VideoFileReader(path, stream=True)
-    shifted._stream._starts = shifted._stream._starts + 0.2  # frame i's time is now frame i+1's
+    starts = shifted._stream._starts
+    shifted._stream._starts = type(starts)("d", [t + 0.2 for t in starts])  # frame i's time is now frame i+1's
     calls.clear()
     assert np.array_equal(shifted.read([2, 7]), pyav_frames(path, [2, 7]))
     assert calls == [[2, 7]] and shifted._stream is None

@@ -104,6 +104,21 @@ def test_the_evaluator_reads_each_video_front_to_back(tmp_path, monkeypatch):
         torch.testing.assert_close(clips[row], ref)
 
 
+def test_a_batch_keeps_its_frames_layout_and_refuses_mismatched_frames():
+    g = torch.Generator().manual_seed(0)
+    frames = [torch.randint(0, 256, (6, 5, 3), generator=g, dtype=torch.uint8).permute(2, 0, 1) for _ in range(6)]
+    clips = [frames[0:3], frames[2:5], frames[3:6]]  # channels-last [3, 6, 5] views, as the uint8 resize gives
+    out = C.stack_clips(clips)
+    assert torch.equal(out, torch.stack([torch.stack(c) for c in clips]))
+    assert out[1, 2].stride() == frames[0].stride() and out.stride()[:2] == (3 * 90, 90)  # straight copies
+    feats = [torch.randn(4, generator=g) for _ in range(3)]
+    assert torch.equal(C.stack_clips([feats, feats[::-1]]), torch.stack([torch.stack(feats), torch.stack(feats[::-1])]))
+    with pytest.raises(ValueError, match=r"clip 1: frames \[\(3, 6, 5\), \(3, 1, 5\)\]"):
+        C.stack_clips([frames[:2], [frames[0], frames[1][:, :1]]])  # copy_ would broadcast the short frame
+    with pytest.raises(ValueError, match="the batch's first clip: 2 x"):
+        C.stack_clips([frames[:2], frames[:3]])
+
+
 def test_forward_reads_cover_every_row_and_only_move_forward():
     """``ForwardReads`` on random overlapping windows (and rows without frames): reads never go
     back, and once rows up to ``j`` are read every frame they need has been read."""
