@@ -112,7 +112,7 @@ def iter_clip_batches(table: FrameTable, transform, num_frames: int, mode: str =
     T = 1 if mode == "frame" else int(num_frames)
     items = _batches(table, transform, T, mode, stride_s, batch_size, skipped)
     if prefetch > 0:
-        items = _in_background(items, prefetch)
+        items = in_background(items, prefetch)
     for rows, clips, handled in items:
         if progress is not None and handled:
             progress.update(handled)
@@ -290,7 +290,7 @@ def clip_encoder(model, transform, num_frames: int, mode: str, device):
 _DONE = object()
 
 
-def _in_background(items, depth: int):
+def in_background(items, depth: int):
     """Run iterator ``items`` in a daemon thread, ``depth`` items ahead of the consumer.
 
     Exceptions raised by ``items`` are re-raised in the consumer; closing the consumer early stops

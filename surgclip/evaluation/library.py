@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from ..data.samplers import ClipSpanError, sample_indices
 from ..tokenizer import tokenize
 from ..transform import ClipTransform
 from ..utils import atomic_write_json, folder_lock
-from .clips import ForwardReads, stack_clips
+from .clips import ForwardReads, in_background, read_ahead, stack_clips
 from .index import ClipIndex, model_fingerprint
 
 
@@ -45,36 +46,48 @@ def embed_video(model, path: Path, window_s: float, stride_s: float, num_frames:
                 frames_fps: float | None = None, device=None) -> tuple[np.ndarray, list[tuple[float, float]], dict]:
     """[n, D] clip embeddings of one video's sliding windows, their spans and source info.
 
-    The video is streamed front to back, each frame decoded and transformed once however many
-    windows hold it (``ForwardReads``), and dropped once no later window needs it.
+    The video is streamed front to back (``window_batches``), in a background thread ahead of the
+    model when the forward leaves the reader a core (``clips.read_ahead``: a GPU, spare CPU cores).
     """
     device = device or next(model.parameters()).device
     reader = open_source(path, fps=frames_fps, stream=True)
-    transform = ClipTransform(model.preprocess_cfg, normalize=False)
     spans = window_spans(reader.duration, window_s, stride_s)
     if not spans:
         raise VideoReadError(f"{path}: no frames ({reader.num_frames} frames at {reader.fps:g} fps)")
     idx = window_frames(spans, reader.fps, num_frames, reader.num_frames)  # [n, T]
-    need = ForwardReads(idx)
-    frames: dict[int, torch.Tensor] = {}  # transformed, by frame index
+    batches = window_batches(reader, ClipTransform(model.preprocess_cfg, normalize=False), idx, batch_size)
+    if read_ahead(device):
+        batches = in_background(batches, read_ahead(device))
     out = None  # [n, D], allocated once: a small array kept per batch would sit on top of the heap
     # after each batch's freed frames, and glibc then grows the heap instead of reusing them (4 h of
     # video: 1-4 GB of free heap next to 0.2 GB in use)
-    for b in range(0, len(spans), batch_size):
+    with closing(batches):  # an error in the forward stops a reader thread now
+        for b, clips in batches:
+            emb = model.encode_video(clips.to(device)).float().cpu()
+            if out is None:
+                out = np.empty((len(spans), emb.shape[1]), np.float32)
+            out[b:b + batch_size] = emb.numpy()
+            del clips, emb
+    # absolute: `surgclip serve` and `search` resolve it from whatever folder they are started in
+    return out, spans, {"path": os.path.abspath(path), "fps": reader.fps, "num_frames": reader.num_frames}
+
+
+def window_batches(reader, transform, idx: np.ndarray, batch_size: int):
+    """(first window, clips [B, T, 3, S, S]) for each ``batch_size`` windows of ``idx`` ([n, T] frame
+    indices in time order) read from ``reader`` front to back: each frame decoded and transformed
+    once however many windows hold it (``ForwardReads``), and dropped once no later window needs it."""
+    need = ForwardReads(idx)
+    frames: dict[int, torch.Tensor] = {}  # transformed, by frame index
+    for b in range(0, len(idx), batch_size):
         new = np.setdiff1d(need(b, batch_size), np.fromiter(frames, np.int64, len(frames)))
         if new.size:
             frames.update(zip(new.tolist(), transform(reader.read(new))))
         clips = stack_clips([[frames[i] for i in row] for row in idx[b:b + batch_size].tolist()])
-        emb = model.encode_video(clips.to(device)).float().cpu()
-        if out is None:
-            out = np.empty((len(spans), emb.shape[1]), np.float32)
-        out[b:b + batch_size] = emb.numpy()
-        if b + batch_size < len(spans):
+        if b + batch_size < len(idx):
             for i in [i for i in frames if i < need.first_needed[b + batch_size]]:
                 del frames[i]
-        del clips, emb
-    # absolute: `surgclip serve` and `search` resolve it from whatever folder they are started in
-    return out, spans, {"path": os.path.abspath(path), "fps": reader.fps, "num_frames": reader.num_frames}
+        yield b, clips
+        del clips
 
 
 def failure_reason(path: Path, err: Exception) -> str:

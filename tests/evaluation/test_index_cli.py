@@ -24,8 +24,8 @@ def test_index_incremental_and_refuses_other_model(tmp_path, tiny_model):
         ClipIndex(tmp_path / "idx", fingerprint=other)
 
 
-@pytest.mark.parametrize("batch_size", [1, 3])
-def test_the_indexer_streams_each_video_once_front_to_back(tmp_path, tiny_model, monkeypatch, batch_size):
+@pytest.mark.parametrize("batch_size, prefetch", [(1, 0), (3, 0), (3, 2)])  # prefetch: a reader thread
+def test_the_indexer_streams_each_video_once_front_to_back(tmp_path, tiny_model, monkeypatch, batch_size, prefetch):
     """``embed_video`` with overlapping windows: every read starts past the previous one (each frame
     decoded and transformed once), and the embeddings of its uint8 frames equal those of each window
     read and normalised on its own."""
@@ -42,10 +42,14 @@ def test_the_indexer_streams_each_video_once_front_to_back(tmp_path, tiny_model,
     write_video(tmp_path / "v.mp4", 12, fps=5, size=32)
     reads, dtypes, encode = record_reads(library, monkeypatch), [], model.encode_video
     monkeypatch.setattr(model, "encode_video", lambda x: dtypes.append(x.dtype) or encode(x))
+    threads, start_reader = [], library.in_background
+    monkeypatch.setattr(library, "read_ahead", lambda device: prefetch)
+    monkeypatch.setattr(library, "in_background", lambda items, depth: threads.append(depth) or start_reader(items, depth))
     emb, spans, _ = library.embed_video(model, tmp_path / "v.mp4", 4.0, 1.0, 3, batch_size=batch_size)
     monkeypatch.undo()
     assert all(min(b) > max(a) for a, b in zip(reads, reads[1:])), reads
     assert set(dtypes) == {torch.uint8}  # resized frames go in as uint8; the model normalises them
+    assert threads == ([prefetch] if prefetch else [])
     reader, transform = open_source(tmp_path / "v.mp4"), ClipTransform(model.preprocess_cfg)
     frames = library.window_frames(spans, reader.fps, 3, reader.num_frames)
     assert sorted(sum(reads, [])) == sorted(set(frames.ravel().tolist()))

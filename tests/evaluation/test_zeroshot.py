@@ -17,8 +17,8 @@ from .conftest import PHASES
 def test_scores_match_brute_force(cholec_root, tiny_model, prefetch, monkeypatch):
     from surgclip.evaluation import clips, zeroshot
 
-    threads, start_reader = [], clips._in_background
-    monkeypatch.setattr(clips, "_in_background", lambda items, depth: threads.append(depth) or start_reader(items, depth))
+    threads, start_reader = [], clips.in_background
+    monkeypatch.setattr(clips, "in_background", lambda items, depth: threads.append(depth) or start_reader(items, depth))
     monkeypatch.setattr(zeroshot, "read_ahead", lambda device: 1 if torch.device(device).type == "cpu" else 5)
     model, _, tok = tiny_model
     table = B.load_cholec80(cholec_root, split="all")
