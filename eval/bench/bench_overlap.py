@@ -10,7 +10,8 @@ Prints milliseconds per labelled frame and, against the bare forward at ``--thre
   each other (the reader on a core of its own);
 - ``shared``: max(reader, forward) while both run: the best any overlap (a thread, a process)
   can give here, since each slows the other down (memory bandwidth, caches, the host's cores);
-- ``evaluator``: ``evaluate_zero_shot`` itself (its reader in a background thread), also in a
+- ``evaluator``: ``evaluate_zero_shot`` itself, as it runs by default (its reader in a background
+  thread only when the forward leaves a core, ``clips.read_ahead``), also in a
   process of its own.
 
 Compare with ``ratio`` of ``bench_zeroshot.py``, the evaluator's own.
@@ -58,7 +59,7 @@ def role(args) -> None:
     def read_all():
         return sum(len(rows) for rows, _, _ in _batches(table, tf, args.frames, mode, 1.0, bs, Counter()) if rows is not None)
 
-    if args.role == "evaluator":  # the real thing: reader thread + forward, prompts, scoring
+    if args.role == "evaluator":  # the real thing: reader (thread or not) + forward, prompts, scoring
         from surgclip import get_tokenizer
         from surgclip.evaluation.zeroshot import evaluate_zero_shot
 
@@ -125,7 +126,13 @@ def main() -> None:
     print(f"alone:    forward {fwd:.2f} ({n} threads), {fwd1:.2f} ({max(1, n - 1)}), reader {read:.2f}")
     print(f"together: forward {fwd1_s:.2f} ({max(1, n - 1)} threads) + reader {read_s:.2f};  "
           f"forward {fwd_s:.2f} ({n}) + reader {read_s2:.2f}")
-    print(f"evaluator (evaluate_zero_shot, {n} threads + its reader thread): {evaluator:.2f}")
+    import torch
+
+    from surgclip.evaluation.clips import read_ahead
+
+    torch.set_num_threads(n)  # as the evaluator's process
+    thread = "+ its reader thread" if read_ahead("cpu") else "reading in the calling thread"
+    print(f"evaluator (evaluate_zero_shot, {n} threads, {thread}): {evaluator:.2f}")
     print(f"x bare forward: serial {(fwd + read) / fwd:.2f}  ideal {max(fwd1, read) / fwd:.2f}  shared {shared / fwd:.2f}  "
           f"evaluator {evaluator / fwd:.2f}")
 
