@@ -122,8 +122,8 @@ def evaluate_zero_shot(model, tokenizer, table: FrameTable, prompts: list[str], 
 
         bar = tqdm(total=n, desc=f"zero-shot {table.name}", unit="frame")
     try:
-        # closing(): an error in the forward stops the reader thread now, not when the traceback dies
         prefetch = read_ahead(device) if prefetch is None else prefetch
+        # closing(): an error in the forward stops the reader thread now, not when the traceback dies
         batches = iter_clip_batches(table, transform, num_frames, mode, stride_s, batch_size, skipped, bar, prefetch)
         with closing(batches):
             for rows, clips in batches:
