@@ -56,8 +56,9 @@ def embed_video(model, path: Path, window_s: float, stride_s: float, num_frames:
         raise VideoReadError(f"{path}: no frames ({reader.num_frames} frames at {reader.fps:g} fps)")
     idx = window_frames(spans, reader.fps, num_frames, reader.num_frames)  # [n, T]
     batches = window_batches(reader, ClipTransform(model.preprocess_cfg, normalize=False), idx, batch_size)
-    if read_ahead(device):
-        batches = in_background(batches, read_ahead(device))
+    depth = read_ahead(device)
+    if depth:
+        batches = in_background(batches, depth)
     out = None  # [n, D], allocated once: a small array kept per batch would sit on top of the heap
     # after each batch's freed frames, and glibc then grows the heap instead of reusing them (4 h of
     # video: 1-4 GB of free heap next to 0.2 GB in use)
