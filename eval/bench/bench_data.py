@@ -76,7 +76,8 @@ def proc_cpu_s(pid: int) -> float:
 
 def raw_decode_rate(root: Path, table, num_frames: int, clips: int, source: str = "videos") -> tuple[float, float]:
     """(clips/s, CPU s per clip) of a one-process loop decoding the same clips' frames (random
-    indices): decord ``get_batch`` on the video files (readers cached), or, on the frame folders' JPEGs
+    indices): decord ``get_batch`` on the video files (readers cached, parked after each read: left
+    alone, decord's thread goes on decoding frames nobody asked for), or, on the frame folders' JPEGs
     (``source="frames"``), the image decoder the readers use (``surgclip.data.readers._read_rgb``:
     torchvision's JPEG op after PIL reads the header) in a bare loop."""
     import decord
@@ -100,6 +101,7 @@ def raw_decode_rate(root: Path, table, num_frames: int, clips: int, source: str 
         idx = sample_indices(table.start_s[i % len(table)], table.end_s[i % len(table)], vr.get_avg_fps(), num_frames,
                              "random", np.random.default_rng(i), len(vr))
         vr.get_batch(idx.tolist()).asnumpy()
+        vr.seek(0)  # stops decord's read-ahead, as the readers do after each read (``VideoFileReader._park``)
     return clips / (time.perf_counter() - t0), (time.process_time() - c0) / clips
 
 

@@ -159,6 +159,25 @@ def test_a_programming_error_in_decoding_is_not_bad_media(small_sample, monkeypa
         reader.read([0, 1])
 
 
+def test_a_decord_reader_does_no_work_between_reads(tmp_path):
+    """decord's decoding thread would go on decoding what a read queued (here the rest of 200 noise
+    frames: ~0.4 s of CPU in the idle half second) and keep every frame; a read leaves it idle, and
+    the frames of later reads are still decord's."""
+    import time
+
+    from helpers import write_video
+
+    path = tmp_path / "noise.mp4"
+    write_video(path, 8, fps=25, size=256, noise=True)
+    reader = VideoFileReader(path)
+    first = reader.read([0, 1, 2])
+    c0 = time.process_time()
+    time.sleep(0.5)
+    assert time.process_time() - c0 < 0.05  # this process's CPU, decord's threads included
+    assert np.array_equal(first, pyav_frames(path, [0, 1, 2]))
+    assert np.array_equal(reader.read([150, 3, 199]), pyav_frames(path, [150, 3, 199]))
+
+
 def test_a_streaming_reader_decodes_forward_and_reads_the_same_frames(tmp_path, monkeypatch):
     """``stream=True``: forward reads are decoded by PyAV in order (decord's get_batch is not
     called), a read that goes back is served by decord, and the frames equal decord's and PyAV's;
