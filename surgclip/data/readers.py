@@ -169,15 +169,15 @@ class VideoFileReader(FrameReader):
             self._stream = None  # out of line with decord's index, or undecodable: decord from here on
         try:
             batch = self._vr.get_batch(idx.tolist())
+            frames = batch.asnumpy() if hasattr(batch, "asnumpy") else np.asarray(batch)
         except (DECORDError, RuntimeError) as err:
             raise VideoReadError(f"cannot decode frames {idx.min()}..{idx.max()} of {self.path}: "
                                  f"{str(err).splitlines()[0]}") from err
-        frames = batch.asnumpy() if hasattr(batch, "asnumpy") else np.asarray(batch)
-        self._park()
+        finally:
+            self._park()  # a failed read may have queued packets too
         if frames.shape[0] != idx.size or frames.ndim != 4:
             raise VideoReadError(f"{self.path}: asked for {idx.size} frames, decoder returned shape {frames.shape}")
         return frames
-
 
     def _park(self) -> None:
         """Stop decord's work after a read. Its decoding thread goes on decoding the packets the
