@@ -8,7 +8,9 @@ For the real Cholec clips (../shared/realdata, read in place; a temporary SurgLa
 them) and for the bundled sample, it times (a) a one-process loop that opens each video with
 decord and decodes the clip's frames with ``get_batch`` (the raw decode rate), and (b) the
 DataModule's train loader (random sampling, augmentation, tokenizing) with N workers. It prints
-clips/s of both and the ratio per worker-core: (DataModule clips/s / N) / raw clips/s.
+clips/s of both and the ratio per worker-core: (DataModule clips/s / N) / raw clips/s. It also
+runs N raw loops at once, one process each, as N workers run: on a host whose cores slow each other
+down when all are busy, one loop alone overstates what a worker core can decode.
 
 On a shared machine wall-clock rates move with the load between the two measurements, so it also
 prints CPU seconds per clip: the raw loop's process CPU time (decord's own threads included; its
@@ -103,6 +105,33 @@ def raw_decode_rate(root: Path, table, num_frames: int, clips: int, source: str 
         vr.get_batch(idx.tolist()).asnumpy()
         vr.seek(0)  # stops decord's read-ahead, as the readers do after each read (``VideoFileReader._park``)
     return clips / (time.perf_counter() - t0), (time.process_time() - c0) / clips
+
+
+def _raw_worker(root, table, num_frames, clips, source, barrier, results) -> None:
+    raw_decode_rate(root, table, num_frames, min(clips, 32), source)  # warm: imports, page cache
+    barrier.wait()
+    results.put(raw_decode_rate(root, table, num_frames, clips, source))
+
+
+def raw_decode_together(root: Path, table, num_frames: int, clips: int, source: str, n: int) -> tuple[float, float]:
+    """(clips/s summed, CPU s per clip averaged) of ``n`` raw decode loops running at once, one per
+    process (forked, started together at a barrier, each on its own order of the clips): what ``n``
+    cores give when every one of them decodes, as the DataModule's ``n`` workers all do. On this
+    2-core host two loops at once took 1.3x the CPU per clip of one alone (shared caches, memory
+    bandwidth and whatever the hypervisor shares); charging that to the DataModule would count the
+    machine against it."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")  # the table as it is, no pickling; the loop uses no torch threads
+    barrier, results = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=_raw_worker, args=(root, table.subset(np.roll(np.arange(len(table)), k * len(table) // n)),
+                                                  num_frames, clips, source, barrier, results)) for k in range(n)]
+    for p in procs:
+        p.start()
+    out = [results.get() for _ in procs]
+    for p in procs:
+        p.join()
+    return sum(r for r, _ in out), sum(c for _, c in out) / n
 
 
 def datamodule_rate(root: Path, num_frames: int, size: int, workers: int, clips: int, batch: int = 8,
@@ -207,6 +236,11 @@ def bench(label: str, root: Path, args) -> dict:
     raw_decode_rate(root, table, args.frames, args.clips, args.source)
     raw, raw_cpu = raw_decode_rate(root, table, args.frames, args.clips, args.source)
     out = {"raw_clips_per_s": raw, "raw_cpu_ms_per_clip": 1000 * raw_cpu, "raw_cores_in_use": raw * raw_cpu}
+    n = max(1, args.workers)
+    raw_n, raw_n_cpu = raw_decode_together(root, table, args.frames, args.clips, args.source, n) if n > 1 else (raw, raw_cpu)
+    out.update({f"raw_{n}_at_once_clips_per_s": raw_n, f"raw_{n}_at_once_cpu_ms_per_clip": 1000 * raw_n_cpu})
+    print(f"{label:8s} raw decode, {n} loops at once (one per worker core): {raw_n:7.1f} clips/s, CPU per clip "
+          f"{1000 * raw_n_cpu:6.1f} ms = {raw_n_cpu / raw_cpu:.2f}x one loop alone", flush=True)
     for uint8 in (False, True):
         dm, steady, dm_cpu = datamodule_rate(root, args.frames, args.size, args.workers, args.clips, args.batch,
                                              uint8_video=uint8, source=args.source,
@@ -215,21 +249,28 @@ def bench(label: str, root: Path, args) -> dict:
         kind = "uint8 batches" if uint8 else "float batches"
         print(f"{label:8s} raw decode {raw:7.1f} clips/s (1 process) | DataModule, {kind}: {dm:7.1f} clips/s with "
               f"worker start-up, {steady:7.1f} after the first batch ({args.workers} workers) | per worker-core "
-              f"{ratio:.2f}x / {steady_ratio:.2f}x", flush=True)
+              f"{ratio:.2f}x / {steady_ratio:.2f}x; against {n} raw loops at once {steady / raw_n:.2f}x", flush=True)
         print(f"{label:8s} CPU per clip: raw decode {1000 * raw_cpu:6.1f} ms ({raw * raw_cpu:.2f} cores in use) | "
               f"DataModule {kind} {1000 * dm_cpu:6.1f} ms (workers + main) | raw / DataModule CPU "
-              f"{raw_cpu / dm_cpu:.2f}x", flush=True)
+              f"{raw_cpu / dm_cpu:.2f}x; {n} raw loops at once / DataModule CPU {raw_n_cpu / dm_cpu:.2f}x", flush=True)
         key = "uint8" if uint8 else "float"
         out.update({f"datamodule_{key}_clips_per_s": dm, f"datamodule_{key}_steady_clips_per_s": steady,
                     f"ratio_per_worker_{key}": ratio, f"steady_ratio_per_worker_{key}": steady_ratio,
-                    f"datamodule_{key}_cpu_ms_per_clip": 1000 * dm_cpu, f"cpu_ratio_{key}": raw_cpu / dm_cpu})
+                    f"steady_ratio_{n}_at_once_{key}": steady / raw_n,
+                    f"datamodule_{key}_cpu_ms_per_clip": 1000 * dm_cpu, f"cpu_ratio_{key}": raw_cpu / dm_cpu,
+                    f"cpu_ratio_{n}_at_once_{key}": raw_n_cpu / dm_cpu})
     parts = in_process_parts(root, args.frames, args.size, args.clips, args.batch, source=args.source)
     rest = out["datamodule_uint8_cpu_ms_per_clip"] - sum(parts.values())
+    # the same work, slowed as the raw loops were (none where they were not: decoding 480p, each
+    # loop mostly in its own core's caches; the in-process parts then vary run to run around the whole)
+    shared = sum(parts.values()) * max(0.0, raw_n_cpu / raw_cpu - 1)
     print(f"{label:8s} where a uint8 clip's CPU goes, one process without a frame cache: read {parts['read_ms']:.1f} ms "
           f"(raw decode loop {1000 * raw_cpu:.1f}) + augment {parts['augment_ms']:.1f} + collate (stack + tokenize) "
           f"{parts['collate_ms']:.1f}" + ("" if args.frame_cache_mb and args.source == "frames" else
-                                          f"; the DataModule's remaining {rest:.1f} ms: worker processes, the batch's "
-                                          f"transfer, the loader"), flush=True)
+                                          f"; the DataModule's remaining {rest:.1f} ms: {shared:.1f} from {n} cores "
+                                          f"working at once (the parts x {max(0.0, raw_n_cpu / raw_cpu - 1):.2f}, as the raw "
+                                          f"loops), {rest - shared:.1f} worker processes, the batch's transfer, the "
+                                          f"loader"), flush=True)
     out["parts_ms_per_clip"] = parts
     return out
 
