@@ -1,7 +1,8 @@
 """Frame sources behind one small interface: ``fps``, ``num_frames``, ``read(indices) -> uint8 [T,H,W,3]``.
 
-``VideoFileReader`` decodes a video file with decord (batched random access), or front to back with
-PyAV when it streams (``stream=True``: the evaluator and the indexer); ``FrameFolderReader``
+``VideoFileReader`` decodes a video file with PyAV over the container's own index (MP4/MOV), or
+with decord (batched random access; front to back with PyAV over decord's index when it streams,
+``stream=True``: the evaluator and the indexer); ``FrameFolderReader``
 reads a folder of numbered images. ``open_source`` picks one from a path.
 """
 from __future__ import annotations
@@ -104,25 +105,32 @@ class FrameReader:
 
 
 class VideoFileReader(FrameReader):
-    """A video file decoded with decord (or PyAV, streaming); ``read`` fetches all requested frames in one batch.
+    """A video file; ``read`` fetches all requested frames in one batch.
+
+    MP4/MOV files are decoded with PyAV from the container's own index: the sample tables of the
+    ``moov`` box, which opening the file reads (tens of KB), give every frame's position and the
+    keyframes, so a read seeks to the keyframe at or before its first frame and decodes forward
+    from there (``_PyAVDecoder``). decord serves other files, and any file whose decoded frames do
+    not land where that index says (variable frame rate, a frame dropped): opening a decord reader
+    demuxes the whole file to build its own index (it read all 4.2 MB of a 32-s 480p clip, and
+    would read all of an hour-long video), which training pays again each time a video comes back
+    into a worker's reader cache. Frame ``i`` is decord's frame ``i`` either way.
 
     Args:
         path: the video file.
-        num_threads: decord decoding threads.
+        num_threads: decoding threads.
         size: None (decode at the native size), or a callable ``(height, width) -> (h, w) | None``
-            given the native frame size (read from the stream header with PyAV): when it returns a
-            size, decord is opened so that FFmpeg scales each frame to ``h x w`` as it converts it to RGB (bicubic, in the decoder's
-            own C loop), which costs no more than a native decode and removes the resize of full-size
-            frames from the transform. ``native_size`` / ``frame_size``: the file's and the decoded
-            (height, width) (both None when no ``size`` rule was given: the header is not probed).
-        stream: for a pass through the file in time order (the evaluator, the indexer): while the
-            requested frames move forward, PyAV decodes the file front to back in the calling thread,
-            each frame once, and converts only the requested ones to RGB (the same pixels as decord);
-            reads that go back, and files whose frames do not line up with decord's index
-            (checked by timestamp), are served by decord. decord's background thread decodes ahead
-            of a slow consumer and keeps what it decoded: reading every 4th frame of a 5-minute
-            854x480 video raised RSS by up to 800 MiB, and indexing a 10-minute 480x480 one by
-            502 MiB (+15 MiB streamed).
+            given the native frame size: when it returns a size, each frame is scaled to ``h x w``
+            as it is converted to RGB (bicubic, by FFmpeg's scaler), which costs no more than a
+            native decode and removes the resize of full-size frames from the transform.
+            ``native_size`` / ``frame_size``: the file's and the decoded (height, width) (both None
+            for decord without a ``size`` rule: the header is not probed).
+        stream: for a pass through the file in time order (the evaluator, the indexer) of a file
+            decord serves: PyAV decodes it front to back in the calling thread over decord's index,
+            each frame once; reads that go back are served by decord. decord's background thread
+            decodes ahead of a slow consumer and keeps what it decoded: reading every 4th frame of a
+            5-minute 854x480 video raised RSS by up to 800 MiB, and indexing a 10-minute 480x480
+            one by 502 MiB (+15 MiB streamed). (PyAV over the container's index streams anyway.)
     """
 
     def __init__(self, path: str | Path, num_threads: int = 1, size=None, stream: bool = False):
@@ -133,27 +141,36 @@ class VideoFileReader(FrameReader):
             raise VideoReadError(f"video is empty (0 bytes): {self.path}")
         if self.path.suffix.lower() in (".mp4", ".m4v", ".mov"):
             check_mp4_boxes(self.path)
-        self.native_size = probe_frame_size(self.path) if size is not None else None
-        target = size(*self.native_size) if self.native_size is not None else None
-        kwargs = {}
-        if target is not None and tuple(target) != self.native_size:
-            kwargs = {"height": int(target[0]), "width": int(target[1])}  # decord sizes its output at open only
-        self._open_kwargs = dict(num_threads=num_threads, **kwargs)
-        self._vr = self._open()
-        self.frame_size = (kwargs["height"], kwargs["width"]) if kwargs else self.native_size
-        self.fps = float(self._vr.get_avg_fps())
-        self.num_frames = len(self._vr)
+        self._num_threads, self._size_rule, self._vr = num_threads, size, None
+        self._pyav = _PyAVDecoder.from_container_index(self.path, num_threads)
+        if self._pyav is not None:
+            self.native_size = self._pyav.native_size
+            self.fps, self.num_frames = self._pyav.fps, len(self._pyav.starts)
+        else:
+            self.native_size = probe_frame_size(self.path) if size is not None else None
+            self._vr = self._open()
+            self.fps = float(self._vr.get_avg_fps())
+            self.num_frames = len(self._vr)
         if not (self.fps > 0 and math.isfinite(self.fps)) or self.num_frames <= 0:
             raise VideoReadError(f"{self.path}: invalid fps {self.fps} or frame count {self.num_frames}")
-        if stream and kwargs:
-            raise ValueError(f"{self.path}: stream=True decodes at the native size, not {target}")
-        self._stream = _ForwardDecoder(self.path, num_threads, self._vr, self.fps) if stream else None
+        target = size(*self.native_size) if size is not None and self.native_size is not None else None
+        self.frame_size = tuple(int(v) for v in target) if target is not None else self.native_size
+        if self._pyav is not None:
+            self._pyav.out_size = self.frame_size if self.frame_size != self.native_size else None
+        elif stream:
+            self._pyav = _PyAVDecoder(self.path, num_threads, *_decord_index(self._vr), self.fps)
+            self._pyav.out_size = self.frame_size if self.frame_size != self.native_size else None
 
     def _open(self):
         import decord
 
+        kwargs = {}
+        if self.native_size is not None and self._size_rule is not None:
+            target = self._size_rule(*self.native_size)
+            if target is not None and tuple(target) != self.native_size:
+                kwargs = {"height": int(target[0]), "width": int(target[1])}  # decord sizes its output at open only
         try:
-            return decord.VideoReader(str(self.path), **self._open_kwargs)
+            return decord.VideoReader(str(self.path), num_threads=self._num_threads, **kwargs)
         except (decord.DECORDError, RuntimeError) as err:  # decord's errors for anything undecodable;
             # a TypeError & co. is a bug and propagates instead of being counted as bad media
             raise VideoReadError(f"cannot open video {self.path}: {str(err).splitlines()[0]}") from err
@@ -162,11 +179,16 @@ class VideoFileReader(FrameReader):
         idx = self._check(indices)
         from decord import DECORDError
 
-        if self._stream is not None and idx.min() >= self._stream.next:
-            frames = self._stream.read(idx)
+        if self._pyav is not None and (self._vr is None or idx.min() >= self._pyav.next):
+            frames = self._pyav.read(idx)
             if frames is not None:
                 return frames
-            self._stream = None  # out of line with decord's index, or undecodable: decord from here on
+            self._pyav = None  # out of line with the index, or undecodable: decord from here on
+        if self._vr is None:
+            self._vr = self._open()
+            if len(self._vr) != self.num_frames:
+                raise VideoReadError(f"{self.path}: decord counts {len(self._vr)} frames where the container's "
+                                     f"index has {self.num_frames}")
         try:
             batch = self._vr.get_batch(idx.tolist())
             frames = batch.asnumpy() if hasattr(batch, "asnumpy") else np.asarray(batch)
@@ -195,34 +217,82 @@ class VideoFileReader(FrameReader):
             pass
 
 
-class _ForwardDecoder:
-    """A video file decoded front to back by PyAV in the calling thread (``VideoFileReader(stream=True)``).
+def _decord_index(vr) -> tuple[array.array, np.ndarray]:
+    """decord's start time of each frame (s) and its keyframes, as ``_PyAVDecoder`` takes them."""
+    starts = array.array("d", vr.get_frame_timestamp(range(len(vr)))[:, 0].astype(np.float64).tobytes())
+    return starts, np.sort(np.asarray(vr.get_key_indices(), dtype=np.int64))
 
-    Each decoded frame is placed in decord's index of the same file by its timestamp (``starts``),
-    so frame ``i`` here is decord's frame ``i``; a frame that is not there (a dropped or extra frame)
-    makes ``read`` give up and leave the read to decord. Frames not asked for cost as little as the
-    codec allows: when the next frame asked for lies past a keyframe, the stream seeks there, and a
-    packet of a frame that the current read passes over is decoded with ``skip_frame=NONREF``, so
-    the decoder drops it when no other frame refers to it (non-reference B-frames: 56 % of the
-    frames of the real Cholec clips, whose full decode then took 314 ms instead of 462).
+
+class _PyAVDecoder:
+    """A video file decoded by PyAV in the calling thread, over an index of its frames: each
+    frame's start time (``starts``, seconds from the stream's start) and the keyframes (``keys``).
+
+    The index comes from the container (``from_container_index``: an MP4's sample tables) or from
+    decord (``_decord_index``). Each decoded frame is placed in it by its timestamp, so frame ``i``
+    here is the index's frame ``i``; a frame that is not there (a dropped or extra frame) makes
+    ``read`` give up (None) and leave the read to decord. Frames not asked for cost as little as the
+    codec allows: a read seeks to the keyframe at or before the next frame it wants when that lies
+    past the current position (or before it), and a packet of a frame that the read passes over is
+    decoded with ``skip_frame=NONREF``, so the decoder drops it when no other frame refers to it
+    (non-reference B-frames: 56 % of the frames of the real Cholec clips, whose full decode then
+    took 314 ms instead of 462). ``out_size``: (h, w) to scale to while converting to RGB.
     """
 
-    def __init__(self, path: Path, num_threads: int, vr, fps: float):
-        self.path, self.num_threads, self.next = path, num_threads, 0
-        # decord's start time of each frame, s. An array of doubles: looked up for every packet and
-        # frame, where ``bisect`` and item access on it cost a fraction of numpy's per-call overhead
-        self._starts = array.array("d", vr.get_frame_timestamp(range(len(vr)))[:, 0].astype(np.float64).tobytes())
-        self._keys = np.sort(np.asarray(vr.get_key_indices(), dtype=np.int64))
+    def __init__(self, path: Path, num_threads: int, starts: array.array, keys: np.ndarray, fps: float,
+                 container=None):
+        self.path, self.num_threads, self.next, self.fps = path, num_threads, 0, float(fps)
+        # Looked up for every packet and frame: an array of doubles, where ``bisect`` and item access
+        # cost a fraction of numpy's per-call overhead
+        self.starts, self._keys = starts, keys
         self._tolerance = 0.25 / fps
-        self._container = self._frames = self._rgb = None
+        self._container, self._frames, self._rgb, self.out_size = container, None, None, None
+        self.native_size = None
+        if container is not None:
+            ctx = container.streams.video[0].codec_context
+            self.native_size = (int(ctx.height), int(ctx.width)) if ctx.height and ctx.width else None
         self._wanted, self._upto, self._skip_on = set(), -1, False
         self.seeks = self.skipped = 0  # seeks made; packets decoded with skip_frame=NONREF
+
+    @classmethod
+    def from_container_index(cls, path: Path, num_threads: int = 1) -> "_PyAVDecoder | None":
+        """A decoder over the index an MP4/MOV container carries (None where it has none to give:
+        another container, a count of index entries other than the stream's frame count, no
+        keyframe flags, no frame rate). The frames are assumed to start at ``i / fps``; decoding
+        checks each one, and a file for which that is not true goes to decord at its first read."""
+        try:
+            import av
+        except ImportError:
+            return None
+        try:
+            container = av.open(str(path))
+        except (av.FFmpegError, OSError):
+            return None  # decord reports the real problem when it opens the file
+        try:
+            if not {"mov", "mp4"} & set(container.format.name.split(",")) or not container.streams.video:
+                raise LookupError
+            video = container.streams.video[0]
+            rate = video.average_rate or video.guessed_rate
+            entries = video.index_entries
+            n = len(entries)
+            if not rate or rate <= 0 or n == 0 or n != video.frames:
+                raise LookupError
+            flags = np.fromiter((e.flags for e in entries), np.int64, n)  # AVINDEX_KEYFRAME 1, _DISCARD_FRAME 2
+            keys = np.flatnonzero(flags & 1)
+            if keys.size == 0 or keys[0] != 0 or (flags & 2).any():  # (frames an edit list cuts: decord's count)
+                raise LookupError
+        except (LookupError, av.FFmpegError):
+            container.close()
+            return None
+        fps = float(rate)
+        starts = array.array("d", (np.arange(n, dtype=np.float64) / fps).tobytes())
+        return cls(path, num_threads, starts, keys, fps, container)
 
     def _open(self) -> None:
         import av
         from av.video.reformatter import VideoReformatter
 
-        self._container = av.open(str(self.path))
+        if self._container is None:
+            self._container = av.open(str(self.path))
         # One converter to RGB for every frame, on one thread. A frame's own ``to_ndarray(format=)``
         # makes a new swscale context per frame, with slice threads on every core: 0.25 ms per
         # 480-px frame against 0.17 here (the same pixels), and threads that a forked process (a
@@ -242,36 +312,40 @@ class _ForwardDecoder:
 
     def _seek(self, i: int) -> None:
         """Decode on from the last keyframe at or before frame ``i``."""
-        target = (self._starts[i] + self._tolerance) / self._time_base + self._t0
+        key = int(self._keys[max(0, np.searchsorted(self._keys, i, "right") - 1)])
+        target = (self.starts[key] + self._tolerance) / self._time_base + self._t0
         self._container.seek(int(target), stream=self._video, backward=True, any_frame=False)
         self._frames = self._decode()
+        self.next = key  # (frames before it that come first, an open GOP's leading frames: passed over)
         self.seeks += 1
 
     def _locate(self, frame) -> int | None:
-        """The index of a decoded frame in decord's index (None: no frame there)."""
+        """The index of a decoded frame in the index (None: no frame there)."""
         return None if frame.pts is None else self._index((frame.pts - self._t0) * self._time_base)
 
     def _index(self, t: float) -> int | None:
         """The index of the frame that starts at ``t`` seconds (None: no frame there)."""
-        if self.next < len(self._starts) and abs(self._starts[self.next] - t) <= self._tolerance:
+        if self.next < len(self.starts) and abs(self.starts[self.next] - t) <= self._tolerance:
             return self.next  # the usual case: the frame after the last one
-        k = bisect.bisect_left(self._starts, t - self._tolerance)
-        return k if k < len(self._starts) and abs(self._starts[k] - t) <= self._tolerance else None
+        k = bisect.bisect_left(self.starts, t - self._tolerance)
+        return k if k < len(self.starts) and abs(self.starts[k] - t) <= self._tolerance else None
 
     def read(self, idx: np.ndarray) -> np.ndarray | None:
-        """Frames ``idx`` (all >= ``next``), [T, H, W, 3] uint8; None where the stream cannot give
-        them as decord would (a frame missing or out of place, a decoding error, an early end)."""
+        """Frames ``idx``, [T, H, W, 3] uint8; None where the decoder cannot give them as the index
+        says (a frame missing or out of place, a decoding error, an early end)."""
         import av
 
         wanted, where = np.unique(idx, return_inverse=True)
         self._wanted, self._upto = set(wanted.tolist()), int(wanted[-1])
         out = None  # [len(wanted), H, W, 3], each frame converted straight into its place
+        size = {} if self.out_size is None else {"height": self.out_size[0], "width": self.out_size[1],
+                                                  "interpolation": "BICUBIC"}
         try:
             for j, i in enumerate(wanted.tolist()):
                 if self._frames is None:
                     self._open()
-                if np.searchsorted(self._keys, self.next, "right") < np.searchsorted(self._keys, i, "right"):
-                    self._seek(i)  # a keyframe after ``next``, at or before ``i``: jump to it
+                if i < self.next or np.searchsorted(self._keys, self.next, "right") < np.searchsorted(self._keys, i, "right"):
+                    self._seek(i)  # back, or a keyframe after ``next`` at or before ``i``: jump to it
                 k = None
                 while self.next <= i:
                     frame = next(self._frames, None)
@@ -282,7 +356,7 @@ class _ForwardDecoder:
                         self.next = k + 1
                 if k != i:
                     return None
-                rgb = self._rgb.reformat(frame, format="rgb24", threads=1).to_ndarray()
+                rgb = self._rgb.reformat(frame, format="rgb24", threads=1, **size).to_ndarray()
                 if out is None:
                     out = np.empty((len(wanted), *rgb.shape), np.uint8)
                 out[j] = rgb
@@ -291,7 +365,7 @@ class _ForwardDecoder:
         return out if len(wanted) == len(idx) and np.array_equal(wanted, idx) else out[where.ravel()]
 
 
-def _decoded(dec: _ForwardDecoder, container, video):
+def _decoded(dec: _PyAVDecoder, container, video):
     """Frames of ``video`` from the demuxer's position on, in presentation order; packets of frames
     before ``dec._upto`` that are not in ``dec._wanted`` go in with ``skip_frame=NONREF``. (One
     decoding thread only: with frame threads the setting would reach the decoder late.)"""

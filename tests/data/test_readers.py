@@ -21,6 +21,14 @@ def pyav_frames(path, indices) -> np.ndarray:
     return np.stack([out[int(i)] for i in indices])
 
 
+@pytest.fixture
+def decord_only(monkeypatch):
+    """Readers that use decord's index, as for a file without one of its own (not MP4/MOV)."""
+    from surgclip.data import readers
+
+    monkeypatch.setattr(readers._PyAVDecoder, "from_container_index", classmethod(lambda cls, *a, **k: None))
+
+
 def test_sample_video_matches_pyav(small_sample):
     path = next((small_sample / "videos").glob("*/*.mp4"))
     r = open_source(path)
@@ -137,7 +145,7 @@ def test_decode_at_size_equals_pyav_decode_then_resize(small_sample):
     assert VideoFileReader(path, size=lambda h, w: None).frame_size == (160, 160)  # None: native size
 
 
-def test_a_programming_error_in_decoding_is_not_bad_media(small_sample, monkeypatch):
+def test_a_programming_error_in_decoding_is_not_bad_media(small_sample, monkeypatch, decord_only):
     """Only the decoder's own errors become VideoReadError (a counted skip); a TypeError is a bug."""
     import decord
 
@@ -159,7 +167,7 @@ def test_a_programming_error_in_decoding_is_not_bad_media(small_sample, monkeypa
         reader.read([0, 1])
 
 
-def test_a_decord_reader_does_no_work_between_reads(tmp_path):
+def test_a_decord_reader_does_no_work_between_reads(tmp_path, decord_only):
     """decord's decoding thread would go on decoding what a read queued (here the rest of 200 noise
     frames: ~0.4 s of CPU in the idle half second) and keep every frame; a read leaves it idle, and
     the frames of later reads are still decord's."""
@@ -178,7 +186,7 @@ def test_a_decord_reader_does_no_work_between_reads(tmp_path):
     assert np.array_equal(reader.read([150, 3, 199]), pyav_frames(path, [150, 3, 199]))
 
 
-def test_a_streaming_reader_decodes_forward_and_reads_the_same_frames(tmp_path, monkeypatch):
+def test_a_streaming_reader_decodes_forward_and_reads_the_same_frames(tmp_path, monkeypatch, decord_only):
     """``stream=True``: forward reads are decoded by PyAV in order (decord's get_batch is not
     called), a read that goes back is served by decord, and the frames equal decord's and PyAV's;
     a stream whose timestamps do not line up with decord's index is dropped for decord."""
@@ -199,28 +207,92 @@ def test_a_streaming_reader_decodes_forward_and_reads_the_same_frames(tmp_path, 
         decord_calls = len(calls) - calls_before
         assert np.array_equal(got, plain.read(idx)) and np.array_equal(got, pyav_frames(path, idx)), idx
         assert decord_calls == (1 if idx == [5, 6] else 0), idx
-    assert streaming._stream.next == 60
+    assert streaming._pyav.next == 60
 
-    assert streaming._stream.seeks == 0  # one keyframe (frame 0): nothing to jump to
+    assert streaming._pyav.seeks == 0  # one keyframe (frame 0): nothing to jump to
 
     keyed = tmp_path / "keyed.mp4"
     write_video(keyed, 12, fps=5)  # a colour per second: keyframes at frames 0, 10, 25, 35, 50
     sparse = VideoFileReader(keyed, stream=True)
-    assert sparse._stream._keys.tolist() == [0, 10, 25, 35, 50]
+    assert sparse._pyav._keys.tolist() == [0, 10, 25, 35, 50]
     calls.clear()
     for idx, seeks in [([2, 4], 0), ([8, 9], 0), ([30], 1), ([33], 1), ([36, 52, 59], 3)]:
         assert np.array_equal(sparse.read(idx), pyav_frames(keyed, idx)), idx
-        assert sparse._stream.seeks == seeks, idx  # to keyframe 25 for 30 (10 passed over), 35 for 36, 50 for 52
+        assert sparse._pyav.seeks == seeks, idx  # to keyframe 25 for 30 (10 passed over), 35 for 36, 50 for 52
     assert calls == []
 
     shifted = VideoFileReader(path, stream=True)
-    starts = shifted._stream._starts
-    shifted._stream._starts = type(starts)("d", [t + 0.2 for t in starts])  # frame i's time is now frame i+1's
+    starts = shifted._pyav.starts
+    shifted._pyav.starts = type(starts)("d", [t + 0.2 for t in starts])  # frame i's time is now frame i+1's
     calls.clear()
     assert np.array_equal(shifted.read([2, 7]), pyav_frames(path, [2, 7]))
-    assert calls == [[2, 7]] and shifted._stream is None
-    with pytest.raises(ValueError, match="stream=True decodes at the native size"):
-        VideoFileReader(path, size=lambda h, w: (h // 2, w // 2), stream=True)
+    assert calls == [[2, 7]] and shifted._pyav is None
+    sized = VideoFileReader(path, size=lambda h, w: (h // 2, w // 2), stream=True)
+    assert sized.read([3, 8]).shape == (2, 32, 32, 3) and calls == [[2, 7]]  # scaled as it converts
+
+
+def test_an_mp4_is_read_over_its_own_index_without_decord(tmp_path, monkeypatch):
+    """An MP4 carries its frames' index (the moov's sample tables): the reader takes it from there,
+    reads in any order by seeking to the keyframe at or before what it wants, gives PyAV's frames,
+    and never opens decord, whose index would demux the whole file."""
+    import decord
+
+    from helpers import write_video
+
+    keyed = tmp_path / "keyed.mp4"
+    write_video(keyed, 12, fps=5)  # a colour per second: keyframes at frames 0, 10, 25, 35, 50
+    monkeypatch.setattr(decord.VideoReader, "__init__", lambda *a, **k: pytest.fail("decord opened"))
+    reader = VideoFileReader(keyed)
+    assert (reader.fps, reader.num_frames, reader.native_size) == (5.0, 60, (64, 64))
+    assert reader._pyav._keys.tolist() == [0, 10, 25, 35, 50]
+    # to 35 and 50; back to 0; on to 25; back to 0, then on through 33 from the frames read (no seek)
+    for idx, seeks in [([36, 52, 59], 2), ([2, 4], 3), ([30], 4), ([59, 0, 33, 33], 7)]:
+        assert np.array_equal(reader.read(idx), pyav_frames(keyed, idx)), idx
+        assert reader._pyav.seeks == seeks, idx
+    sized = VideoFileReader(keyed, size=lambda h, w: (32, 48))
+    assert sized.frame_size == (32, 48) and sized.read([3, 40]).shape == (2, 32, 48, 3)
+
+
+def test_opening_an_mp4_reads_its_index_not_the_file(tmp_path):
+    """Training opens a reader each time a video comes back into a worker's cache: opening reads the
+    file's index, and a read of its first frames reads those frames' packets, not the file."""
+    from helpers import write_video
+
+    def bytes_read() -> int:
+        with open("/proc/self/io") as f:
+            return int(next(line for line in f if line.startswith("rchar")).split()[1])
+
+    path = tmp_path / "noise.mp4"
+    write_video(path, 8, fps=25, size=256, noise=True)  # 200 frames of noise: ~6 MB, one keyframe
+    size = path.stat().st_size
+    before = bytes_read()
+    reader = VideoFileReader(path)
+    opened = bytes_read() - before
+    frames = reader.read([0, 2])
+    read = bytes_read() - before - opened
+    assert opened < size / 20 and read < size / 20, (opened, read, size)
+    assert np.array_equal(frames, pyav_frames(path, [0, 2]))
+
+
+def test_frames_off_the_container_index_go_to_decord(tmp_path, monkeypatch):
+    """A file whose frames do not start at i / fps (variable frame rate, a frame dropped) is read
+    by decord from the first frame out of place on, with decord's frames."""
+    import decord
+
+    from helpers import write_video
+
+    path = tmp_path / "v.mp4"
+    write_video(path, 4, fps=5, noise=True)
+    calls = []
+    get_batch = decord.VideoReader.get_batch
+    monkeypatch.setattr(decord.VideoReader, "get_batch", lambda self, i: calls.append(list(i)) or get_batch(self, i))
+    reader = VideoFileReader(path)
+    assert np.array_equal(reader.read([1, 2]), pyav_frames(path, [1, 2])) and calls == []
+    starts = reader._pyav.starts
+    reader._pyav.starts = type(starts)("d", [t + 0.1 for t in starts])  # frame i now starts half a frame late
+    assert np.array_equal(reader.read([6, 9]), pyav_frames(path, [6, 9]))
+    assert calls == [[6, 9]] and reader._pyav is None
+    assert np.array_equal(reader.read([0, 19]), pyav_frames(path, [0, 19])) and calls[-1] == [0, 19]
 
 
 def test_a_streaming_reader_drops_the_b_frames_it_passes_over(tmp_path, monkeypatch):
@@ -249,7 +321,7 @@ def test_a_streaming_reader_drops_the_b_frames_it_passes_over(tmp_path, monkeypa
     for idx in reads:
         assert np.array_equal(reader.read(idx), pyav_frames(path, idx)), idx
     passed_over = set(range(60)) - set(sum(reads, []))
-    assert 0 < reader._stream.skipped <= len(passed_over)
+    assert 0 < reader._pyav.skipped <= len(passed_over)
 
 
 def test_a_dropped_streaming_reader_frees_its_decoder_at_once(tmp_path):
@@ -267,8 +339,8 @@ def test_a_dropped_streaming_reader_frees_its_decoder_at_once(tmp_path):
     try:
         reader = open_source(path, stream=True)
         reader.read([0, 3, 7])
-        assert reader._stream is not None and reader._stream.next == 8  # the read streamed
-        decoder = weakref.ref(reader._stream)
+        assert reader._pyav is not None and reader._pyav.next == 8  # the read streamed
+        decoder = weakref.ref(reader._pyav)
         del reader
         assert decoder() is None
     finally:
@@ -283,8 +355,8 @@ from surgclip.data.readers import open_source
 gc.disable()  # the garbage below waits for the child's collection
 reader = open_source(Path(sys.argv[1]), stream=True)
 reader.read([0, 3, 7])
-assert reader._stream is not None and reader._stream.next == 8, "the read did not stream"
-cycle = [reader._stream]  # PyAV's side of the reader (decord's own threads are another matter)
+assert reader._pyav is not None and reader._pyav.next == 8, "the read did not stream"
+cycle = [reader._pyav]  # PyAV's side of the reader (decord's own threads are another matter)
 cycle.append(cycle)  # garbage that only the cycle collector frees (an exception's traceback, say)
 del reader, cycle
 pid = os.fork()
