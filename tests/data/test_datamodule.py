@@ -235,6 +235,8 @@ def test_collate_keeps_the_items_channels_last_layout():
     normalised = Collate(tok, normalize=cfg)(items)["video"]
     assert normalised.stride() == channels_last
     torch.testing.assert_close(normalised, normalize_frames(ref, cfg), rtol=0, atol=1e-5)
+    contiguous = Collate(tok, normalize=cfg)([dict(it, video=it["video"].contiguous()) for it in items])["video"]
+    assert contiguous.is_contiguous() and torch.equal(normalised, contiguous)  # row by row: the same bits
     mixed = Collate(tok)([items[0], dict(items[1], video=items[1]["video"].contiguous())])["video"]
     assert mixed.is_contiguous() and torch.equal(mixed, ref[:2])
     loader = DataLoader(list(range(4)), batch_size=2, num_workers=1,
