@@ -434,6 +434,38 @@ def test_jpeg_frames_decode_as_pil_does(tmp_path, monkeypatch):
         assert np.array_equal(readers._read_rgb(path), ref), path.name
 
 
+def test_a_jpeg_frame_header_is_read_as_pil_reads_it_and_an_oversized_one_goes_to_pil(tmp_path, monkeypatch):
+    """The frame header (precision, size, components) found by walking the markers equals PIL's
+    reading, EXIF and restart intervals included; a header declaring more pixels than PIL allows is
+    refused by PIL, without the decoder op ever allocating for it."""
+    from PIL import Image
+
+    import surgclip.data.readers as readers
+
+    rng = np.random.default_rng(1)
+    img = np.cumsum(rng.integers(-9, 10, (37, 53, 3)), axis=1).clip(0, 255).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x010E] = "frame 7"  # ImageDescription: an APP1 segment before the frame header
+    variants = {"plain.jpg": {}, "exif.jpg": {"exif": exif.tobytes()}, "restart.jpg": {"restart_marker_rows": 1},
+                "progressive.jpg": {"progressive": True}, "grey.jpg": {}, "cmyk.jpg": {}}
+    for name, kwargs in variants.items():
+        pil = Image.fromarray(img[..., 0] if name == "grey.jpg" else img)
+        (pil.convert("CMYK") if name == "cmyk.jpg" else pil).save(tmp_path / name, **kwargs)
+        data = (tmp_path / name).read_bytes()
+        with Image.open(tmp_path / name) as ref:
+            assert readers._jpeg_frame_header(data) == (8, ref.height, ref.width, len(ref.getbands())), name
+    assert readers._jpeg_frame_header(b"\x89PNG\r\n") is None and readers._jpeg_frame_header(b"\xff\xd8\xff\xd9") is None
+
+    data = bytearray((tmp_path / "plain.jpg").read_bytes())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = (60000).to_bytes(2, "big") * 2  # 60000 x 60000: over twice PIL's limit
+    (tmp_path / "bomb.jpg").write_bytes(bytes(data))
+    assert readers._jpeg_frame_header(bytes(data)) == (8, 60000, 60000, 3)
+    monkeypatch.setattr(readers, "_JPEG_OP", lambda *a: pytest.fail("the decoder op was given the bomb"))
+    with pytest.raises(VideoReadError, match=r"cannot read frame image .*bomb\.jpg: .*(exceeds limit|decompression bomb)"):
+        readers._read_rgb(tmp_path / "bomb.jpg")
+
+
 def test_broken_jpeg_frames_name_the_file(tmp_path):
     from PIL import Image
 
