@@ -268,8 +268,8 @@ class _PyAVDecoder:
         except (av.FFmpegError, OSError):
             return None  # decord reports the real problem when it opens the file
         try:
-            if not {"mov", "mp4"} & set(container.format.name.split(",")) or not container.streams.video:
-                raise LookupError
+            if not {"mov", "mp4"} & set(container.format.name.split(",")) or len(container.streams.video) != 1:
+                raise LookupError  # (with two video streams, decord's choice of one is not FFmpeg's "best")
             video = container.streams.video[0]
             rate = video.average_rate or video.guessed_rate
             entries = video.index_entries
@@ -287,12 +287,15 @@ class _PyAVDecoder:
         starts = array.array("d", (np.arange(n, dtype=np.float64) / fps).tobytes())
         return cls(path, num_threads, starts, keys, fps, container)
 
-    def _open(self) -> None:
+    def _open(self) -> bool:
+        """Ready to decode; False for a file with more than one video stream (which is decord's)."""
         import av
         from av.video.reformatter import VideoReformatter
 
         if self._container is None:
             self._container = av.open(str(self.path))
+        if len(self._container.streams.video) != 1:
+            return False
         # One converter to RGB for every frame, on one thread. A frame's own ``to_ndarray(format=)``
         # makes a new swscale context per frame, with slice threads on every core: 0.25 ms per
         # 480-px frame against 0.17 here (the same pixels), and threads that a forked process (a
@@ -303,6 +306,7 @@ class _PyAVDecoder:
         self._video.thread_count = self.num_threads
         self._t0, self._time_base = self._video.start_time or 0, float(self._video.time_base)
         self._frames = self._decode()
+        return True
 
     def _decode(self):
         """Frames decoded from the demuxer's position on (see ``_decoded``). The generator holds this
@@ -342,8 +346,8 @@ class _PyAVDecoder:
                                                   "interpolation": "BICUBIC"}
         try:
             for j, i in enumerate(wanted.tolist()):
-                if self._frames is None:
-                    self._open()
+                if self._frames is None and not self._open():
+                    return None
                 if i < self.next or np.searchsorted(self._keys, self.next, "right") < np.searchsorted(self._keys, i, "right"):
                     self._seek(i)  # back, or a keyframe after ``next`` at or before ``i``: jump to it
                 k = None

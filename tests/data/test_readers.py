@@ -253,6 +253,34 @@ def test_an_mp4_is_read_over_its_own_index_without_decord(tmp_path, monkeypatch)
     assert sized.frame_size == (32, 48) and sized.read([3, 40]).shape == (2, 32, 48, 3)
 
 
+def test_an_mp4_with_two_video_streams_is_read_as_decord_reads_it(tmp_path):
+    """A file with two video streams (a small preview first, say, or the two eyes of a stereo
+    endoscope) is decord's to read: decord and FFmpeg's "best stream" rule disagree on which one
+    is the video, and every reader, streaming or not, gives decord's frames."""
+    import av
+    import decord
+
+    path = tmp_path / "two.mp4"
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as out:
+        preview, video = out.add_stream("libx264", rate=5), out.add_stream("libx264", rate=5)
+        for stream, size in ((preview, 32), (video, 64)):
+            stream.width = stream.height = size
+            stream.pix_fmt = "yuv420p"
+        for _ in range(60):
+            for stream, size in ((preview, 32), (video, 64)):
+                frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8), format="rgb24")
+                out.mux(stream.encode(frame))
+        out.mux(preview.encode())
+        out.mux(video.encode())
+    reference = decord.VideoReader(str(path))
+    assert len(reference) == 60 and reference[0].shape == (64, 64, 3)
+    assert VideoFileReader(path)._pyav is None  # decord's from the start, not after a failed read
+    for reader in (VideoFileReader(path), VideoFileReader(path, stream=True)):
+        assert reader.num_frames == 60
+        assert np.array_equal(reader.read([0, 7, 59]), reference.get_batch([0, 7, 59]).asnumpy())
+
+
 def test_opening_an_mp4_reads_its_index_not_the_file(tmp_path):
     """Training opens a reader each time a video comes back into a worker's cache: opening reads the
     file's index, and a read of its first frames reads those frames' packets, not the file."""
