@@ -86,11 +86,8 @@ def child(video: str, warmup: str, index_dir: str, window_s: float, reader: str)
     from surgclip.evaluation.library import index_library
 
     if reader == "decord":  # the baseline: the indexer's reads served by decord's get_batch
-        from surgclip.data import readers
-
         open_source = library.open_source
-        library.open_source = lambda *a, **k: open_source(*a, **dict(k, stream=False))
-        readers._PyAVDecoder.from_container_index = classmethod(lambda cls, *a, **k: None)  # not over the MP4's index
+        library.open_source = lambda *a, **k: open_source(*a, **dict(k, stream=False, backend="decord"))
 
     torch.set_num_threads(2)
     model, _, _ = surgclip.load("tiny")

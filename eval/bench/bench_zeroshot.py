@@ -111,7 +111,7 @@ def main():
             decoded = []
 
             def decode_all(stream=True):
-                r = open_source(tmp / "v.mp4", stream=stream)
+                r = open_source(tmp / "v.mp4", stream=stream, backend="auto" if stream else "decord")
                 decoded[:] = [r.read(frames[i:i + chunk]) for i in range(0, len(frames), chunk)]
 
             # the clips' frame lists, as the evaluator's frame cache holds them, for the stack column

@@ -131,9 +131,12 @@ class VideoFileReader(FrameReader):
             decodes ahead of a slow consumer and keeps what it decoded: reading every 4th frame of a
             5-minute 854x480 video raised RSS by up to 800 MiB, and indexing a 10-minute 480x480
             one by 502 MiB (+15 MiB streamed). (PyAV over the container's index streams anyway.)
+        backend: ``"auto"`` (PyAV over the container's index where it has one, else decord) or
+            ``"decord"`` (decord's index and reads, as for a file without an index of its own).
     """
 
-    def __init__(self, path: str | Path, num_threads: int = 1, size=None, stream: bool = False):
+    def __init__(self, path: str | Path, num_threads: int = 1, size=None, stream: bool = False,
+                 backend: str = "auto"):
         self.path = Path(path)
         if not self.path.is_file():
             raise VideoReadError(f"video not found: {self.path}")
@@ -142,7 +145,9 @@ class VideoFileReader(FrameReader):
         if self.path.suffix.lower() in (".mp4", ".m4v", ".mov"):
             check_mp4_boxes(self.path)
         self._num_threads, self._size_rule, self._vr = num_threads, size, None
-        self._pyav = _PyAVDecoder.from_container_index(self.path, num_threads)
+        if backend not in ("auto", "decord"):
+            raise ValueError(f"unknown video backend {backend!r}; expected 'auto' or 'decord'")
+        self._pyav = _PyAVDecoder.from_container_index(self.path, num_threads) if backend == "auto" else None
         if self._pyav is not None:
             self.native_size = self._pyav.native_size
             self.fps, self.num_frames = self._pyav.fps, len(self._pyav.starts)
@@ -586,7 +591,7 @@ def read_folder_fps(path: Path) -> float:
 
 
 def open_source(path: str | Path, fps: float | None = None, num_threads: int = 1, size=None,
-                frame_cache: FrameCache | None = None, stream: bool = False) -> FrameReader:
+                frame_cache: FrameCache | None = None, stream: bool = False, backend: str = "auto") -> FrameReader:
     """A reader for a video file or a frame folder.
 
     Args:
@@ -598,6 +603,7 @@ def open_source(path: str | Path, fps: float | None = None, num_threads: int = 1
         frame_cache: decoded frames kept for frame folders (see ``FrameCache``); ignored for files.
         stream: a video file is read front to back in time order (see ``VideoFileReader``);
             ignored for folders.
+        backend: how a video file is read, ``"auto"`` or ``"decord"`` (see ``VideoFileReader``).
     Returns:
         A FrameReader.
     Raises:
@@ -606,4 +612,4 @@ def open_source(path: str | Path, fps: float | None = None, num_threads: int = 1
     path = Path(path)
     if path.is_dir():
         return FrameFolderReader(path, fps, cache=frame_cache)
-    return VideoFileReader(path, num_threads=num_threads, size=size, stream=stream)
+    return VideoFileReader(path, num_threads=num_threads, size=size, stream=stream, backend=backend)

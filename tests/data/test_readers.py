@@ -281,6 +281,19 @@ def test_an_mp4_with_two_video_streams_is_read_as_decord_reads_it(tmp_path):
         assert np.array_equal(reader.read([0, 7, 59]), reference.get_batch([0, 7, 59]).asnumpy())
 
 
+def test_backend_decord_reads_an_mp4_with_decord(small_sample, monkeypatch):
+    import decord
+
+    path = next((small_sample / "videos").glob("*/*.mp4"))
+    calls = []
+    get_batch = decord.VideoReader.get_batch
+    monkeypatch.setattr(decord.VideoReader, "get_batch", lambda self, i: calls.append(list(i)) or get_batch(self, i))
+    reader = open_source(path, backend="decord")
+    assert np.array_equal(reader.read([3, 1]), pyav_frames(path, [3, 1])) and calls == [[3, 1]]
+    with pytest.raises(ValueError, match="unknown video backend 'pyav'"):
+        VideoFileReader(path, backend="pyav")
+
+
 def test_opening_an_mp4_reads_its_index_not_the_file(tmp_path):
     """Training opens a reader each time a video comes back into a worker's cache: opening reads the
     file's index, and a read of its first frames reads those frames' packets, not the file."""
