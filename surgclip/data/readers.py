@@ -262,8 +262,8 @@ class _PyAVDecoder:
     def from_container_index(cls, path: Path, num_threads: int = 1) -> "_PyAVDecoder | None":
         """A decoder over the index an MP4/MOV container carries (None where it has none to give:
         another container, a count of index entries other than the stream's frame count, no
-        keyframe flags, no frame rate). The frames are assumed to start at ``i / fps``; decoding
-        checks each one, and a file for which that is not true goes to decord at its first read."""
+        keyframe flags, no frame rate). Decoding checks each frame's timestamp against the start
+        the index gives it, and a file where they differ goes to decord at that read."""
         try:
             import av
         except ImportError:
@@ -281,16 +281,21 @@ class _PyAVDecoder:
             n = len(entries)
             if not rate or rate <= 0 or n == 0 or n != video.frames:
                 raise LookupError
-            flags = np.fromiter((e.flags for e in entries), np.int64, n)  # AVINDEX_KEYFRAME 1, _DISCARD_FRAME 2
+            # per frame in decode order: flags (AVINDEX_KEYFRAME 1, AVINDEX_DISCARD_FRAME 2) and the
+            # decoding timestamp
+            flags, dts = np.array([(e.flags, e.timestamp) for e in entries], dtype=np.int64).T
             keys = np.flatnonzero(flags & 1)
-            if keys.size == 0 or keys[0] != 0 or (flags & 2).any():  # (frames an edit list cuts: decord's count)
-                raise LookupError
+            if keys.size == 0 or keys[0] != 0 or (flags & 2).any() or (np.diff(dts) <= 0).any():
+                raise LookupError  # (frames an edit list cuts: decord's count)
         except (LookupError, av.FFmpegError):
             container.close()
             return None
-        fps = float(rate)
-        starts = array.array("d", (np.arange(n, dtype=np.float64) / fps).tobytes())
-        return cls(path, num_threads, starts, keys, fps, container)
+        # The frames' start times from their decoding times: the same times, shifted, when frames
+        # are not reordered (no B-frames), so a variable frame rate is read as it is; with B-frames,
+        # equally spaced decoding times stand for equally spaced frames (a constant frame rate),
+        # and any other stream fails the decoded frames' timestamp check (decord then).
+        starts = array.array("d", ((dts - dts[0]) * float(video.time_base)).tobytes())
+        return cls(path, num_threads, starts, keys, float(rate), container)
 
     def _open(self) -> bool:
         """Ready to decode; False for a file with more than one video stream (which is decord's)."""

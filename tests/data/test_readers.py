@@ -315,6 +315,37 @@ def test_opening_an_mp4_reads_its_index_not_the_file(tmp_path):
     assert np.array_equal(frames, pyav_frames(path, [0, 2]))
 
 
+def test_a_variable_frame_rate_mp4_without_b_frames_is_read_over_its_index(tmp_path, monkeypatch):
+    """Frames 40, 80 or 120 ms apart, not reordered: the index's decoding times are the frames'
+    times, so the reader gives decord's frame numbering without decord (and decord's frames)."""
+    from fractions import Fraction
+
+    import av
+    import decord
+
+    path = tmp_path / "vfr.mp4"
+    rng = np.random.default_rng(0)
+    times_ms = np.cumsum(rng.choice([40, 40, 40, 80, 120], 60))
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25, options={"x264-params": "bframes=0:keyint=20"})
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for t in times_ms:
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), format="rgb24")
+            frame.pts, frame.time_base = int(t), Fraction(1, 1000)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    reference = decord.VideoReader(str(path))
+    expected = reference.get_batch([5, 0, 33, 59]).asnumpy()
+    assert np.allclose(reference.get_frame_timestamp(range(60))[:, 0], (times_ms - times_ms[0]) / 1000, atol=1e-3)
+    monkeypatch.setattr(decord.VideoReader, "__init__", lambda *a, **k: pytest.fail("decord opened"))
+    reader = VideoFileReader(path)
+    assert np.allclose(np.frombuffer(reader._pyav.starts), (times_ms - times_ms[0]) / 1000)
+    assert np.array_equal(reader.read([5, 0, 33, 59]), expected)
+    assert reader._pyav is not None and reader._pyav.seeks >= 1
+
+
 def test_frames_off_the_container_index_go_to_decord(tmp_path, monkeypatch):
     """A file whose frames do not start at i / fps (variable frame rate, a frame dropped) is read
     by decord from the first frame out of place on, with decord's frames."""
