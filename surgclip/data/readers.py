@@ -108,13 +108,14 @@ class VideoFileReader(FrameReader):
     """A video file; ``read`` fetches all requested frames in one batch.
 
     MP4/MOV files are decoded with PyAV from the container's own index: the sample tables of the
-    ``moov`` box, which opening the file reads (tens of KB; 0.4 MiB for an hour at 25 fps), give every frame's position and the
-    keyframes, so a read seeks to the keyframe at or before its first frame and decodes forward
-    from there (``_PyAVDecoder``). decord serves other files, and any file whose decoded frames do
-    not land where that index says (variable frame rate, a frame dropped): opening a decord reader
-    demuxes the whole file to build its own index (it read all 4.2 MB of a 32-s 480p clip, and
-    would read all of an hour-long video), which training pays again each time a video comes back
-    into a worker's reader cache. Frame ``i`` is decord's frame ``i`` either way.
+    ``moov`` box, which opening the file reads (tens of KB; 0.4 MiB for an hour at 25 fps), give
+    every frame's time and the keyframes, so a read seeks to the keyframe at or before its first
+    frame and decodes forward from there (``_PyAVDecoder``). decord serves other files, and any
+    file whose decoded frames do not land where that index says (a variable frame rate with
+    B-frames, a dropped frame): opening a decord reader demuxes the whole file to build its own
+    index (it read all 4.2 MB of a 32-s 480p clip, and would read all of an hour-long video),
+    which training pays again each time a video comes back into a worker's reader cache. Frame
+    ``i`` is decord's frame ``i`` either way.
 
     Args:
         path: the video file.
