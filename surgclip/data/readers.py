@@ -288,8 +288,10 @@ class _PyAVDecoder:
             entries = list(entries)
             flags, dts = (np.fromiter(map(operator.attrgetter(a), entries), np.int64, n) for a in ("flags", "timestamp"))
             keys = np.flatnonzero(flags & 1)
+            # no keyframe to start from; frames an edit list cuts (decord counts them otherwise);
+            # decoding times that do not increase
             if keys.size == 0 or keys[0] != 0 or (flags & 2).any() or (np.diff(dts) <= 0).any():
-                raise LookupError  # (frames an edit list cuts: decord's count)
+                raise LookupError
         except (LookupError, av.FFmpegError):
             container.close()
             return None
