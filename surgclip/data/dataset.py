@@ -54,9 +54,9 @@ class SkipCounter:
 
 SKIPPED = {"skipped": True}
 # Readers a forked worker inherited from its parent (items read in the main process before the
-# loader started, with ``worker_start: fork``): kept referenced there and never used. Freeing one in
-# the child hangs: decord's destructor waits on its decoding thread's queue, a thread that was not
-# forked with it.
+# loader started, with ``worker_start: fork``): kept referenced there and never used. Freeing a
+# decord reader in the child hangs (its destructor waits on its decoding thread's queue, a thread
+# that was not forked with it), and a PyAV reader's file shares its read offset with the parent's.
 _INHERITED_READERS: list = []
 SKIP_REASONS = ("missing_file", "undecodable_media", "bad_span")  # the ``reason`` of a SKIPPED marker
 
