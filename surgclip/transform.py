@@ -78,6 +78,12 @@ def as_uint8_frames(frames) -> torch.Tensor:
     return frames.permute(0, 3, 1, 2)
 
 
+def _mirrored(crop) -> bool:
+    """Whether flipping and then resizing gives the same pixels as resizing and then flipping for
+    this RandomResizedCrop (its antialiased bilinear and bicubic resizes, tested on uint8 frames)."""
+    return getattr(crop.interpolation, "value", crop.interpolation) in ("bilinear", "bicubic") and bool(crop.antialias)
+
+
 class ClipTransform:
     """uint8 frames [T,H,W,3] (or a list of images) -> normalised float [T,3,S,S].
 
@@ -138,10 +144,19 @@ class ClipTransform:
         from torchvision.transforms import v2
         from torchvision.transforms.v2 import functional as TF
 
-        for step in self.augment.transforms:
+        steps = list(self.augment.transforms)
+        while steps:
+            step = steps.pop(0)
             if type(step) is v2.RandomResizedCrop:
                 p = step.make_params([x])
-                x = TF.resized_crop_image(x, p["top"], p["left"], p["height"], p["width"], size=list(step.size),
+                top, left, h, w = p["top"], p["left"], p["height"], p["width"]
+                if steps and type(steps[0]) is v2.RandomHorizontalFlip and _mirrored(step) and \
+                        h * w < step.size[0] * step.size[1]:
+                    # a crop smaller than the output (upscaling): flip it before the resize, on fewer
+                    # pixels (the same pixels: these resizes weigh mirrored positions alike)
+                    if torch.rand(1) < steps.pop(0).p:
+                        x, top, left = TF.horizontal_flip_image(x[..., top:top + h, left:left + w]), 0, 0
+                x = TF.resized_crop_image(x, top, left, h, w, size=list(step.size),
                                           interpolation=step.interpolation, antialias=step.antialias)
             elif type(step) is v2.RandomHorizontalFlip:
                 if torch.rand(1) < step.p:  # v2: ``torch.rand(1) >= p`` leaves the input as it is
