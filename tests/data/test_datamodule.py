@@ -314,3 +314,44 @@ def test_forked_workers_start_after_items_were_read_in_the_main_process(small_sa
         proc.communicate()
         pytest.fail("the forked workers hung (freeing the main process's decord readers?)")
     assert proc.returncode == 0 and out.strip().endswith("batches 4"), (out, err[-2000:])
+
+
+_MALLINFO = """
+import ctypes, os, sys
+import torch
+from surgclip.data.dataset import worker_init
+
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Info
+if sys.argv[1] == "worker":
+    worker_init(0)
+before = libc.mallinfo2().hblkhd
+clip = torch.empty(4 << 20, dtype=torch.uint8).fill_(1)  # an item's clip
+mapped = libc.mallinfo2().hblkhd - before
+del clip
+print(mapped, libc.mallinfo2().fordblks)
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("ctypes").CDLL(None), "mallinfo2"), reason="glibc >= 2.33 only")
+def test_workers_keep_freed_memory_for_the_next_item():
+    """In a DataLoader worker an item's 4-MB clip comes from malloc's heap and stays there when freed
+    (the next item reuses its pages: no page faults), where by default it is a fresh mmap returned
+    to the kernel on free; a user's own MALLOC_ settings are left alone."""
+    import os
+    import subprocess
+    import sys
+
+    def run(mode, **env):
+        out = subprocess.run([sys.executable, "-c", _MALLINFO, mode], capture_output=True, text=True, check=True,
+                             env={k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")} | env)
+        return [int(v) for v in out.stdout.split()]
+
+    mapped, _ = run("default")
+    assert mapped >= 4 << 20
+    mapped, free_in_heap = run("worker")
+    assert mapped == 0 and free_in_heap >= 4 << 20
+    mapped, _ = run("worker", MALLOC_ARENA_MAX="2", MALLOC_TOP_PAD_="0")
+    assert mapped >= 4 << 20
