@@ -184,12 +184,30 @@ def datamodule_rate(root: Path, num_frames: int, size: int, workers: int, clips:
     return n / (end - t0), (n - n_first) / (end - first), cpu / max(1, n - n_first)
 
 
+def _reused_buffer():
+    """An ``_empty(shape, dtype, stride)`` for a Collate that hands back the buffer of its last call:
+    a worker's BatchPool slot, in one process (a fresh 77-MB float batch would be timed paging in)."""
+    import torch
+
+    kept = {}
+
+    def empty(shape, dtype, stride):
+        key = (tuple(shape), dtype, tuple(stride))
+        if key not in kept:
+            kept[key] = torch.empty_strided(shape, stride, dtype=dtype)
+        return kept[key]
+    return empty
+
+
 def in_process_parts(root: Path, num_frames: int, size: int, clips: int, batch: int = 32,
                      source: str = "videos") -> dict:
     """CPU ms per clip of each stage of a training item, in this process (no workers): reading the
     frames (``load_frames``: sampling + decode), the augmentation (random resized crop + flip, uint8),
-    and the collate (stack the uint8 clips into the batch + tokenize the captions)."""
+    the collate (stack the uint8 clips into the batch + tokenize the captions), and what a float
+    batch adds: the collate's uint8 -> normalised float32 pass instead of the uint8 copy."""
     import torch
+
+    from surgclip.data.dataset import PaddedCollate
 
     dm = SurgLaViDataModule(root=str(root), read_from=source, num_frames=num_frames, batch_size=batch, num_workers=0,
                             levels=[1, 2, 3] if (root / "manifest.json").is_file() else [1], uint8_video=True)
@@ -203,7 +221,10 @@ def in_process_parts(root: Path, num_frames: int, size: int, clips: int, batch: 
     n = len(order)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in a worker (surgclip.data.dataset.worker_init)
-    read = augment = collate_s = 0.0
+    float_collate = PaddedCollate(collate.collate.tokenizer, collate.blank, normalize=dm.preprocess_cfg)
+    for c in (collate, float_collate):  # each writes into a buffer it used before, as workers do (BatchPool)
+        c.collate._empty = _reused_buffer()
+    read = augment = collate_s = float_s = 0.0
     try:
         ds[order[0]]  # warm-up
         for start in range(0, n, batch):  # one batch in memory at a time
@@ -217,10 +238,13 @@ def in_process_parts(root: Path, num_frames: int, size: int, clips: int, batch: 
             items = [ds[i] for i in order[start:start + batch]]  # untimed: the collate's input
             c0 = time.process_time()
             collate(items)
-            collate_s += time.process_time() - c0
+            c1 = time.process_time()
+            float_collate(items)
+            collate_s, float_s = collate_s + c1 - c0, float_s + time.process_time() - c1
     finally:
         torch.set_num_threads(threads)
-    return {"read_ms": 1000 * read / n, "augment_ms": 1000 * augment / n, "collate_ms": 1000 * collate_s / n}
+    return {"read_ms": 1000 * read / n, "augment_ms": 1000 * augment / n, "collate_ms": 1000 * collate_s / n,
+            "float_extra_ms": 1000 * (float_s - collate_s) / n}
 
 
 def bench(label: str, root: Path, args) -> dict:
@@ -260,17 +284,20 @@ def bench(label: str, root: Path, args) -> dict:
                     f"datamodule_{key}_cpu_ms_per_clip": 1000 * dm_cpu, f"cpu_ratio_{key}": raw_cpu / dm_cpu,
                     f"cpu_ratio_{n}_at_once_{key}": raw_n_cpu / dm_cpu})
     parts = in_process_parts(root, args.frames, args.size, args.clips, args.batch, source=args.source)
-    rest = out["datamodule_uint8_cpu_ms_per_clip"] - sum(parts.values())
+    uint8_parts = parts["read_ms"] + parts["augment_ms"] + parts["collate_ms"]
+    rest = out["datamodule_uint8_cpu_ms_per_clip"] - uint8_parts
     # the same work, slowed as the raw loops were (none where they were not: decoding 480p, each
     # loop mostly in its own core's caches; the in-process parts then vary run to run around the whole)
-    shared = sum(parts.values()) * max(0.0, raw_n_cpu / raw_cpu - 1)
+    shared = uint8_parts * max(0.0, raw_n_cpu / raw_cpu - 1)
     print(f"{label:8s} where a uint8 clip's CPU goes, one process without a frame cache: read {parts['read_ms']:.1f} ms "
           f"(raw decode loop {1000 * raw_cpu:.1f}) + augment {parts['augment_ms']:.1f} + collate (stack + tokenize) "
           f"{parts['collate_ms']:.1f}" + ("" if args.frame_cache_mb and args.source == "frames" else
                                           f"; the DataModule's remaining {rest:.1f} ms: {shared:.1f} from {n} cores "
                                           f"working at once (the parts x {max(0.0, raw_n_cpu / raw_cpu - 1):.2f}, as the raw "
                                           f"loops), {rest - shared:.1f} worker processes, the batch's transfer, the "
-                                          f"loader"), flush=True)
+                                          f"loader") + f". A float batch adds {parts['float_extra_ms']:.1f} ms: the "
+          f"collate's normalising pass writes 4x the bytes of the uint8 copy (DataModule float - uint8: "
+          f"{out['datamodule_float_cpu_ms_per_clip'] - out['datamodule_uint8_cpu_ms_per_clip']:.1f} ms)", flush=True)
     out["parts_ms_per_clip"] = parts
     return out
 
