@@ -80,7 +80,8 @@ def as_uint8_frames(frames) -> torch.Tensor:
 
 def _mirrored(crop) -> bool:
     """Whether flipping and then resizing gives the same pixels as resizing and then flipping for
-    this RandomResizedCrop (its antialiased bilinear and bicubic resizes, tested on uint8 frames)."""
+    this RandomResizedCrop: its antialiased bilinear and bicubic resizes of uint8 frames, the only
+    frames a ClipTransform takes (on float frames the sums' order would move the last bits)."""
     return getattr(crop.interpolation, "value", crop.interpolation) in ("bilinear", "bicubic") and bool(crop.antialias)
 
 
@@ -151,9 +152,10 @@ class ClipTransform:
                 p = step.make_params([x])
                 top, left, h, w = p["top"], p["left"], p["height"], p["width"]
                 if steps and type(steps[0]) is v2.RandomHorizontalFlip and _mirrored(step) and \
-                        h * w < step.size[0] * step.size[1]:
+                        h * w < step.size[0] * step.size[1] and x.shape[0] > 1:
                     # a crop smaller than the output (upscaling): flip it before the resize, on fewer
-                    # pixels (the same pixels: these resizes weigh mirrored positions alike)
+                    # pixels (the same pixels: these resizes weigh mirrored positions alike). Not for
+                    # one frame: v2's resize returns it contiguous, the flipped crop's channels-last
                     if torch.rand(1) < steps.pop(0).p:
                         x, top, left = TF.horizontal_flip_image(x[..., top:top + h, left:left + w]), 0, 0
                 x = TF.resized_crop_image(x, top, left, h, w, size=list(step.size),

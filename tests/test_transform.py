@@ -88,13 +88,14 @@ def test_bad_inputs(tmp_path):
         VideoPreprocessor(mode="causal")
 
 
-@pytest.mark.parametrize("jitter,height,width,interpolation", [
-    (0.0, 50, 70, "bicubic"), (0.3, 50, 70, "bicubic"),  # crops larger than the output
-    (0.0, 20, 26, "bicubic"), (0.0, 20, 26, "bilinear"),  # smaller: the flip comes before the resize
-    (0.3, 20, 26, "bicubic"), (0.0, 20, 26, "nearest"), (0.0, 33, 40, "bicubic")])  # nearest: after; mixed
-def test_direct_augmentation_equals_the_v2_pipeline(jitter, height, width, interpolation):
+@pytest.mark.parametrize("jitter,frames,height,width,interpolation", [
+    (0.0, 4, 50, 70, "bicubic"), (0.3, 4, 50, 70, "bicubic"),  # crops larger than the output
+    (0.0, 4, 20, 26, "bicubic"), (0.0, 4, 20, 26, "bilinear"),  # smaller: the flip comes before the resize
+    (0.3, 4, 20, 26, "bicubic"), (0.0, 4, 20, 26, "nearest"),  # nearest: after
+    (0.0, 4, 33, 40, "bicubic"), (0.0, 1, 20, 26, "bicubic")])  # both; one frame (v2's strides)
+def test_direct_augmentation_equals_the_v2_pipeline(jitter, frames, height, width, interpolation):
     """``_augment`` calls the kernels itself: same pixels, same strides and the same RNG draws as v2."""
-    frames = np.random.default_rng(3).integers(0, 256, (4, height, width, 3), dtype=np.uint8)
+    frames = np.random.default_rng(3).integers(0, 256, (frames, height, width, 3), dtype=np.uint8)
     tr = ClipTransform(PreprocessCfg(image_size=32, interpolation=interpolation), train=True, normalize=False,
                        color_jitter=jitter)
     assert tr._direct
