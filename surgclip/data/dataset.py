@@ -380,7 +380,10 @@ class PaddedCollate:
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
-_MALLOC_ENV = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_", "GLIBC_TUNABLES")
+# the environment's own say over the same settings (glibc's variables and tunables for them)
+_MALLOC_ENV = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
+_MALLOC_TUNABLES = ("glibc.malloc.trim_threshold", "glibc.malloc.mmap_threshold", "glibc.malloc.top_pad",
+                    "glibc.malloc.mmap_max")
 
 
 def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 512 << 20) -> bool:
@@ -390,17 +393,21 @@ def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 512 
     and frees them. By default glibc serves such blocks with a fresh ``mmap`` (or gives the top of
     its heap back to the kernel when they are freed), so each item touches new pages: in a
     DataLoader worker 680 page faults and 1.1-1.3 ms of kernel time per 16-frame 224-px sample
-    clip, a fifth of the worker's CPU. Blocks under ``mmap_threshold`` (32 MiB, glibc's maximum)
-    come from the heap instead, and it is trimmed only above ``trim_threshold``: 100 faults and
-    0.2-0.3 ms. The cost is that a worker keeps its peak heap until it exits.
+    clip, a fifth of the worker's CPU. Blocks under ``mmap_threshold`` (32 MiB, the most glibc's
+    own adaptive threshold would reach) come from the heap instead, and it is trimmed only above
+    ``trim_threshold``: 100 faults and 0.2-0.3 ms. The cost is that a worker keeps its peak heap
+    until it exits.
 
-    Only for processes that do nothing else (the DataLoader workers); does nothing off glibc or when
-    the user tunes malloc through the environment (``MALLOC_*_`` / ``GLIBC_TUNABLES``).
+    Only for processes that do nothing else (the DataLoader workers). Does nothing off glibc, or
+    when the environment sets these itself: ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_MMAP_THRESHOLD_``,
+    ``MALLOC_TOP_PAD_``, ``MALLOC_MMAP_MAX_``, or the same ``glibc.malloc.*`` in ``GLIBC_TUNABLES``.
     """
     import ctypes
     import platform
 
-    if platform.libc_ver()[0] != "glibc" or any(k in os.environ for k in _MALLOC_ENV):
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if platform.libc_ver()[0] != "glibc" or any(k in os.environ for k in _MALLOC_ENV) or \
+            any(t in tunables for t in _MALLOC_TUNABLES):
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt

@@ -339,14 +339,15 @@ print(mapped, libc.mallinfo2().fordblks)
 def test_workers_keep_freed_memory_for_the_next_item():
     """In a DataLoader worker an item's 4-MB clip comes from malloc's heap and stays there when freed
     (the next item reuses its pages: no page faults), where by default it is a fresh mmap returned
-    to the kernel on free; a user's own MALLOC_ settings are left alone."""
+    to the kernel on free; a user's own malloc settings are left alone, and only those."""
     import os
     import subprocess
     import sys
 
     def run(mode, **env):
         out = subprocess.run([sys.executable, "-c", _MALLINFO, mode], capture_output=True, text=True, check=True,
-                             env={k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")} | env)
+                             env={k: v for k, v in os.environ.items()
+                                  if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"} | env)
         return [int(v) for v in out.stdout.split()]
 
     mapped, _ = run("default")
@@ -355,3 +356,7 @@ def test_workers_keep_freed_memory_for_the_next_item():
     assert mapped == 0 and free_in_heap >= 4 << 20
     mapped, _ = run("worker", MALLOC_ARENA_MAX="2", MALLOC_TOP_PAD_="0")
     assert mapped >= 4 << 20
+    mapped, _ = run("worker", GLIBC_TUNABLES="glibc.malloc.mmap_threshold=131072")
+    assert mapped >= 4 << 20
+    mapped, _ = run("worker", GLIBC_TUNABLES="glibc.pthread.rseq=0", MALLOC_PERTURB_="0")  # other settings
+    assert mapped == 0
