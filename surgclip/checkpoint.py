@@ -127,6 +127,8 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike, extra: dict 
         config["open_clip"] = {**config["open_clip"], "pretrained": None}  # weights come from the file
     config["preprocess"] = model.preprocess_cfg.to_dict()
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    # save_file renames its own 0600 temporary file onto tmp; atomic_path gives the result the mode
+    # open(path, "w") would (0644 under umask 022), so the group can read the model on a shared cluster
     with atomic_path(directory / WEIGHTS_NAME) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt", "surgclip_format": str(FORMAT_VERSION)})
     atomic_write_json(directory / CONFIG_NAME, {"format_version": FORMAT_VERSION, "model": config, **(extra or {})})

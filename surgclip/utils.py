@@ -20,8 +20,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     Readers never see a half-written file, and an interrupted write leaves the old file intact.
     The data are flushed to disk (fsync) before the rename and the rename after it (fsync of the
     folder), so a power loss too leaves the old or the new file, never an empty one.
-    The temporary file is created with mode 0666 filtered by the process umask (not ``mkstemp``'s
-    0600), so the result has the permissions any other tool would give it (0644 under umask 022).
+    The result gets the mode a plain ``open(path, "w")`` would give a new file: 0666 filtered by the
+    umask (0644 under umask 022, 0600 under 077), or what the folder's default ACL says. The block
+    may write ``tmp`` in place or replace it with a file of its own: writers that rename their own
+    ``mkstemp`` file onto ``tmp`` (safetensors' ``save_file``) would leave 0600, so that mode is set
+    again on whatever ``tmp`` is before the rename.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -32,15 +35,41 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             break
         except FileExistsError:  # a 48-bit name collision: draw another
             continue
-    os.close(fd)
+    # The umask is not read at all: the kernel applied it (or the folder's default ACL) when it
+    # created this file with 0666, exactly as for open(path, "w"), so its mode is the one wanted.
+    # Reading the umask would need os.umask's set-and-restore (a process-wide change racing other
+    # threads' file creation) or /proc (Linux only, and blind to default ACLs).
+    try:
+        mode = os.fstat(fd).st_mode & 0o7777
+    finally:
+        os.close(fd)
     try:
         yield tmp
-        _fsync(tmp)
+        _settle(tmp, mode)
         os.replace(tmp, path)
         _fsync(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _settle(tmp: Path, mode: int) -> None:
+    """Give the written ``tmp`` the permission bits ``mode`` (if a writer replaced it with a file of
+    another mode) and flush it to disk; the rename that follows reports a ``tmp`` that is gone."""
+    try:
+        fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return
+    try:
+        if os.fstat(fd).st_mode & 0o7777 != mode:
+            try:
+                os.fchmod(fd, mode)
+            except PermissionError:  # a filesystem without POSIX modes (e.g. some network mounts)
+                pass
+        with contextlib.suppress(OSError):  # e.g. filesystems that refuse fsync
+            os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync(path: Path) -> None:
