@@ -1,4 +1,5 @@
-"""Sub-commands of the data layer: ``data stats DB``, ``extract-frames``, ``sample``."""
+"""Sub-commands of the data layer: ``data stats DB``, ``data splits multibypass140``, ``extract-frames``,
+``sample``."""
 from __future__ import annotations
 
 import json
@@ -12,6 +13,12 @@ def register(subparsers) -> None:
     s.add_argument("db", help="captions SQLite file")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.set_defaults(func=_cmd_stats)
+    sp = sub.add_parser("splits", help="official cross-validation folds of a benchmark -> JSON")
+    sp.add_argument("dataset", choices=("multibypass140",), help="benchmark whose folds to read")
+    sp.add_argument("--repo", required=True, help="clone of the official repository (or dataset root) holding "
+                    "labels/<centre>/labels_by70_splits/labels/<split>/1fps_<fold>.pickle")
+    sp.add_argument("--out", required=True, help="splits JSON to write (for the fold/splits load options)")
+    sp.set_defaults(func=_cmd_splits)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
     e = subparsers.add_parser("extract-frames", help="videos -> numbered frame folders (resumable)")
@@ -37,6 +44,18 @@ def _cmd_stats(args) -> int:
 
     stats = CaptionDB(args.db).stats()
     print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
+    return 0
+
+
+def _cmd_splits(args) -> int:
+    from ..evaluation.splits import write_multibypass_splits
+
+    splits = write_multibypass_splits(args.repo, args.out)
+    for centre, folds in splits.items():
+        for fold, by_split in folds.items():
+            counts = ", ".join(f"{k} {len(by_split[k])}" for k in ("train", "val", "test") if k in by_split)
+            print(f"{args.dataset} {centre} fold {fold}: {counts} videos")
+    print(f"wrote {args.out}")
     return 0
 
 

@@ -60,6 +60,7 @@ class FrameTable:
         sources: video id -> FrameSource (may be empty for label-only use).
         label_fps: frame rate of the label file's frame numbering.
         prompt_sets: prompts the label file itself carries (SurgLaVi category descriptions).
+        split_info: how the split was chosen, e.g. ``{"fold": 0, "source": "<pickle or JSON path>"}``.
     """
 
     name: str
@@ -72,6 +73,7 @@ class FrameTable:
     sources: dict[str, FrameSource] = field(default_factory=dict)
     label_fps: float | None = None
     prompt_sets: dict = field(default_factory=dict)
+    split_info: dict = field(default_factory=dict)
 
     def __post_init__(self):
         n = len(self.video)
@@ -99,7 +101,7 @@ class FrameTable:
         return FrameTable(self.name, self.classes, self.video[mask], self.time_s[mask], self.frame[mask],
                           None if self.labels is None else self.labels[mask],
                           None if self.targets is None else self.targets[mask], dict(self.sources), self.label_fps,
-                          dict(self.prompt_sets))
+                          dict(self.prompt_sets), dict(self.split_info))
 
     def subsample(self, every_s: float) -> "FrameTable":
         """Keep rows whose time is a multiple of ``every_s`` seconds (e.g. 25-fps labels -> 1 fps)."""
@@ -118,7 +120,7 @@ class FrameTable:
         cat = lambda k: None if getattr(first, k) is None else np.concatenate([getattr(t, k) for t in tables])
         sources = {k: v for t in tables for k, v in t.sources.items()}
         return FrameTable(first.name, first.classes, cat("video"), cat("time_s"), cat("frame"), cat("labels"),
-                          cat("targets"), sources, first.label_fps, dict(first.prompt_sets))
+                          cat("targets"), sources, first.label_fps, dict(first.prompt_sets), dict(first.split_info))
 
 
 def make_table(name: str, classes: list[str], rows: list[tuple], multilabel: bool = False,
