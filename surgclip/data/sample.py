@@ -36,7 +36,7 @@ from . import sample_scenes as scenes
 from . import sample_text as text
 from .sample_text import PHASES, TOOLS
 
-SAMPLE_VERSION = 3  # 2: benchmarks/ (every benchmark's official layout); 3: frames/
+SAMPLE_VERSION = 4  # 2: benchmarks/ (every benchmark's official layout); 3: frames/; 4: benchmarks/heichole/
 DEFAULT_ROOT = "data/sample"
 FPS = 5
 SIZE = 160

@@ -14,6 +14,7 @@ split (official video ids where the benchmark has them)::
     sarrarp50/       video_N/{video_left.avi, action_discrete.txt}
     cholect50/       videos/VIDnn/<index:06d>.png (1 fps), labels/VIDnn.json
     surglavi/        videos/<name>.mp4, phase.json, phase_frames.csv
+    heichole/        Videos/Full/Hei-Chole<N>.mp4, Annotations/{Phase,Instrument}/Hei-Chole<N>_Annotation_*.csv, fps.json
 """
 from __future__ import annotations
 
@@ -134,17 +135,33 @@ def _intervals(p: _Procedure, label_of, names: list[str]) -> list[dict]:
 
 
 def _multibypass(out: Path, procs: list[_Procedure]) -> None:
+    """Label JSONs, videos, and fold-0 split pickles in the official layout (plain dicts only)."""
+    import pickle
+
+    from ..utils import atomic_path
+
     proto = _protocol("multibypass140")
     phases = [c["name"] for c in proto["classes"]]
     steps = [c["name"] for c in proto["step_classes"]]
     ids = {"bern": [12, 18, 2, 3], "strasbourg": [1, 2, 9, 20]}  # Bern: fold-1 val + test ids
     for site, info in proto["sites"].items():
+        records = {}
         for vid, p in zip(ids[site], procs):
             name = f"{info['prefix']}{vid:02d}"
             _copy_video(p, out / info["folder"] / "videos" / f"{name}.mp4")
-            data = {"phases": _intervals(p, lambda s: min(p.phase(s) * 11 // 6, 11), phases),
+            phase_of = lambda s, p=p: min(p.phase(s) * 11 // 6, 11)
+            data = {"phases": _intervals(p, phase_of, phases),
                     "steps": _intervals(p, lambda s: _step_key(p, s, len(steps)), steps)}
             atomic_write_json(out / "labels" / info["labels"] / "labels_by70" / f"{name}.mp4.json", data)
+            records[name] = [{"Frame_id": f"{name}_{s + 1:08d}", "Original_frame_id": int(s), "Phase_gt": phase_of(s),
+                              "Step_gt": _step_key(p, s, len(steps)), "unique_id": vid * 100000 + int(s)}
+                             for s in p.seconds()]
+        train, test = list(records)[:2], list(records)[2:]
+        # fold 0 of this sample: the training procedures also serve as val (only four procedures exist)
+        for split, names in {"train": train, "val": train, "test": test}.items():
+            path = out / "labels" / info["labels"] / "labels_by70_splits" / "labels" / split / "1fps_0.pickle"
+            with atomic_path(path) as tmp:
+                tmp.write_bytes(pickle.dumps({n: records[n] for n in names}, protocol=4))
 
 
 def _grasp(out: Path, procs: list[_Procedure]) -> None:
@@ -259,8 +276,10 @@ def write_sample_benchmarks(root: Path, seed: int = 0, fps: float = 5.0, size: i
     Returns:
         {"benchmarks": [...], "procedures": POOL, "seconds": DURATION}.
     """
+    from ..evaluation.heichole import write_sample as write_heichole
     from .sample import encode_h264, plan_video, render_video
 
+    writers = {**WRITERS, "heichole": write_heichole}
     rng = np.random.default_rng([seed, 2024])
     out = Path(root) / "benchmarks"
     procs = []
@@ -270,7 +289,7 @@ def write_sample_benchmarks(root: Path, seed: int = 0, fps: float = 5.0, size: i
         mp4 = out / ".pool" / f"bench{i}.mp4"
         encode_h264(iter(frames), mp4, fps, size)
         procs.append(_Procedure(plan, frames, fps, mp4))
-    for name, writer in WRITERS.items():
+    for name, writer in writers.items():
         writer(out / name, procs)
     shutil.rmtree(out / ".pool")
-    return {"benchmarks": sorted(WRITERS), "procedures": POOL, "seconds": DURATION, "fps": fps, "size": size}
+    return {"benchmarks": sorted(writers), "procedures": POOL, "seconds": DURATION, "fps": fps, "size": size}

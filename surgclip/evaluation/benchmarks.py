@@ -13,8 +13,11 @@ import os
 from pathlib import Path
 
 from . import formats
+from .heichole import load_heichole
 from .loaders import LOADERS, LoadOptions, find_video_sources, read_fps_json
 from .table import FrameSource, FrameTable
+
+LOADERS = {**LOADERS, "heichole": load_heichole}  # plus the formats that have a module of their own
 
 # Protocols ship inside the package (package-data), so a wheel install finds them.
 PROTOCOL_DIR = Path(__file__).resolve().parents[1] / "benchmarks"

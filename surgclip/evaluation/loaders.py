@@ -31,6 +31,8 @@ class LoadOptions:
         label_fps: rate of the label files' frame numbers.
         eval_fps: labelled rows kept per second.
         site: MultiBypass140 centre (``strasbourg`` | ``bern``).
+        fold: MultiBypass140 official cross-validation fold (default 0 where the folds are read).
+        splits: MultiBypass140 splits JSON (``surgclip data splits multibypass140``) to read the fold from.
     """
 
     frames_fps: float | None = None
@@ -38,6 +40,8 @@ class LoadOptions:
     label_fps: float | None = None
     eval_fps: float | None = None
     site: str | None = None
+    fold: int | None = None
+    splits: str | None = None
 
 
 def read_fps_json(root: Path) -> dict:
@@ -227,7 +231,17 @@ def load_path_label_csv(root: Path, protocol: dict, split: str, task: str, opts:
 
 def load_multibypass140(root: Path, protocol: dict, split: str, task: str, opts: LoadOptions) -> FrameTable:
     """MultiBypass140, one centre: ``labels/<site>/labels_by70/<P>NN.mp4.json`` and
-    ``<StrasBypass70|BernBypass70>/videos/<P>NN.mp4`` or ``.../frames/<P>NN/``."""
+    ``<StrasBypass70|BernBypass70>/videos/<P>NN.mp4`` or ``.../frames/<P>NN/``.
+
+    A split ``train`` | ``val`` | ``test`` is fold ``opts.fold`` (default 0) of the official folds: from
+    ``opts.splits`` (a JSON of ``surgclip data splits``) if given, else from the official pickles
+    ``labels/<site>/labels_by70_splits/labels/<split>/1fps_<fold>.pickle`` under ``root`` if that folder
+    exists; otherwise, without ``opts.fold``, the protocol's own ``splits`` (also for ``all`` or a file of
+    ids, which ``opts.fold`` / ``opts.splits`` do not accept). ``table.split_info`` says
+    which fold and source were used. A fold video without a label file is a FileNotFoundError naming it.
+    """
+    from .splits import SPLIT_DIR, SPLITS, fold_videos
+
     sites = protocol["sites"]
     if opts.site not in sites:
         raise ValueError(f"multibypass140 needs --site {' | '.join(sites)} (or --benchmark strasbypass70 | bernbypass70)")
@@ -235,7 +249,27 @@ def load_multibypass140(root: Path, protocol: dict, split: str, task: str, opts:
     label_dir = root / "labels" / site["labels"] / "labels_by70"
     found = _numbered(label_dir, rf"{site['prefix']}(\d+)\.mp4\.json")
     pattern = f"labels/{site['labels']}/labels_by70/{site['prefix']}{{id:02d}}.mp4.json"
-    ids = _ids_for_split(protocol, split, found, pattern, root, splits=protocol.get("splits", {}).get(opts.site, {}))
+    explicit = opts.splits is not None or opts.fold is not None
+    if explicit and split not in SPLITS:
+        raise ValueError(f"multibypass140 folds (fold/splits options) apply to split {' | '.join(SPLITS)}, not {split!r}")
+    if split in SPLITS and (explicit or (root / "labels" / site["labels"] / "labels_by70_splits").is_dir()):
+        fold = 0 if opts.fold is None else int(opts.fold)
+        source = Path(opts.splits) if opts.splits else root
+        names = fold_videos(source, site["labels"], fold, split)
+        by_name = {f"{site['prefix']}{i:02d}": i for i in found}
+        missing = [v for v in names if v not in by_name]
+        if missing:
+            raise FileNotFoundError(f"fold {fold} {split} of {opts.site} ({source}) lists {len(missing)} videos without a "
+                                    f"label file: {', '.join(missing)} (expected {label_dir}/<id>.mp4.json)")
+        ids = sorted(by_name[v] for v in names)
+        where = source if opts.splits else root / SPLIT_DIR.format(centre=site["labels"], split=split) / f"1fps_{fold}.pickle"
+        split_info = {"fold": fold, "split": split, "source": str(where)}
+    else:
+        ids = _ids_for_split(protocol, split, found, pattern, root, splits=protocol.get("splits", {}).get(opts.site, {}))
+        split_info = {"fold": None, "split": split,
+                      "source": f"protocol {protocol['name']} splits" if split in SPLITS else split}
+    if not ids:
+        raise ValueError(f"{split_info['source']}: split {split!r} of {opts.site} lists no videos")
     spec = protocol["tasks"][task]
     classes = _classes(protocol, task)
     eval_fps = opts.eval_fps or protocol.get("eval_fps", 1)
@@ -244,6 +278,7 @@ def load_multibypass140(root: Path, protocol: dict, split: str, task: str, opts:
               for i in ids]
     table = FrameTable.concat(tables)
     table.name = f"{site['folder'].lower()}/{task}"
+    table.split_info = split_info
     base = root / site["folder"]
     frames_fps = opts.frames_fps or read_fps_json(root).get("frames_fps")
     cands = {v: ([base / "videos" / f"{v}{e}" for e in VIDEO_EXTS], base / "frames" / v) for v in table.videos()}
