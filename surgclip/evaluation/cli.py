@@ -9,12 +9,15 @@ from pathlib import Path
 import numpy as np
 
 from ..utils import IMAGE_EXTENSIONS
+from .metrics import CONVENTIONS, DEFAULT_CONVENTION
+from .runs import dataset_name
 
 
 def register(subparsers) -> None:
     """Add the evaluation sub-commands to the ``surgclip`` parser."""
     p = subparsers.add_parser("zeroshot", help="zero-shot phase/tool recognition on a benchmark")
     _model_args(p)
+    metrics_arg(p)
     _bench_args(p)
     p.add_argument("--prompts", default=None,
                    help="prompt set of the protocol (names, descriptive, camma, ...) or a text file; default: the task's")
@@ -24,7 +27,15 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("eval", help="run a whole results table (suite) and write it as Markdown, CSV and JSON")
     _model_args(p)
-    p.add_argument("--suite", required=True, help="'surglavi' (the SurgLaVi results table) or a suite YAML file")
+    metrics_arg(p)
+    p.add_argument("--suite", default=None, help="'surglavi' (the SurgLaVi results table) or a suite YAML file")
+    p.add_argument("--from-predictions", default=None, metavar="DIR",
+                   help="rescore a folder of predictions_*.csv files (ours or the SurgLaVi code's) into the table")
+    p.add_argument("--aggregate", default="video", choices=["video", "global"],
+                   help="what a table cell shows: the mean over videos (default) or all frames pooled; both are in "
+                        "table.csv / table.json")
+    p.add_argument("--fold", type=int, default=None, help="MultiBypass140 fold for StrasBypass70/BernBypass70 (default 0)")
+    p.add_argument("--splits", default=None, help="MultiBypass140 splits JSON from 'surgclip data splits'")
     p.add_argument("--data-root", default=None, help="folder holding one sub-folder per benchmark (see README)")
     p.add_argument("--out", default="reports/suite", help="folder for table.md, table.csv, table.json and per-cell reports")
     p.add_argument("--prompts", default=None, help="prompt set for every cell (default: each task's default)")
@@ -36,6 +47,7 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("linear-probe", help="logistic regression on cached frozen features")
     _model_args(p)
+    metrics_arg(p)
     _bench_args(p, split="train")
     p.add_argument("--test-split", default="test")
     p.add_argument("--percents", default="10,50,100", help="percentages of training procedures ('' for none)")
@@ -76,6 +88,13 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_retrieval)
 
 
+def metrics_arg(p) -> None:
+    """``--metrics surglavi|camma`` (``metrics.CONVENTIONS``)."""
+    p.add_argument("--metrics", default=DEFAULT_CONVENTION, choices=sorted(CONVENTIONS),
+                   help="metric convention: surglavi (the SurgLaVi evaluation code: every class counts) or camma "
+                        "(classes present only); named in every report")
+
+
 def _model_args(p) -> None:
     p.add_argument("--model", default="tiny", help="model name or save_pretrained directory")
     p.add_argument("--device", default="cpu")
@@ -93,6 +112,8 @@ def _bench_args(p, split: str = "test") -> None:
     p.add_argument("--task", default=None, help="task of the benchmark (default: its first): phase, tool, step, "
                                                  "instrument, action, triplet, verb, target; surglavi: the JSON's stem")
     p.add_argument("--site", default=None, choices=["strasbourg", "bern"], help="MultiBypass140 centre")
+    p.add_argument("--fold", type=int, default=None, help="MultiBypass140 official fold (default 0)")
+    p.add_argument("--splits", default=None, help="MultiBypass140 splits JSON from 'surgclip data splits'")
     p.add_argument("--classes", default=None, help="custom: class names, one per line (line order = id)")
     p.add_argument("--labels", default=None, help="custom: folder of <video stem>.csv label files")
     p.add_argument("--videos", default=None, help="custom: folder of videos (<stem>.mp4) or frame folders (<stem>/)")
@@ -114,8 +135,9 @@ def _load_model(args):
     return surgclip.load(args.model, device=args.device, num_frames=args.num_frames, precision=args.precision)
 
 
-def _table(args, split: str):
-    """(FrameTable, protocol, task) for the benchmark flags of ``zeroshot`` / ``linear-probe``."""
+def _table(args, split: str, task: str | None = None):
+    """(FrameTable, protocol, task) for the benchmark flags of ``zeroshot`` / ``linear-probe``
+    (``task`` overrides ``--task``)."""
     from . import benchmarks as B
 
     if args.benchmark == "custom":
@@ -131,7 +153,7 @@ def _table(args, split: str):
         if not args.frames_dir or not args.frames_fps:
             raise ValueError("--labels-csv needs --frames-dir and --frames-fps")
         protocol = B.load_protocol(args.benchmark)
-        task = args.task or B.default_task(protocol)
+        task = task or args.task or B.default_task(protocol)
         table = B.frame_folder_benchmark(args.labels_csv, args.frames_dir, B.task_classes(protocol, task),
                                          args.frames_fps, args.name_fps or args.frames_fps,
                                          label_base=0, name=f"{protocol['name']}/{task}")
@@ -139,10 +161,10 @@ def _table(args, split: str):
         if not args.root:
             raise ValueError("--root is required (or --labels-csv with --frames-dir, or --benchmark custom)")
         protocol = B.load_protocol(args.benchmark)
-        task = args.task or B.default_task(protocol)
+        task = task or args.task or B.default_task(protocol)
         table = B.load_benchmark(args.benchmark, args.root, split=split, task=task, frames_fps=args.frames_fps,
                                  name_fps=args.name_fps, label_fps=args.label_fps, eval_fps=args.eval_fps,
-                                 site=args.site)
+                                 site=args.site, fold=args.fold, splits=args.splits)
     if args.limit:
         table = limit_rows(table, args.limit)
     return table, protocol, task
@@ -178,62 +200,36 @@ def _config(args) -> dict:
 
 
 def cmd_zeroshot(args) -> int:
-    from . import benchmarks as B
-    from . import metrics as M
-    from . import plots, reports
-    from .zeroshot import evaluate_zero_shot
+    from . import reports
+    from .runs import load_run_tables, summary_line, zero_shot_run
 
     table, protocol, task = _table(args, args.split)
-    prompts, set_name = B.task_prompts(protocol, task, args.prompts, table)
+    tables = load_run_tables(args.benchmark, protocol, task,
+                             lambda sub: table if sub == task else _table(args, args.split, task=sub)[0])
     model, _, tokenizer = _load_model(args)
-    result = evaluate_zero_shot(model, tokenizer, table, prompts, num_frames=args.num_frames, mode=args.mode,
-                                batch_size=args.batch_size, stride_s=args.stride_s, progress=True)
-    out = Path(args.out)
-    m = result.metrics
-    result.protocol.update(benchmark=protocol.get("name"), task=task, split=args.split, prompt_set=set_name,
-                           benchmark_metric=B.task_spec(protocol, task).get("metric", protocol.get("metric")))
-    if table.multilabel:
-        rows = [{"benchmark": table.name, "frames": m.get("num_scored"), "mAP": m.get("mAP")}]
-        cols = ["benchmark", "frames", "mAP"]
-    else:
-        rows = [{"video": v, "frames": r["n"], "accuracy": r["accuracy"], "f1": r["f1"]}
-                for v, r in m.get("per_video", {}).items()]
-        rows.append({"video": "mean over videos", "frames": m.get("num_scored"), "accuracy": m.get("accuracy"), "f1": m.get("f1")})
-        rows.append({"video": "global", "frames": m.get("num_scored"), "accuracy": m.get("global_accuracy"),
-                     "f1": m.get("global_f1")})
-        cols = ["video", "frames", "accuracy", "f1"]
-    reports.write_report(out, "zeroshot", m, result.protocol, _config(args), reports.checkpoint_hash(args.model, model),
-                         rows, cols, extra={"skipped": result.skipped})
-    if not table.multilabel and result.valid.any():
-        v = result.valid
-        vids = list(dict.fromkeys(table.video[v].tolist()))
-        truth = {x: table.labels[v][table.video[v] == x] for x in vids}
-        pred = {x: result.pred[v][table.video[v] == x] for x in vids}
-        plots.phase_ribbons(out / "phase_ribbons.png", vids, truth, pred, table.classes)
-        plots.confusion_plot(out / "confusion.png", M.confusion_matrix(table.labels[v], result.pred[v], len(table.classes)),
-                             table.classes)
-    _print_summary("zero-shot", table.name, m, result.skipped, out)
+    report = zero_shot_run(model, tokenizer, tables, protocol, args.benchmark, task, args.prompts, args.out,
+                           convention=args.metrics, num_frames=args.num_frames, mode=args.mode,
+                           batch_size=args.batch_size, stride_s=args.stride_s, progress=True, config=_config(args),
+                           checkpoint=reports.checkpoint_hash(args.model, model))
+    m = report["metrics"]
+    print(summary_line("zero-shot", table.name, m) + f" [{args.metrics} metrics]")
+    if any(report["skipped"].values()):
+        print(f"skipped labelled frames: {report['skipped']} (see report)", file=sys.stderr)
+    print(f"report and predictions: {args.out}/")
     if not m.get("num_scored"):
-        print(f"error: no labelled frame of {table.name} could be scored (skipped: {result.skipped})", file=sys.stderr)
+        print(f"error: no labelled frame of {table.name} could be scored (skipped: {report['skipped']})", file=sys.stderr)
         return 1
     return 0
 
 
 def cmd_eval(args) -> int:
-    from .suite import run_suite
+    from .suite import rescore_predictions, run_suite
 
+    if args.from_predictions:
+        return rescore_predictions(args)
+    if not args.suite:
+        raise ValueError("surgclip eval needs --suite (to run a table) or --from-predictions DIR (to rescore one)")
     return run_suite(args)
-
-
-def _print_summary(what, name, m, skipped, out) -> None:
-    if "accuracy" in m:
-        print(f"{what} {name}: accuracy {m['accuracy']:.4f} (per-video mean), F1 {m['f1']:.4f}, "
-              f"global accuracy {m['global_accuracy']:.4f} over {m['num_scored']} frames")
-    elif "mAP" in m:
-        print(f"{what} {name}: mAP {m['mAP']:.4f} over {m['num_scored']} frames")
-    if any(skipped.values()):
-        print(f"skipped labelled frames: {skipped} (see report)", file=sys.stderr)
-    print(f"report: {out}/")
 
 
 def cmd_linear_probe(args) -> int:
@@ -250,7 +246,10 @@ def cmd_linear_probe(args) -> int:
     y_train, y_test = (train.targets, test.targets) if train.multilabel else (train.labels, test.labels)
     res = linear_probe(xtr[vtr], y_train[vtr], train.video[vtr], xte[vte], y_test[vte], test.video[vte],
                        percents=_numbers(args.percents, float), shots=_numbers(args.shots, int),
-                       seeds=_numbers(args.seeds, int), video_wise=train.name.startswith("cholect50/triplet"))
+                       seeds=_numbers(args.seeds, int), video_wise=train.name.startswith("cholect50/triplet"),
+                       num_classes=len(train.classes), convention=args.metrics)
+    written = write_run_predictions(Path(args.out), dataset_name(args.benchmark, task), test.select(vte),
+                                    res.pop("scores"))
     if train.multilabel:
         columns = ["percent", "mAP", "mAP_std"]
         rows = [{"percent": p, "mAP": r["mAP_mean"], "mAP_std": r["mAP_std"]} for p, r in res["results"].items()]
@@ -263,13 +262,27 @@ def cmd_linear_probe(args) -> int:
                          "num_frames": args.num_frames or model.num_frames, "benchmark": protocol.get("name"),
                          "task": task, "split": args.split, "test_split": args.test_split},
                          _config(args), reports.checkpoint_hash(args.model, model), rows, columns,
-                         extra={"skipped": skipped})
+                         extra={"skipped": skipped, "predictions": written})
     metric = columns[1]
     for r in rows:
         what = r["percent"] if r["percent"].endswith("-shot") else f"{r['percent']}% of training procedures"
         print(f"{what:>32}: {metric} {r[metric]:.4f} ± {r[metric + '_std']:.4f}")
-    print(f"report: {args.out}/")
+    print(f"report: {args.out}/ (test predictions of every run under predictions/)")
     return 0
+
+
+def write_run_predictions(out: Path, dataset: str, test, scores: dict) -> list[str]:
+    """``out/predictions/<entry>/seed<k>/predictions_{dataset}.csv`` for each probe run's test
+    scores (``scores``: ``{"<entry>/seed<k>": [N, C]}`` over the rows of ``test``)."""
+    from .predictions import write_predictions
+
+    truth = test.targets if test.multilabel else test.labels
+    written = []
+    for key, sc in scores.items():
+        path = out / "predictions" / key / f"predictions_{dataset}.csv"
+        write_predictions(path, test.video, test.frame, sc, truth, test.time_s)
+        written.append(str(path.relative_to(out)))
+    return written
 
 
 def _numbers(text: str, kind) -> list:

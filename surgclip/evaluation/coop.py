@@ -245,14 +245,21 @@ def train_coop(model, tokenizer, class_names: list[str], train_features, train_l
     return prompts
 
 
-def evaluate_coop(prompts: CoOpPrompts, test_features, test_labels, test_videos) -> dict:
-    """Single-label metrics (``metrics.single_label_metrics``) of the prompts' argmax on test clip features [N, D]."""
-    return M.single_label_metrics(np.asarray(test_labels), prompts.predict(test_features), np.asarray(test_videos))
+def evaluate_coop(prompts: CoOpPrompts, test_features, test_labels, test_videos,
+                  convention: str = M.DEFAULT_CONVENTION) -> tuple[dict, np.ndarray]:
+    """(single-label metrics of the prompts' argmax, [N, C] logits) on test clip features [N, D]."""
+    with torch.no_grad():
+        feats = torch.as_tensor(np.asarray(test_features), dtype=torch.float32, device=prompts.ctx.device)
+        scores = prompts.logits(feats).float().cpu().numpy()
+    m = M.single_label_metrics(np.asarray(test_labels), scores.argmax(1), np.asarray(test_videos),
+                               len(prompts.class_names), convention)
+    return m, scores
 
 
 def coop_probe(model, tokenizer, class_names: list[str], train_x, train_y, test_x, test_y, test_videos,
                shots=(1, 2, 4, 8, 16), seeds=(0, 1, 2), n_ctx: int = 16, ctx_init: str | None = None,
-               epochs: int = 50, lr: float = 2e-3, batch_size: int = 32) -> dict:
+               epochs: int = 50, lr: float = 2e-3, batch_size: int = 32,
+               convention: str = M.DEFAULT_CONVENTION) -> dict:
     """CoOp over shots and seeds, in the linear probe's report format.
 
     Args:
@@ -263,13 +270,15 @@ def coop_probe(model, tokenizer, class_names: list[str], train_x, train_y, test_
         n_ctx, ctx_init, epochs, lr, batch_size: see ``train_coop``.
     Returns:
         ``{"protocol", "results": {"k-shot": {"f1_mean", "f1_std", "accuracy_mean", ..., "runs", "shots"}}}``;
-        with ``ctx_init`` also ``results["zero-shot"]``: the untrained prompt ``f"{ctx_init} {name}"``.
+        with ``ctx_init`` also ``results["zero-shot"]``: the untrained prompt ``f"{ctx_init} {name}"``;
+        ``scores``: ``{"<entry>/seed<k>": [M, C] test logits}`` for the predictions files.
     """
     train_y, test_y = np.asarray(train_y), np.asarray(test_y)
     keys = ("f1", "accuracy", "global_f1", "global_accuracy")
-    results = {}
+    results, scores = {}, {}
     if ctx_init:
-        m = evaluate_coop(make_prompts(model, tokenizer, class_names, n_ctx, ctx_init), test_x, test_y, test_videos)
+        m, scores["zero-shot/seed0"] = evaluate_coop(make_prompts(model, tokenizer, class_names, n_ctx, ctx_init),
+                                                     test_x, test_y, test_videos, convention)
         results["zero-shot"] = summarize_runs([{"seed": None, **{k: m[k] for k in keys}}], shots=0)
     for k in shots:
         runs = []
@@ -277,9 +286,9 @@ def coop_probe(model, tokenizer, class_names: list[str], train_x, train_y, test_
             rows = sample_shots(train_y, int(k), seed)
             prompts = train_coop(model, tokenizer, class_names, np.asarray(train_x)[rows], train_y[rows], n_ctx,
                                  ctx_init, epochs, lr, batch_size, seed)
-            m = evaluate_coop(prompts, test_x, test_y, test_videos)
+            m, scores[f"{int(k)}-shot/seed{seed}"] = evaluate_coop(prompts, test_x, test_y, test_videos, convention)
             runs.append({"seed": seed, "num_train_frames": int(len(rows)), "final_loss": prompts.history[-1]
                          if prompts.history else None, **{key: m[key] for key in keys}})
         results[f"{int(k)}-shot"] = summarize_runs(runs, shots=int(k))
     protocol = PROTOCOL.format(n_ctx="M (from the init phrase)" if ctx_init else n_ctx, init=ctx_init or "N(0, 0.02)")
-    return {"protocol": protocol, "results": results}
+    return {"protocol": protocol + f"; metric convention {convention}", "results": results, "scores": scores}

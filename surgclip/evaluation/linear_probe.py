@@ -22,7 +22,7 @@ PROTOCOL = ("linear probe: frozen clip features, logistic regression (sklearn lb
             "N% of training procedures (key 'N') or k labelled training frames per class (key 'k-shot') per seed; "
             "test per-video macro F1 / accuracy averaged over videos")
 SUMMARY_KEYS = ("f1", "accuracy", "global_f1", "global_accuracy")
-MULTILABEL_KEYS = ("mAP",)
+MULTILABEL_KEYS = ("mAP", "global_mAP")
 
 
 def sample_procedures(videos: list[str], percent: float, seed: int) -> list[str]:
@@ -75,7 +75,8 @@ def summarize_runs(runs: list[dict], keys=SUMMARY_KEYS, **extra) -> dict:
 
 
 def linear_probe(train_x, train_y, train_videos, test_x, test_y, test_videos, percents=(10, 50, 100),
-                 seeds=(0, 1, 2), shots=(), C: float = 1.0, max_iter: int = 1000, video_wise: bool = False) -> dict:
+                 seeds=(0, 1, 2), shots=(), C: float = 1.0, max_iter: int = 1000, video_wise: bool = False,
+                 num_classes: int | None = None, convention: str = M.DEFAULT_CONVENTION) -> dict:
     """Fit and score logistic regressions.
 
     Args:
@@ -88,30 +89,40 @@ def linear_probe(train_x, train_y, train_videos, test_x, test_y, test_videos, pe
         C, max_iter: sklearn ``LogisticRegression`` settings.
         video_wise: multi-label only: score with ivtmetrics' video-wise AP (CholecT50) instead of
             frame-level mAP.
+        num_classes: classes of a single-label task (default: the largest id seen + 1); every class
+            counts under ``surglavi``.
+        convention: metric convention (``metrics.CONVENTIONS``).
     Returns:
         ``{"protocol", "results": {"10": {...}, "4-shot": {...}}}`` where each entry holds
         ``f1_mean``, ``f1_std``, ``accuracy_mean``, ``accuracy_std``, ``global_*_mean/std``, ``runs``
         (per seed: seed, f1, accuracy, global_f1, global_accuracy, num_train_frames; or an ``error``),
-        plus ``num_procedures`` (percent entries) or ``shots`` (k-shot entries).
+        plus ``num_procedures`` (percent entries) or ``shots`` (k-shot entries); ``scores``:
+        ``{"<entry>/seed<k>": [N_test, C] test scores}`` (class probabilities, or per-class decision
+        scores for multi-label) of every fitted run, for the predictions files.
     """
     train_x, train_y, test_x, test_y = map(np.asarray, (train_x, train_y, test_x, test_y))
     train_videos, test_videos = np.asarray(train_videos), np.asarray(test_videos)
     procedures = list(dict.fromkeys(train_videos.tolist()))
     multilabel = train_y.ndim == 2
     keys = MULTILABEL_KEYS if multilabel else SUMMARY_KEYS
+    if not multilabel:
+        num_classes = int(num_classes or max(train_y.max(), test_y.max()) + 1)
+    kept_scores = {}
 
-    def fit_and_score(rows: np.ndarray, seed: int, **info) -> dict:
+    def fit_and_score(rows: np.ndarray, seed: int, entry: str, **info) -> dict:
         if multilabel:
             y = train_y[rows]
             if not ((y > 0).any(0) & (y == 0).any(0)).any():
                 return {"seed": seed, **info, "error": "no class both present and absent in the sampled training frames"}
             scores = _fit_scores(train_x[rows], y, test_x, C, max_iter, seed)
-            m = (M.video_wise_ap(test_y, scores, test_videos) if video_wise else M.multilabel_map(test_y, scores))
+            m = (M.video_wise_ap(test_y, scores, test_videos, convention=convention) if video_wise
+                 else M.multilabel_metrics(test_y, scores, test_videos, convention))
         else:
             if len(np.unique(train_y[rows])) < 2:
                 return {"seed": seed, **info, "error": "fewer than 2 classes in the sampled training frames"}
-            m = M.single_label_metrics(test_y, _fit_predict(train_x[rows], train_y[rows], test_x, C, max_iter, seed),
-                                       test_videos)
+            scores = _fit_proba(train_x[rows], train_y[rows], test_x, num_classes, C, max_iter, seed)
+            m = M.single_label_metrics(test_y, scores.argmax(1), test_videos, num_classes, convention)
+        kept_scores[f"{entry}/seed{seed}"] = scores
         return {"seed": seed, **info, "num_train_frames": int(len(rows)), **{k: m[k] for k in keys}}
 
     results = {}
@@ -119,27 +130,31 @@ def linear_probe(train_x, train_y, train_videos, test_x, test_y, test_videos, pe
         runs, chosen = [], []
         for seed in seeds:
             chosen = sample_procedures(procedures, pct, seed)
-            runs.append(fit_and_score(np.flatnonzero(np.isin(train_videos, chosen)), seed, videos=chosen))
+            runs.append(fit_and_score(np.flatnonzero(np.isin(train_videos, chosen)), seed, str(pct), videos=chosen))
         results[str(pct)] = summarize_runs(runs, keys, num_procedures=len(chosen))
     for k in shots:
-        runs = [fit_and_score(sample_shots(train_y, int(k), seed), seed) for seed in seeds]
+        runs = [fit_and_score(sample_shots(train_y, int(k), seed), seed, f"{int(k)}-shot") for seed in seeds]
         results[f"{int(k)}-shot"] = summarize_runs(runs, keys, shots=int(k))
     protocol = PROTOCOL
     if multilabel:
         protocol = (PROTOCOL.split("; test")[0].replace("logistic regression", "one-vs-rest logistic regression per class")
                     + ("; test video-wise AP (ivtmetrics) averaged over classes" if video_wise
                        else "; test mAP over classes present in the test frames"))
-    return {"protocol": protocol, "results": results}
+    return {"protocol": protocol + f"; metric convention {convention}", "results": results, "scores": kept_scores}
 
 
-def _fit_predict(x, y, test_x, C: float, max_iter: int, seed: int) -> np.ndarray:
+def _fit_proba(x, y, test_x, num_classes: int, C: float, max_iter: int, seed: int) -> np.ndarray:
+    """[N_test, num_classes] class probabilities of a standardised logistic regression; a class
+    absent from the training frames scores 0 (its argmax is the regression's prediction)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter, random_state=seed))
     clf.fit(x, y)
-    return clf.predict(test_x)
+    out = np.zeros((len(test_x), num_classes), dtype=np.float64)
+    out[:, clf.classes_.astype(np.int64)] = clf.predict_proba(test_x)
+    return out
 
 
 def _fit_scores(x, y, test_x, C: float, max_iter: int, seed: int) -> np.ndarray:

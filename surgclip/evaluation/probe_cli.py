@@ -7,13 +7,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli import _config, _load_model, _model_args, _numbers
+from .cli import _config, _load_model, _model_args, _numbers, metrics_arg, write_run_predictions
+from .runs import dataset_name
 
 
 def register(subparsers) -> None:
     """Add the coop, cvs and mcq sub-commands to the ``surgclip`` parser."""
     p = subparsers.add_parser("coop", help="CoOp prompt learning (few-shot, towers frozen) on a benchmark")
     _model_args(p)
+    metrics_arg(p)
     p.add_argument("--benchmark", default="cholec80", help="benchmark name accepted by load_benchmark")
     p.add_argument("--task", default=None, help="single-label task (phase, step, action); default: the benchmark's")
     p.add_argument("--root", required=True, help="dataset root in the released layout")
@@ -76,13 +78,17 @@ def cmd_coop(args) -> int:
     names = [readable_class_name(c) for c in train.classes]
     res = coop_probe(model, tokenizer, names, xtr[vtr], train.labels[vtr], xte[vte], test.labels[vte], test.video[vte],
                      shots=shots, seeds=seeds, n_ctx=args.n_ctx, ctx_init=args.ctx_init, epochs=args.epochs, lr=args.lr,
-                     batch_size=32)
+                     batch_size=32, convention=args.metrics)
+    task = args.task or train.name.split("/")[-1]
+    test_rows = test.select(vte)
+    written = write_run_predictions(Path(args.out), dataset_name(args.benchmark, task), test_rows, res.pop("scores"))
     rows = [{"shots": k, "f1": r["f1_mean"], "f1_std": r["f1_std"], "accuracy": r["accuracy_mean"],
              "accuracy_std": r["accuracy_std"]} for k, r in res["results"].items()]
     reports.write_report(args.out, "coop", res["results"],
                          {"metric": res["protocol"], "mode": args.mode, "num_frames": T, "benchmark": train.name,
                           "class_texts": names}, _config(args), reports.checkpoint_hash(args.model, model), rows,
-                         ["shots", "f1", "f1_std", "accuracy", "accuracy_std"], extra={"skipped": {"train": s1, "test": s2}})
+                         ["shots", "f1", "f1_std", "accuracy", "accuracy_std"],
+                         extra={"skipped": {"train": s1, "test": s2}, "predictions": written})
     for r in rows:
         print(f"CoOp {train.name} {r['shots']:>8}: F1 {r['f1']:.4f} ± {r['f1_std']:.4f}, "
               f"accuracy {r['accuracy']:.4f} ± {r['accuracy_std']:.4f}")

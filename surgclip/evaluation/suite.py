@@ -29,22 +29,24 @@ from ..utils import atomic_write_json, atomic_write_text
 # Sub-folder of --data-root per benchmark (the bundled sample writes exactly these).
 SURGLAVI_FOLDERS = {"cholec80": "cholec80", "autolaparo": "autolaparo", "strasbypass70": "multibypass140",
                     "bernbypass70": "multibypass140", "multibypass140": "multibypass140", "grasp": "grasp",
-                    "sarrarp50": "sarrarp50", "cholect50": "cholect50", "cholect50-txt": "cholect50",
+                    "sarrarp50": "sarrarp50", "cholect50": "cholect50", "cholect50-txt": "cholect50", "heichole": "heichole",
                     "surglavi": "surglavi", "cholec80-csv": "cholec80", "autolaparo-csv": "autolaparo"}
 
-# The SurgLaVi results table, in its column order (plus the SurgLaVi evaluation JSON).
+# The SurgLaVi results table, in its column order (the SurgLaVi evaluation code's test sets, HeiChole
+# included), plus the SurgLaVi evaluation JSON.
 SURGLAVI_SUITE = [
     {"column": "Cholec80 phase", "benchmark": "cholec80", "task": "phase", "split": "test"},
     {"column": "AutoLaparo", "benchmark": "autolaparo", "task": "phase", "split": "test"},
-    # No official Strasbourg test list is readable without unpickling (see the protocol's splits_note).
-    {"column": "StrasBypass70", "benchmark": "strasbypass70", "task": "phase", "split": "all"},
+    {"column": "StrasBypass70", "benchmark": "strasbypass70", "task": "phase", "split": "test"},
     {"column": "BernBypass70", "benchmark": "bernbypass70", "task": "phase", "split": "test"},
     {"column": "GraSP phase", "benchmark": "grasp", "task": "phase", "split": "test"},
     {"column": "GraSP step", "benchmark": "grasp", "task": "step", "split": "test"},
     {"column": "SAR-RARP50 action", "benchmark": "sarrarp50", "task": "action", "split": "test"},
+    {"column": "HeiChole phase", "benchmark": "heichole", "task": "phase", "split": "test"},
     {"column": "CholecT50 triplet", "benchmark": "cholect50", "task": "triplet", "split": "test"},
     {"column": "Cholec80 tool", "benchmark": "cholec80", "task": "tool", "split": "test"},
     {"column": "GraSP tool", "benchmark": "grasp", "task": "instrument", "split": "test"},
+    {"column": "HeiChole tool", "benchmark": "heichole", "task": "instrument", "split": "test"},
     {"column": "SurgLaVi eval JSON", "benchmark": "surglavi", "task": "phase", "split": "all"},
 ]
 ENTRY_KEYS = {"benchmark", "task", "root", "prompts", "split", "column"}
@@ -106,10 +108,34 @@ def load_suite(suite: str, data_root: str | None) -> tuple[str, list[dict]]:
     return name, out
 
 
-def _cell_text(m: dict) -> str:
-    if "mAP" in m:
-        return f"{100 * m['mAP']:.1f}"
-    return f"{100 * m['accuracy']:.1f} / {100 * m['f1']:.1f}"
+def cell_value(m: dict, aggregate: str) -> dict:
+    """The numbers a table cell shows: ``{"accuracy", "f1"}`` or ``{"mAP"}`` of the mean over videos
+    (``aggregate="video"``) or of all frames pooled (``"global"``); CholecT50 shows the triplet (ivt) mAP."""
+    pre = "global_" if aggregate == "global" else ""
+    if "accuracy" in m:
+        return {"accuracy": m[pre + "accuracy"], "f1": m[pre + "f1"]}
+    return {"mAP": m[pre + "mAP"]}
+
+
+def _cell_text(value: dict) -> str:
+    if "mAP" in value:
+        return f"{100 * value['mAP']:.1f}"
+    return f"{100 * value['accuracy']:.1f} / {100 * value['f1']:.1f}"
+
+
+KEEP = ("accuracy", "f1", "accuracy_std", "f1_std", "global_accuracy", "global_f1", "mAP", "mAP_std", "global_mAP")
+
+
+def make_cell(entry: dict, metrics: dict, aggregate: str, **info) -> dict:
+    """One table cell from a run's (or a rescored file's) metrics; the same for both paths."""
+    keep = {k: metrics[k] for k in KEEP if k in metrics}
+    for k in ("ivt", "i", "v", "t", "iv", "it"):
+        if k in metrics:
+            keep[k] = {"mAP": metrics[k]["mAP"], "global_mAP": metrics[k]["global_mAP"]}
+    value = cell_value(metrics, aggregate)
+    return {"column": entry["column"], "benchmark_name": entry["benchmark"], "task": entry["task"], **info,
+            "convention": metrics.get("convention"), "aggregate": aggregate, "metrics": keep, "value": value,
+            "text": _cell_text(value)}
 
 
 def run_suite(args) -> int:
@@ -120,7 +146,7 @@ def run_suite(args) -> int:
     from . import benchmarks as B
     from . import reports
     from .cli import limit_rows
-    from .zeroshot import evaluate_zero_shot
+    from .runs import load_run_tables, zero_shot_run
 
     name, entries = load_suite(args.suite, args.data_root)
     out = Path(args.out)
@@ -134,12 +160,18 @@ def run_suite(args) -> int:
             skipped.append({**entry, "reason": f"missing {root}"})
             print(f"skipped {label}: missing {root}", file=sys.stderr)
             continue
+        protocol = B.load_protocol(entry["benchmark"])
+
+        def load(task, entry=entry, root=root, split=split):
+            table = B.load_benchmark(entry["benchmark"], root, split=split, task=task, fold=args.fold, splits=args.splits)
+            return limit_rows(table, args.limit) if args.limit else table
+
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                table = B.load_benchmark(entry["benchmark"], root, split=split, task=entry["task"])
-            for w in caught:
-                print(f"note {label}: {w.message}", file=sys.stderr)
+                tables = load_run_tables(entry["benchmark"], protocol, entry["task"], load)
+            for message in dict.fromkeys(str(w.message) for w in caught):
+                print(f"note {label}: {message}", file=sys.stderr)
         except FileNotFoundError as err:
             skipped.append({**entry, "reason": str(err)})
             print(f"skipped {label}: {err}", file=sys.stderr)
@@ -148,42 +180,37 @@ def run_suite(args) -> int:
             failed.append({**entry, "error": str(err)})
             print(f"error {label}: {err}", file=sys.stderr)
             continue
-        if args.limit:
-            table = limit_rows(table, args.limit)
-        protocol = B.load_protocol(entry["benchmark"])
-        try:  # an unknown set or one short of a prompt fails this cell only; the table is still written
-            prompts, set_name = B.task_prompts(protocol, entry["task"], args.prompts or entry["prompts"], table)
-        except ValueError as err:
-            failed.append({**entry, "error": str(err)})
-            print(f"error {label}: {err}", file=sys.stderr)
-            continue
         if model is None:
             model, _, tokenizer = surgclip.load(args.model, device=args.device, num_frames=args.num_frames,
                                                  precision=getattr(args, "precision", "fp32"))
             checkpoint = reports.checkpoint_hash(args.model, model)
-        result = evaluate_zero_shot(model, tokenizer, table, prompts, num_frames=args.num_frames, mode=args.mode,
-                                    batch_size=args.batch_size, stride_s=args.stride_s)
-        m = result.metrics
-        metric = B.task_spec(protocol, entry["task"]).get("metric", protocol.get("metric"))
-        result.protocol.update(benchmark=protocol["name"], task=entry["task"], split=split, prompt_set=set_name,
-                               benchmark_metric=metric)
         slug = "".join(c if c.isalnum() else "_" for c in entry["column"].lower())
-        reports.write_report(out / "cells" / slug, "zeroshot", m, result.protocol, {**entry, "split": split,
-                             "model": args.model}, checkpoint, [{k: m.get(k) for k in ("accuracy", "f1", "mAP", "num_scored")}],
-                             ["accuracy", "f1", "mAP", "num_scored"], extra={"skipped": result.skipped})
-        if not m.get("num_scored"):
-            failed.append({**entry, "error": f"no labelled frame could be scored (skipped: {result.skipped})"})
-            print(f"error {label}: no labelled frame could be scored ({result.skipped})", file=sys.stderr)
+        try:  # an unknown set or one short of a prompt fails this cell only; the table is still written
+            report = zero_shot_run(model, tokenizer, tables, protocol, entry["benchmark"], entry["task"],
+                                   args.prompts or entry["prompts"], out / "cells" / slug, convention=args.metrics,
+                                   num_frames=args.num_frames, mode=args.mode, batch_size=args.batch_size,
+                                   stride_s=args.stride_s, config={**entry, "split": split, "model": args.model},
+                                   checkpoint=checkpoint, plots=False)
+        except ValueError as err:
+            failed.append({**entry, "error": str(err)})
+            print(f"error {label}: {err}", file=sys.stderr)
             continue
-        keep = {k: m[k] for k in ("accuracy", "f1", "accuracy_std", "f1_std", "global_accuracy", "global_f1", "mAP")
-                if k in m}
-        cells.append({"column": entry["column"], "benchmark": protocol["name"], "benchmark_name": entry["benchmark"],
-                      "task": entry["task"], "split": split, "prompt_set": set_name, "protocol": metric,
-                      "mode": args.mode, "num_frames": result.protocol["num_frames"], "checkpoint": checkpoint,
-                      "root": str(root), "frames_scored": m["num_scored"], "frames_skipped": result.skipped,
-                      "metrics": keep, "text": _cell_text(m), "report": str(out / "cells" / slug)})
-        print(f"{entry['column']}: {cells[-1]['text']}  ({m['num_scored']} frames, prompts {set_name}, split {split})")
-    _write_table(out, name, args.model, checkpoint, entries, cells, skipped, failed)
+        m, proto = report["metrics"], report["protocol"]
+        if not m.get("num_scored"):
+            failed.append({**entry, "error": f"no labelled frame could be scored (skipped: {report['skipped']})"})
+            print(f"error {label}: no labelled frame could be scored ({report['skipped']})", file=sys.stderr)
+            continue
+        split_info = report.get("split_info") or {}
+        cells.append(make_cell(entry, m, args.aggregate, benchmark=protocol["name"], split=split,
+                               fold=split_info.get("fold"), prompt_set=proto["prompt_set"], mode=args.mode,
+                               num_frames=proto["num_frames"], checkpoint=checkpoint, root=str(root),
+                               frames_scored=m["num_scored"], frames_skipped=report["skipped"],
+                               predictions=[str(out / "cells" / slug / f) for f in report["predictions"]],
+                               report=str(out / "cells" / slug)))
+        fold = f", fold {split_info['fold']}" if split_info.get("fold") is not None else ""
+        print(f"{entry['column']}: {cells[-1]['text']}  ({m['num_scored']} frames, prompts {proto['prompt_set']}, "
+              f"split {split}{fold})")
+    write_table(out, name, args.model, checkpoint, entries, cells, skipped, failed, args.metrics, args.aggregate)
     print(f"ran {len(cells)} of {len(entries)} cells, skipped {len(skipped)}, failed {len(failed)}; table: {out}/table.md")
     if not cells:
         print("error: no cell ran (no benchmark data found under the roots above)", file=sys.stderr)
@@ -191,17 +218,74 @@ def run_suite(args) -> int:
     return 1 if failed else 0
 
 
-def _write_table(out: Path, name: str, model: str, checkpoint, entries, cells, skipped, failed) -> None:
+def rescore_predictions(args) -> int:
+    """``surgclip eval --from-predictions DIR``: score every ``predictions_*.csv`` under DIR (ours or
+    the SurgLaVi code's) into the same table as a run, under ``--metrics``."""
+    from . import benchmarks as B
+    from .predictions import read_predictions, score_predictions, score_triplet_predictions
+    from .runs import parse_dataset_name
+
+    folder = Path(args.from_predictions)
+    files = sorted(folder.rglob("predictions_*.csv")) if folder.is_dir() else []
+    if not files:
+        raise FileNotFoundError(f"no predictions_*.csv files under {folder}")
+    groups: dict[tuple, dict] = {}
+    for path in files:
+        bench, task, sub = parse_dataset_name(path.stem)
+        group = groups.setdefault((bench, task), {})
+        if sub in group:
+            raise ValueError(f"two prediction files for {bench or task}/{sub}: {group[sub]} and {path}")
+        group[sub] = path
+    known = {(e["benchmark"], e["task"]): e for e in SURGLAVI_SUITE}
+    order = [k for k in known if k in groups] + [k for k in groups if k not in known]
+    entries, cells = [], []
+    for bench, task in order:
+        entry = known.get((bench, task)) or {"column": task, "benchmark": bench or task, "task": task}
+        protocol = B.load_protocol(bench) if bench else None
+        classes = lambda sub: len(B.task_classes(protocol, sub)) if protocol and protocol.get("tasks") else None
+        preds = {sub: read_predictions(path, classes(sub)) for sub, path in groups[(bench, task)].items()}
+        if bench == "cholect50":
+            names = {"i": B.task_classes(protocol, "instrument"), "v": B.task_classes(protocol, "verb"),
+                     "t": B.task_classes(protocol, "target")}
+            m = score_triplet_predictions(preds, B.task_classes(protocol, "triplet"), names, args.metrics,
+                                          where=str(folder))
+        else:
+            m = score_predictions(preds[task], args.metrics)
+        m["num_scored"] = len(next(iter(preds.values())).video)
+        entries.append(entry)
+        cells.append(make_cell(entry, m, args.aggregate, benchmark=bench, frames_scored=m["num_scored"],
+                               predictions=[str(p) for p in groups[(bench, task)].values()]))
+        print(f"{entry['column']}: {cells[-1]['text']}  ({m['num_scored']} frames, from {len(preds)} file(s))")
+    write_table(Path(args.out), f"predictions in {folder}", "from predictions", None, entries, cells, [], [],
+                args.metrics, args.aggregate)
+    print(f"rescored {len(cells)} datasets; table: {args.out}/table.md")
+    return 0
+
+
+def _header(entry: dict, aggregate: str) -> str:
+    multi = entry["task"] in ("tool", "instrument", "triplet", "verb", "target")
+    what = ("ivt mAP" if entry["task"] == "triplet" else "mAP") if multi else "Acc / F1"
+    return f"{entry['column']} {what}"
+
+
+def write_table(out: Path, name: str, model: str, checkpoint, entries, cells, skipped, failed, convention: str,
+                aggregate: str) -> None:
+    """``table.md`` (one row, cells per ``aggregate``), ``table.csv`` and ``table.json`` (both aggregations)."""
+    from .metrics import CONVENTIONS
+
     by_column = {c["column"]: c for c in cells}
-    headers = ["Model"] + [e["column"] + (" mAP" if e["task"] in ("tool", "instrument", "triplet", "verb", "target")
-                                           else " Acc / F1") for e in entries]
+    shown = "mean over videos" if aggregate == "video" else "all frames pooled (global)"
+    headers = ["Model"] + [_header(e, aggregate) for e in entries]
     row = [model] + [by_column[e["column"]]["text"] if e["column"] in by_column else "-" for e in entries]
     md = [f"# Suite {name}: zero-shot, model `{model}` ({checkpoint})", "",
           "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers), "| " + " | ".join(row) + " |", "",
-          "Values in %. Per cell: benchmark/task, split, prompt set, protocol:", ""]
+          f"Values in %. Metric convention `{convention}`: {CONVENTIONS[convention]}.", "",
+          f"Each cell shows the {shown}; table.csv and table.json hold both. Per cell:", ""]
     for c in cells:
-        md.append(f"- {c['column']}: {c['benchmark_name']}/{c['task']}, split {c['split']}, prompts {c['prompt_set']}, "
-                  f"{c['frames_scored']} frames; {c['protocol']}")
+        where = f", split {c['split']}" if c.get("split") else ""
+        where += f", fold {c['fold']}" if c.get("fold") is not None else ""
+        md.append(f"- {c['column']}: {c['benchmark_name']}/{c['task']}{where}, prompts {c.get('prompt_set', '-')}, "
+                  f"{c['frames_scored']} frames")
     for s in skipped:
         md.append(f"- {s['column']}: skipped ({s['reason']})")
     for f in failed:
@@ -209,13 +293,17 @@ def _write_table(out: Path, name: str, model: str, checkpoint, entries, cells, s
     atomic_write_text(out / "table.md", "\n".join(md) + "\n")
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["column", "benchmark", "task", "split", "prompt_set", "accuracy", "f1", "mAP", "frames",
-                     "checkpoint", "protocol"])
+    cols = ["column", "benchmark", "task", "split", "fold", "prompt_set", "convention", "shown", "accuracy", "f1",
+            "global_accuracy", "global_f1", "mAP", "global_mAP", "frames", "checkpoint"]
+    writer.writerow(cols)
     for c in cells:
         m = c["metrics"]
-        writer.writerow([c["column"], c["benchmark_name"], c["task"], c["split"], c["prompt_set"], m.get("accuracy", ""),
-                         m.get("f1", ""), m.get("mAP", ""), c["frames_scored"], c["checkpoint"], c["protocol"]])
+        writer.writerow([c["column"], c["benchmark_name"], c["task"], c.get("split", ""), c.get("fold", ""),
+                         c.get("prompt_set", ""), c["convention"], aggregate]
+                        + [m.get(k, "") for k in ("accuracy", "f1", "global_accuracy", "global_f1", "mAP", "global_mAP")]
+                        + [c["frames_scored"], c.get("checkpoint", "")])
     atomic_write_text(out / "table.csv", buf.getvalue())
     atomic_write_json(out / "table.json", {"suite": name, "model": model, "checkpoint": checkpoint,
-                                           "columns": [e["column"] for e in entries], "cells": cells,
-                                           "skipped": skipped, "failed": failed})
+                                           "convention": convention, "convention_text": CONVENTIONS[convention],
+                                           "aggregate": aggregate, "columns": [e["column"] for e in entries],
+                                           "cells": cells, "skipped": skipped, "failed": failed})

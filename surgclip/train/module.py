@@ -259,7 +259,7 @@ class SurgCLIPModule(L.LightningModule):
         args = ["surgclip", "zeroshot", "--benchmark", "cholec80", "--root", str(hp.zeroshot_root), "--split", "all",
                 "--model", str(model_dir), "--prompts", str(hp.zeroshot_prompts),
                 "--eval-fps", str(1.0 / hp.zeroshot_stride_s), "--stride-s", str(ZEROSHOT_CLIP_STRIDE_S),
-                "--num-frames", str(self.model.num_frames), "--mode", "centered"]
+                "--num-frames", str(self.model.num_frames), "--mode", "centered", "--metrics", "surglavi"]
         return shlex.join(args)
 
     # ---- optimisation

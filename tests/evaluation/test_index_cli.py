@@ -88,7 +88,8 @@ def test_cli_zeroshot_index_search(cholec_root, tmp_path, capsys):
     assert main(["zeroshot", "--benchmark", "cholec80", "--root", str(cholec_root), "--model", "tiny", "--split", "all",
                  "--prompts", "camma", "--num-frames", "2", "--out", str(out)]) == 0
     report = json.loads((out / "zeroshot.json").read_text())
-    assert report["metrics"]["num_scored"] == 16 and "CAMMA" in report["protocol"]["metric"]
+    assert report["metrics"]["num_scored"] == 16 and report["protocol"]["convention"] == "surglavi"
+    assert report["predictions"] == ["predictions_cholec80.csv"] and (out / "predictions_cholec80.csv").is_file()
     assert (out / "zeroshot.md").is_file() and (out / "phase_ribbons.png").is_file() and (out / "confusion.png").is_file()
     assert main(["index", str(cholec_root / "videos" / "video49.mp4"), "--index", str(tmp_path / "ix"),
                  "--num-frames", "2"]) == 0

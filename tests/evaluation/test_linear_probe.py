@@ -31,11 +31,11 @@ def test_multilabel_probe_equals_one_vs_rest_sklearn():
     x = targets @ rng.standard_normal((4, 8)) + rng.standard_normal((180, 8))
     train, test = videos < "v4", videos >= "v4"
     res = linear_probe(x[train], targets[train], videos[train], x[test], targets[test], videos[test],
-                       percents=(100,), seeds=(0,), shots=(5,))
+                       percents=(100,), seeds=(0,), shots=(5,), convention="camma")
     ref = OneVsRestClassifier(make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=0)))
     scores = ref.fit(x[train][:, :], targets[train][:, :3]).decision_function(x[test])
     expected = np.mean([average_precision_score(targets[test][:, c], scores[:, c]) for c in range(3)])
-    assert res["results"]["100"]["mAP_mean"] == pytest.approx(expected, rel=1e-6)
+    assert res["results"]["100"]["global_mAP_mean"] == pytest.approx(expected, rel=1e-6)
     assert "one-vs-rest" in res["protocol"] and "f1_mean" not in res["results"]["100"]
     run = res["results"]["5-shot"]["runs"][0]
     assert 5 <= run["num_train_frames"] <= 15  # 5 frames for each of the 3 present classes, some shared

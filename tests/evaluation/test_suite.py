@@ -2,11 +2,12 @@
 refuse malformed entries; the remaining CLI rows (step, verb, custom, linear probe) run end to end."""
 import csv
 import json
+import re
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
-from sklearn.metrics import accuracy_score, average_precision_score, f1_score
 
 import surgclip
 from surgclip.cli import main
@@ -14,6 +15,8 @@ from surgclip.evaluation import benchmarks as B
 from surgclip.evaluation.cli import limit_rows
 from surgclip.evaluation.suite import SURGLAVI_SUITE, SuiteError, load_suite
 from surgclip.evaluation.zeroshot import evaluate_zero_shot
+
+import surglavi_reference as official
 
 FAST = ["--model", "tiny", "--num-frames", "2", "--limit", "3"]
 
@@ -30,43 +33,136 @@ def test_surglavi_suite_fills_every_column_on_the_sample(suite_out):
     report = json.loads((suite_out / "table.json").read_text())
     assert report["columns"] == [e["column"] for e in SURGLAVI_SUITE]
     assert not report["skipped"] and not report["failed"]
+    assert report["convention"] == "surglavi" and report["aggregate"] == "video"
     assert [c["column"] for c in report["cells"]] == report["columns"]
     for cell in report["cells"]:
-        assert cell["checkpoint"].startswith("params-sha256:") and cell["protocol"] and cell["split"]
+        assert cell["checkpoint"].startswith("params-sha256:") and cell["convention"] == "surglavi" and cell["split"]
         assert cell["prompt_set"] in ("camma", "descriptive") and cell["frames_scored"] > 0
+        assert all(Path(f).is_file() for f in cell["predictions"])
+    folds = {c["column"]: c["fold"] for c in report["cells"]}
+    assert folds["StrasBypass70"] == 0 and folds["BernBypass70"] == 0
     md = (suite_out / "table.md").read_text()
     header, _, row = md.split("\n")[2:5]
-    assert header.count("|") == len(SURGLAVI_SUITE) + 2 and "CholecT50 triplet mAP" in header
+    assert header.count("|") == len(SURGLAVI_SUITE) + 2 and "CholecT50 triplet ivt mAP" in header
     assert " - " not in row.split("|", 2)[2]
+    assert "convention `surglavi`" in md and "mean over videos" in md
     with open(suite_out / "table.csv", newline="") as f:
-        assert len(list(csv.DictReader(f))) == len(SURGLAVI_SUITE)
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(SURGLAVI_SUITE) and {r["shown"] for r in rows} == {"video"}
 
 
-@pytest.mark.parametrize("column", ["Cholec80 phase", "SAR-RARP50 action", "Cholec80 tool", "GraSP tool"])
-def test_suite_cells_agree_with_sklearn(suite_out, small_sample, column):
-    cell = next(c for c in json.loads((suite_out / "table.json").read_text())["cells"] if c["column"] == column)
-    entry = next(e for e in SURGLAVI_SUITE if e["column"] == column)
+def _cell(report, column):
+    return next(c for c in report["cells"] if c["column"] == column)
+
+
+def test_every_cell_equals_the_official_evaluation_of_its_predictions(suite_out):
+    """Each number of the table, recomputed from the predictions CSVs the run wrote with sklearn and
+    ivtmetrics called exactly as the SurgLaVi evaluation code calls them, to 1e-9."""
+    report = json.loads((suite_out / "table.json").read_text())
+    for entry in SURGLAVI_SUITE:
+        cell = _cell(report, entry["column"])
+        m = cell["metrics"]
+        files = {Path(f).name: f for f in cell["predictions"]}
+        if entry["task"] == "triplet":
+            ref = official.triplets({t: official.read_rows(files[f"predictions_{t}_cholect50.csv"])
+                                     for t in ("triplet", "instrument", "verb", "target")})
+            for key, task in (("ivt", "triplet"), ("i", "instrument"), ("v", "verb"), ("t", "target"),
+                              ("it", "instrument-target"), ("iv", "instrument-verb")):
+                assert m[key]["mAP"] == pytest.approx(ref[task]["mAP"], abs=1e-9), key
+            assert float(cell["text"]) == pytest.approx(round(100 * ref["triplet"]["mAP"], 1))
+            continue
+        (path,) = files.values()
+        rows = official.read_rows(path)
+        if isinstance(rows[0]["ground_truth"], list):
+            ref = official.tools(rows)
+            assert m["mAP"] == pytest.approx(ref["video_avg_mAP"], abs=1e-9)
+            assert m["global_mAP"] == pytest.approx(ref["overall_mAP"], abs=1e-9)
+        else:
+            num_classes = len(B.task_classes(B.load_protocol(entry["benchmark"]), entry["task"])) \
+                if entry["benchmark"] != "surglavi" else len(rows[0]["prediction"])
+            ref = official.workflow(rows, num_classes)
+            assert m["accuracy"] == pytest.approx(ref["video_avg_accuracy"], abs=1e-9)
+            assert m["f1"] == pytest.approx(ref["video_avg_f1"], abs=1e-9)
+            assert m["global_accuracy"] == pytest.approx(ref["overall_accuracy"], abs=1e-9)
+            assert m["global_f1"] == pytest.approx(ref["overall_f1_average"], abs=1e-9)
+
+
+def test_from_predictions_gives_the_same_table(suite_out, tmp_path):
+    out = tmp_path / "rescored"
+    assert main(["eval", "--from-predictions", str(suite_out / "cells"), "--out", str(out)]) == 0
+    ran, again = (json.loads((d / "table.json").read_text()) for d in (suite_out, out))
+    assert again["columns"] == ran["columns"][:-1] + ["surglavi_phase"]  # no official name: the file name
+    for a, b in zip(ran["cells"], again["cells"]):
+        assert a["text"] == b["text"] and a["metrics"].keys() == b["metrics"].keys()
+        for k, v in a["metrics"].items():
+            assert b["metrics"][k] == pytest.approx(v, abs=1e-12, nan_ok=True), (a["column"], k)
+    # the other convention and the other aggregate from the same files
+    assert main(["eval", "--from-predictions", str(suite_out / "cells"), "--metrics", "camma", "--aggregate", "global",
+                 "--out", str(tmp_path / "camma")]) == 0
+    camma = json.loads((tmp_path / "camma" / "table.json").read_text())
+    assert camma["convention"] == "camma" and camma["aggregate"] == "global"
+    phase = _cell(camma, "Cholec80 phase")
+    assert phase["value"] == {"accuracy": phase["metrics"]["global_accuracy"], "f1": phase["metrics"]["global_f1"]}
+    assert phase["metrics"]["global_f1"] >= _cell(ran, "Cholec80 phase")["metrics"]["global_f1"]
+
+
+def test_official_prediction_files_are_rescored(tmp_path):
+    """A folder as the SurgLaVi code writes it (four columns, integer video ids, official dataset names)."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "official"
+    folder.mkdir()
+    lines = ["video_idx,frame_idx,prediction,ground_truth"]
+    for v in (49, 50):
+        for f in range(20):
+            lines.append(f'{v},{f},"{[float(x) for x in rng.standard_normal(7)]}",{int(rng.integers(0, 3))}')
+    (folder / "predictions_cholec80.csv").write_text("\n".join(lines) + "\n")
+    lines = ["video_idx,frame_idx,prediction,ground_truth"]
+    for v in (1, 2, 3):
+        for f in range(15):
+            lines.append(f'{v},{f},"{[float(x) for x in rng.random(7)]}","{[int(x) for x in rng.random(7) < 0.3]}"')
+    (folder / "predictions_grasp_tools.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    assert main(["eval", "--from-predictions", str(folder), "--out", str(out)]) == 0
+    report = json.loads((out / "table.json").read_text())
+    assert report["columns"] == ["Cholec80 phase", "GraSP tool"]
+    ref = official.workflow(official.read_rows(folder / "predictions_cholec80.csv"), 7)
+    assert _cell(report, "Cholec80 phase")["metrics"]["f1"] == pytest.approx(ref["video_avg_f1"], abs=1e-12)
+    ref = official.tools(official.read_rows(folder / "predictions_grasp_tools.csv"))
+    assert _cell(report, "GraSP tool")["metrics"]["mAP"] == pytest.approx(ref["video_avg_mAP"], abs=1e-12)
+
+
+@pytest.mark.parametrize("body, message", [
+    ("video_idx,frame_idx,prediction\n1,0,\"[0.1, 0.2]\"\n", r"predictions_cholec80.csv: missing column\(s\) \['ground_truth'\]"),
+    ("video_idx,frame_idx,prediction,ground_truth\n1,0,\"[0.1, 0.2]\",1\n",
+     r"predictions_cholec80.csv:2: score vector has 2 values, expected 7"),
+    ("video_idx,frame_idx,prediction,ground_truth\n1,0,\"[0.1, oops]\",1\n", r"predictions_cholec80.csv:2: column 'prediction'"),
+    ("video_idx,frame_idx,prediction,ground_truth\n1,0,\"[0,0,0,0,0,0,1]\",9\n", r":2: ground_truth class 9 outside 0..6"),
+])
+def test_bad_predictions_name_the_file_and_row(tmp_path, capsys, body, message):
+    (tmp_path / "predictions_cholec80.csv").write_text(body)
+    assert main(["eval", "--from-predictions", str(tmp_path), "--out", str(tmp_path / "o")]) == 1
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_from_predictions_on_a_folder_without_any(tmp_path, capsys):
+    assert main(["eval", "--from-predictions", str(tmp_path), "--out", str(tmp_path / "o")]) == 1
+    assert f"no predictions_*.csv files under {tmp_path}" in capsys.readouterr().err
+
+
+def test_written_scores_are_the_models(suite_out, small_sample):
+    """The predictions of a cell are the model's cosine scores on those frames (a direct run agrees)."""
+    report = json.loads((suite_out / "table.json").read_text())
+    cell = _cell(report, "Cholec80 phase")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        table = B.load_benchmark(entry["benchmark"], small_sample / "benchmarks" / cell["root"].split("/")[-1],
-                                 split=entry["split"], task=entry["task"])
-    table = limit_rows(table, 3)
+        table = limit_rows(B.load_benchmark("cholec80", small_sample / "benchmarks" / "cholec80", split="test"), 3)
     model, _, tokenizer = surgclip.load("tiny", device="cpu")
-    prompts, _ = B.task_prompts(B.load_protocol(entry["benchmark"]), entry["task"], cell["prompt_set"], table)
+    prompts, _ = B.task_prompts(B.load_protocol("cholec80"), "phase", cell["prompt_set"], table)
     result = evaluate_zero_shot(model, tokenizer, table, prompts, num_frames=2)
-    assert result.valid.all()
-    if table.multilabel:
-        keep = table.targets.any(0)  # classes with a positive, as the mAP convention
-        ap = [average_precision_score(table.targets[:, c], result.scores[:, c]) for c in np.flatnonzero(keep)]
-        assert cell["metrics"]["mAP"] == pytest.approx(np.mean(ap), abs=1e-6)
-    else:
-        accs, f1s = [], []
-        for v in table.videos():
-            m = table.video == v
-            accs.append(accuracy_score(table.labels[m], result.pred[m]))
-            f1s.append(f1_score(table.labels[m], result.pred[m], average="macro"))
-        assert cell["metrics"]["accuracy"] == pytest.approx(np.mean(accs))
-        assert cell["metrics"]["f1"] == pytest.approx(np.mean(f1s))
+    rows = official.read_rows(cell["predictions"][0])
+    np.testing.assert_allclose(np.array([r["prediction"] for r in rows]), result.scores, rtol=1e-6, atol=1e-6)
+    assert [r["ground_truth"] for r in rows] == table.labels.tolist()
+    assert result.metrics["f1"] == pytest.approx(cell["metrics"]["f1"], abs=1e-12)
 
 
 def test_yaml_suite_skips_absent_data_and_refuses_malformed_entries(small_sample, tmp_path, capsys):
