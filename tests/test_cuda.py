@@ -12,7 +12,8 @@ import torch
 
 import surgclip
 from surgclip.cli import main
-from surgclip.evaluation.benchmarks import get_prompts, load_benchmark, load_protocol
+from surgclip.datasets import load_benchmark, load_protocol
+from surgclip.datasets.protocols import get_prompts
 from surgclip.evaluation.index import ClipIndex
 from surgclip.evaluation.zeroshot import evaluate_zero_shot
 from surgclip.train.module import SurgCLIPModule

@@ -25,7 +25,7 @@ sys.path[:0] = [sys.argv[1], sys.argv[1] + "/tests"]
 import torch
 torch.set_num_threads(1)
 from helpers import small_model
-from surgclip.evaluation.table import FrameSource, make_table
+from surgclip.datasets.table import FrameSource, make_table
 from surgclip.evaluation.zeroshot import evaluate_zero_shot
 import surgclip
 

@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 def setup(args, video: Path):
     import surgclip
-    from surgclip.evaluation.table import FrameSource, make_table
+    from surgclip.datasets.table import FrameSource, make_table
     from surgclip.transform import ClipTransform
 
     model, _, _ = surgclip.create_model_and_transforms(args.model)  # random weights: no download

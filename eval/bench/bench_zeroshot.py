@@ -76,7 +76,7 @@ def main():
     from helpers import write_video
     from surgclip.data.readers import open_source
     from surgclip.evaluation.clips import READ_AHEAD_ROWS, stack_clips, clip_positions, iter_clip_batches, read_ahead
-    from surgclip.evaluation.table import FrameSource, make_table
+    from surgclip.datasets.table import FrameSource, make_table
     from surgclip.evaluation.zeroshot import evaluate_zero_shot
     from surgclip.tokenizer import tokenize
     from surgclip.transform import ClipTransform

@@ -48,7 +48,7 @@ def _cmd_stats(args) -> int:
 
 
 def _cmd_splits(args) -> int:
-    from ..evaluation.splits import write_multibypass_splits
+    from ..datasets.multibypass140 import write_multibypass_splits
 
     splits = write_multibypass_splits(args.repo, args.out)
     for centre, folds in splits.items():

@@ -8,6 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import datasets as D
+from ..datasets import custom
+from ..datasets.pathcsv import frame_folder_benchmark
+from ..datasets.protocols import default_task, task_classes
 from ..utils import IMAGE_EXTENSIONS
 from .metrics import CONVENTIONS, DEFAULT_CONVENTION
 from .runs import dataset_name
@@ -104,9 +108,7 @@ def _model_args(p) -> None:
 
 
 def _bench_args(p, split: str = "test") -> None:
-    p.add_argument("--benchmark", default="cholec80",
-                   help="cholec80 | cholec80-csv | autolaparo | autolaparo-csv | multibypass140 | strasbypass70 | "
-                        "bernbypass70 | grasp | sarrarp50 | cholect50 | cholect50-txt | surglavi | custom | a protocol JSON")
+    p.add_argument("--benchmark", default="cholec80", help=" | ".join(D.benchmark_names()) + " | a protocol JSON")
     p.add_argument("--root", help="dataset root in the benchmark's official layout (README: Evaluate)")
     p.add_argument("--split", default=split, help="official split name, 'all', or a file of video ids")
     p.add_argument("--task", default=None, help="task of the benchmark (default: its first): phase, tool, step, "
@@ -138,42 +140,39 @@ def _load_model(args):
 def _table(args, split: str, task: str | None = None):
     """(FrameTable, protocol, task) for the benchmark flags of ``zeroshot`` / ``linear-probe``
     (``task`` overrides ``--task``)."""
-    from . import benchmarks as B
-
-    if args.benchmark == "custom":
-        from .loaders import load_custom
-
+    if args.benchmark == custom.NAME:
         missing = [f for f in ("classes", "labels", "videos") if not getattr(args, f)]
         if missing:
             raise ValueError(f"--benchmark custom needs --{' --'.join(missing)}")
-        table = load_custom(args.classes, args.labels, args.videos, args.label_unit, args.frames_fps, args.label_fps)
-        protocol, task = {"name": "custom", "prompts": {}, "tasks": {"custom": {}}}, "custom"
+        table = custom.load_custom(args.classes, args.labels, args.videos, args.label_unit, args.frames_fps,
+                                   args.label_fps)
+        protocol, task = custom.protocol(), "custom"
         table = _custom_split(table, split, probe=getattr(args, "test_split", None) is not None)
     elif args.labels_csv:
         if not args.frames_dir or not args.frames_fps:
             raise ValueError("--labels-csv needs --frames-dir and --frames-fps")
-        protocol = B.load_protocol(args.benchmark)
-        task = task or args.task or B.default_task(protocol)
-        table = B.frame_folder_benchmark(args.labels_csv, args.frames_dir, B.task_classes(protocol, task),
-                                         args.frames_fps, args.name_fps or args.frames_fps,
-                                         label_base=0, name=f"{protocol['name']}/{task}")
+        protocol = D.load_protocol(args.benchmark)
+        task = task or args.task or default_task(protocol)
+        table = frame_folder_benchmark(args.labels_csv, args.frames_dir, task_classes(protocol, task),
+                                       args.frames_fps, args.name_fps or args.frames_fps,
+                                       label_base=0, name=f"{protocol['name']}/{task}")
     else:
         if not args.root:
             raise ValueError("--root is required (or --labels-csv with --frames-dir, or --benchmark custom)")
-        protocol = B.load_protocol(args.benchmark)
-        task = task or args.task or B.default_task(protocol)
-        table = B.load_benchmark(args.benchmark, args.root, split=split, task=task, frames_fps=args.frames_fps,
+        protocol = D.load_protocol(args.benchmark)
+        task = task or args.task or default_task(protocol)
+        table = D.load_benchmark(args.benchmark, args.root, split=split, task=task, frames_fps=args.frames_fps,
                                  name_fps=args.name_fps, label_fps=args.label_fps, eval_fps=args.eval_fps,
                                  site=args.site, fold=args.fold, splits=args.splits)
     if args.limit:
-        table = limit_rows(table, args.limit)
+        table = table.limit_per_video(args.limit)
     return table, protocol, task
 
 
 def _custom_split(table, split: str, probe: bool):
     """Rows of the videos listed in the file ``split`` (one stem per line); every video for a
     zero-shot run without one. A linear probe needs disjoint train and test files."""
-    from .formats import read_text
+    from ..datasets.parsing import read_text
 
     if Path(split).is_file():
         stems = [l.strip() for l in read_text(split).splitlines() if l.strip()]
@@ -185,14 +184,6 @@ def _custom_split(table, split: str, probe: bool):
         raise ValueError("linear-probe on --benchmark custom needs --split train.txt --test-split test.txt "
                          "(files listing video stems, one per line)")
     return table
-
-
-def limit_rows(table, limit: int):
-    """The first ``limit`` rows of each video."""
-    keep = np.zeros(len(table), bool)
-    for v in table.videos():
-        keep[np.flatnonzero(table.video == v)[:limit]] = True
-    return table.select(keep)
 
 
 def _config(args) -> dict:

@@ -37,7 +37,7 @@ import torch
 
 from ..data.readers import VideoReadError, open_source, seconds_to_frame
 from ..data.samplers import window_indices
-from .table import FrameTable
+from ..datasets.table import FrameTable
 
 log = logging.getLogger(__name__)
 

@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..datasets.table import FrameTable
 from ..transform import ClipTransform
 from ..utils import atomic_path, atomic_write_json
 from .clips import clip_encoder, iter_clip_batches, read_ahead
 from .index import model_fingerprint
-from .table import FrameTable
 
 
 def _safe(video: str) -> str:

@@ -59,7 +59,7 @@ def _ints(text: str, flag: str) -> list[int]:
 
 def cmd_coop(args) -> int:
     from . import reports
-    from .benchmarks import load_benchmark
+    from ..datasets import load_benchmark
     from .coop import coop_probe, readable_class_name
     from .features import extract_features
 

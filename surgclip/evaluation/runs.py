@@ -10,29 +10,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..datasets import prediction_names
+from ..datasets.protocols import task_classes, task_prompts, task_spec
+from ..datasets.table import FrameTable
 from . import metrics as M
 from . import reports
-from .benchmarks import task_classes, task_prompts, task_spec
 from .predictions import write_predictions
-from .table import FrameTable
 from .zeroshot import evaluate_triplets, evaluate_zero_shot
 
-# (benchmark, task) -> the dataset name in the SurgLaVi evaluation code's prediction files
-# (``predictions_{name}.csv``); other pairs are named ``{benchmark}_{task}``.
-OFFICIAL_NAMES = {
-    ("cholec80", "phase"): "cholec80", ("cholec80", "tool"): "cholec80_tools",
-    ("autolaparo", "phase"): "autolaparo",
-    ("strasbypass70", "phase"): "strasbypass70", ("bernbypass70", "phase"): "bernbypass70",
-    ("grasp", "phase"): "grasp_phases", ("grasp", "step"): "grasp_steps", ("grasp", "instrument"): "grasp_tools",
-    ("sarrarp50", "action"): "sarrarp50", ("cholect50", "triplet"): "cholect50",
-    ("heichole", "phase"): "heichole", ("heichole", "instrument"): "heichole_tools",
-}
 TRIPLET_TASKS = ("triplet", "instrument", "verb", "target")
 
 
 def dataset_name(benchmark: str, task: str) -> str:
-    """The ``{dataset}`` of ``predictions_{dataset}.csv`` for a benchmark name and task."""
-    return OFFICIAL_NAMES.get((benchmark, task), f"{benchmark}_{task}")
+    """The ``{dataset}`` of ``predictions_{dataset}.csv`` for a benchmark name and task: the SurgLaVi
+    evaluation code's name where the dataset's module gives one (``PREDICTION_NAMES``), else
+    ``{benchmark}_{task}``."""
+    return prediction_names().get((benchmark, task), f"{benchmark}_{task}")
 
 
 def parse_dataset_name(stem: str) -> tuple[str | None, str, str]:
@@ -46,7 +39,7 @@ def parse_dataset_name(stem: str) -> tuple[str | None, str, str]:
     for sub in TRIPLET_TASKS:
         if name == f"{sub}_cholect50":
             return "cholect50", "triplet", sub
-    reverse = {v: k for k, v in OFFICIAL_NAMES.items()}
+    reverse = {v: k for k, v in prediction_names().items()}
     if name in reverse:
         bench, task = reverse[name]
         return bench, task, task

@@ -1,7 +1,8 @@
 """``surgclip eval --suite``: a whole results table from one command.
 
 The built-in ``surglavi`` suite is the SurgLaVi results table: one cell per (benchmark, task), each
-read from a fixed sub-folder of ``--data-root`` (``SURGLAVI_FOLDERS``). A user's suite is a YAML file::
+read from its dataset's sub-folder of ``--data-root`` (``surgclip.datasets.data_folders``). A user's
+suite is a YAML file::
 
     name: my-table                 # optional
     entries:
@@ -24,13 +25,9 @@ import sys
 import warnings
 from pathlib import Path
 
+from .. import datasets as D
+from ..datasets.protocols import default_task, task_classes, task_spec
 from ..utils import atomic_write_json, atomic_write_text
-
-# Sub-folder of --data-root per benchmark (the bundled sample writes exactly these).
-SURGLAVI_FOLDERS = {"cholec80": "cholec80", "autolaparo": "autolaparo", "strasbypass70": "multibypass140",
-                    "bernbypass70": "multibypass140", "multibypass140": "multibypass140", "grasp": "grasp",
-                    "sarrarp50": "sarrarp50", "cholect50": "cholect50", "cholect50-txt": "cholect50", "heichole": "heichole",
-                    "surglavi": "surglavi", "cholec80-csv": "cholec80", "autolaparo-csv": "autolaparo"}
 
 # The SurgLaVi results table, in its column order (the SurgLaVi evaluation code's test sets, HeiChole
 # included), plus the SurgLaVi evaluation JSON.
@@ -62,8 +59,6 @@ def load_suite(suite: str, data_root: str | None) -> tuple[str, list[dict]]:
     Raises:
         SuiteError naming the entry for an unknown key, benchmark or task, or a missing root.
     """
-    from . import benchmarks as B
-
     if suite == "surglavi":
         name, entries = "surglavi", [dict(e) for e in SURGLAVI_SUITE]
         if not data_root:
@@ -93,16 +88,16 @@ def load_suite(suite: str, data_root: str | None) -> tuple[str, list[dict]]:
             raise SuiteError(f"{where}: 'benchmark' is required")
         bench = str(entry["benchmark"])
         try:
-            protocol = B.load_protocol(bench)
-            task = str(entry.get("task") or B.default_task(protocol))
-            B.task_spec(protocol, task)
+            protocol = D.load_protocol(bench)
+            task = str(entry.get("task") or default_task(protocol))
+            task_spec(protocol, task)
         except ValueError as err:
             raise SuiteError(f"{where} ({bench}): {err}") from None
         root = entry.get("root")
         if root is None:
             if not data_root:
                 raise SuiteError(f"{where} ({bench}): no 'root' and no --data-root")
-            root = Path(data_root) / SURGLAVI_FOLDERS.get(bench, bench)
+            root = Path(data_root) / D.data_folders().get(bench, bench)
         out.append({"column": str(entry.get("column") or f"{bench} {task}"), "benchmark": bench, "task": task,
                     "root": str(root), "prompts": entry.get("prompts"), "split": str(entry.get("split") or "test")})
     return name, out
@@ -143,9 +138,7 @@ def run_suite(args) -> int:
     cell failed on bad data."""
     import surgclip
 
-    from . import benchmarks as B
     from . import reports
-    from .cli import limit_rows
     from .runs import load_run_tables, zero_shot_run
 
     name, entries = load_suite(args.suite, args.data_root)
@@ -160,11 +153,11 @@ def run_suite(args) -> int:
             skipped.append({**entry, "reason": f"missing {root}"})
             print(f"skipped {label}: missing {root}", file=sys.stderr)
             continue
-        protocol = B.load_protocol(entry["benchmark"])
+        protocol = D.load_protocol(entry["benchmark"])
 
         def load(task, entry=entry, root=root, split=split):
-            table = B.load_benchmark(entry["benchmark"], root, split=split, task=task, fold=args.fold, splits=args.splits)
-            return limit_rows(table, args.limit) if args.limit else table
+            table = D.load_benchmark(entry["benchmark"], root, split=split, task=task, fold=args.fold, splits=args.splits)
+            return table.limit_per_video(args.limit) if args.limit else table
 
         try:
             with warnings.catch_warnings(record=True) as caught:
@@ -221,7 +214,6 @@ def run_suite(args) -> int:
 def rescore_predictions(args) -> int:
     """``surgclip eval --from-predictions DIR``: score every ``predictions_*.csv`` under DIR (ours or
     the SurgLaVi code's) into the same table as a run, under ``--metrics``."""
-    from . import benchmarks as B
     from .predictions import read_predictions, score_predictions, score_triplet_predictions
     from .runs import parse_dataset_name
 
@@ -241,13 +233,13 @@ def rescore_predictions(args) -> int:
     entries, cells = [], []
     for bench, task in order:
         entry = known.get((bench, task)) or {"column": task, "benchmark": bench or task, "task": task}
-        protocol = B.load_protocol(bench) if bench else None
-        classes = lambda sub: len(B.task_classes(protocol, sub)) if protocol and protocol.get("tasks") else None
+        protocol = D.load_protocol(bench) if bench else None
+        classes = lambda sub: len(task_classes(protocol, sub)) if protocol and protocol.get("tasks") else None
         preds = {sub: read_predictions(path, classes(sub)) for sub, path in groups[(bench, task)].items()}
         if bench == "cholect50":
-            names = {"i": B.task_classes(protocol, "instrument"), "v": B.task_classes(protocol, "verb"),
-                     "t": B.task_classes(protocol, "target")}
-            m = score_triplet_predictions(preds, B.task_classes(protocol, "triplet"), names, args.metrics,
+            names = {"i": task_classes(protocol, "instrument"), "v": task_classes(protocol, "verb"),
+                     "t": task_classes(protocol, "target")}
+            m = score_triplet_predictions(preds, task_classes(protocol, "triplet"), names, args.metrics,
                                           where=str(folder))
         else:
             m = score_predictions(preds[task], args.metrics)

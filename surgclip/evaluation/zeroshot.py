@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..datasets.table import FrameTable
 from ..tokenizer import tokenize
 from ..transform import ClipTransform
 from . import metrics as M
 from .clips import clip_encoder, iter_clip_batches, read_ahead
-from .table import FrameTable
 
 
 @dataclass

@@ -230,7 +230,8 @@ class SurgCLIPModule(L.LightningModule):
 
     def _zero_shot(self) -> dict[str, float]:
         """Cholec80-protocol zero-shot phase recognition on ``zeroshot_root`` (table and prompts cached)."""
-        from ..evaluation.benchmarks import get_prompts, load_benchmark, load_protocol
+        from ..datasets import load_benchmark, load_protocol
+        from ..datasets.protocols import get_prompts
         from ..evaluation.zeroshot import evaluate_zero_shot
 
         if getattr(self, "_zs_table", None) is None:

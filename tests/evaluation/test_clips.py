@@ -9,14 +9,12 @@ from PIL import Image
 
 from surgclip.data.readers import open_source
 from surgclip.data.samplers import window_indices
+from surgclip.datasets.table import FrameSource, make_table
 from surgclip.evaluation import clips as C
 from surgclip.evaluation.clips import ForwardReads
-from surgclip.evaluation.table import FrameSource, make_table
 from surgclip.transform import ClipTransform, PreprocessCfg
 
-from helpers import record_reads
-
-from .conftest import write_video
+from helpers import record_reads, write_video
 
 TF = ClipTransform(PreprocessCfg(image_size=8))
 

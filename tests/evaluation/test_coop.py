@@ -135,7 +135,7 @@ def test_coop_command(cholec_root, tmp_path, capsys):
     report = json.loads((out / "coop.json").read_text())
     assert list(report["metrics"]) == ["1-shot", "2-shot"]
     assert report["protocol"]["class_texts"][1] == "calot triangle dissection"
-    from surgclip.evaluation.benchmarks import load_benchmark
+    from surgclip.datasets import load_benchmark
 
     present = len(np.unique(load_benchmark("cholec80", cholec_root, split="all").labels))
     assert report["metrics"]["2-shot"]["runs"][0]["num_train_frames"] == 2 * present

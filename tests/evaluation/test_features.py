@@ -4,8 +4,8 @@ import json
 import numpy as np
 import torch
 
+from surgclip import datasets as D
 from surgclip.checkpoint import weights_hash
-from surgclip.evaluation import benchmarks as B
 from surgclip.evaluation.features import extract_features, feature_settings, settings_key
 
 
@@ -16,7 +16,7 @@ def _only_cache(tmp_path):
 
 def test_feature_cache_resumes(cholec_root, tmp_path, tiny_model):
     model, _, _ = tiny_model
-    table = B.load_cholec80(cholec_root, split="all")
+    table = D.load_benchmark("cholec80", cholec_root, split="all")
     first = table.select(table.video == "video49")
     f1, v1, _ = extract_features(model, first, tmp_path, num_frames=1, mode="frame")  # "interrupted" after one video
     cache = _only_cache(tmp_path)
@@ -34,7 +34,7 @@ def test_other_weights_or_rows_are_recomputed_not_stale(cholec_root, tmp_path):
     from tests.helpers import small_model
 
     model = small_model("tiny")
-    table = B.load_cholec80(cholec_root, split="all")
+    table = D.load_benchmark("cholec80", cholec_root, split="all")
     table = table.select(table.video == "video49")
     ref, _, _ = extract_features(model, table, tmp_path, num_frames=1, mode="frame")
     other = small_model("tiny")

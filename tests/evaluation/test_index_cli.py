@@ -36,7 +36,7 @@ def test_the_indexer_streams_each_video_once_front_to_back(tmp_path, tiny_model,
     from helpers import record_reads
     from surgclip.transform import ClipTransform
 
-    from .conftest import write_video
+    from helpers import write_video
 
     model, _, _ = tiny_model
     write_video(tmp_path / "v.mp4", 12, fps=5, size=32)

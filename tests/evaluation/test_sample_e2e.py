@@ -9,7 +9,8 @@ import pytest
 
 import surgclip
 from surgclip.cli import main
-from surgclip.evaluation.benchmarks import get_prompts, load_benchmark, load_protocol
+from surgclip.datasets import load_benchmark, load_protocol
+from surgclip.datasets.protocols import get_prompts
 from surgclip.evaluation.zeroshot import evaluate_zero_shot
 
 

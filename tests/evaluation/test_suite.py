@@ -11,8 +11,8 @@ import pytest
 
 import surgclip
 from surgclip.cli import main
-from surgclip.evaluation import benchmarks as B
-from surgclip.evaluation.cli import limit_rows
+from surgclip import datasets as D
+from surgclip.datasets.protocols import task_classes, task_prompts
 from surgclip.evaluation.suite import SURGLAVI_SUITE, SuiteError, load_suite
 from surgclip.evaluation.zeroshot import evaluate_zero_shot
 
@@ -78,7 +78,7 @@ def test_every_cell_equals_the_official_evaluation_of_its_predictions(suite_out)
             assert m["mAP"] == pytest.approx(ref["video_avg_mAP"], abs=1e-9)
             assert m["global_mAP"] == pytest.approx(ref["overall_mAP"], abs=1e-9)
         else:
-            num_classes = len(B.task_classes(B.load_protocol(entry["benchmark"]), entry["task"])) \
+            num_classes = len(task_classes(D.load_protocol(entry["benchmark"]), entry["task"])) \
                 if entry["benchmark"] != "surglavi" else len(rows[0]["prediction"])
             ref = official.workflow(rows, num_classes)
             assert m["accuracy"] == pytest.approx(ref["video_avg_accuracy"], abs=1e-9)
@@ -155,9 +155,9 @@ def test_written_scores_are_the_models(suite_out, small_sample):
     cell = _cell(report, "Cholec80 phase")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        table = limit_rows(B.load_benchmark("cholec80", small_sample / "benchmarks" / "cholec80", split="test"), 3)
+        table = D.load_benchmark("cholec80", small_sample / "benchmarks" / "cholec80", split="test").limit_per_video(3)
     model, _, tokenizer = surgclip.load("tiny", device="cpu")
-    prompts, _ = B.task_prompts(B.load_protocol("cholec80"), "phase", cell["prompt_set"], table)
+    prompts, _ = task_prompts(D.load_protocol("cholec80"), "phase", cell["prompt_set"], table)
     result = evaluate_zero_shot(model, tokenizer, table, prompts, num_frames=2)
     rows = official.read_rows(cell["predictions"][0])
     np.testing.assert_allclose(np.array([r["prediction"] for r in rows]), result.scores, rtol=1e-6, atol=1e-6)
@@ -214,7 +214,7 @@ def test_zeroshot_cli_rows(small_sample, tmp_path, args):
 
 def test_custom_benchmark_zeroshot_and_linear_probe(small_sample, tmp_path):
     bench = small_sample / "benchmarks" / "autolaparo"
-    (tmp_path / "classes.txt").write_text("\n".join(B.task_classes(B.load_protocol("autolaparo"), "phase")) + "\n")
+    (tmp_path / "classes.txt").write_text("\n".join(task_classes(D.load_protocol("autolaparo"), "phase")) + "\n")
     labels = tmp_path / "labels"
     labels.mkdir()
     for path in sorted((bench / "labels").glob("label_*.txt")):

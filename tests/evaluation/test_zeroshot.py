@@ -4,13 +4,14 @@ import pytest
 import torch
 
 import surgclip
+from conftest import PHASES
+from surgclip import datasets as D
 from surgclip.data.readers import open_source
-from surgclip.evaluation import benchmarks as B
-from surgclip.evaluation.table import FrameSource
+from surgclip.datasets.pathcsv import frame_folder_benchmark
+from surgclip.datasets.protocols import get_prompts
+from surgclip.datasets.table import FrameSource
 from surgclip.evaluation.zeroshot import evaluate_zero_shot
 from surgclip.transform import ClipTransform
-
-from .conftest import PHASES
 
 
 @pytest.mark.parametrize("prefetch", [2, 0, None])  # reader thread, the caller's thread, ``read_ahead``'s choice
@@ -21,9 +22,9 @@ def test_scores_match_brute_force(cholec_root, tiny_model, prefetch, monkeypatch
     monkeypatch.setattr(clips, "in_background", lambda items, depth: threads.append(depth) or start_reader(items, depth))
     monkeypatch.setattr(zeroshot, "read_ahead", lambda device: 1 if torch.device(device).type == "cpu" else 5)
     model, _, tok = tiny_model
-    table = B.load_cholec80(cholec_root, split="all")
+    table = D.load_benchmark("cholec80", cholec_root, split="all")
     table = table.select(table.video == "video49")
-    prompts = B.get_prompts(B.load_protocol("cholec80"), "camma", PHASES)
+    prompts = get_prompts(D.load_protocol("cholec80"), "camma", PHASES)
     res = evaluate_zero_shot(model, tok, table, prompts, num_frames=2, mode="online", batch_size=3, prefetch=prefetch)
     # brute force: 5-fps video, 1-s stride -> frames (t-1 s, t) read directly
     reader = open_source(cholec_root / "videos" / "video49.mp4")
@@ -58,9 +59,9 @@ def test_overlapping_clips_share_each_frames_trunk(cholec_root, tiny_model, monk
 
     model, _, tok = tiny_model
     assert model.per_frame_trunk  # tiny: a ViT per frame, then a temporal transformer
-    table = B.load_cholec80(cholec_root, split="all")
+    table = D.load_benchmark("cholec80", cholec_root, split="all")
     table = table.select(table.video == "video49")
-    prompts = B.get_prompts(B.load_protocol("cholec80"), "camma", PHASES)
+    prompts = get_prompts(D.load_protocol("cholec80"), "camma", PHASES)
     trunk_frames, trunk = [], model.encode_frame_trunk
     monkeypatch.setattr(model, "encode_frame_trunk", lambda frames: trunk_frames.append(len(frames)) or trunk(frames))
     shared = evaluate_zero_shot(model, tok, table, prompts, num_frames=4, mode="centered", batch_size=3)
@@ -81,9 +82,9 @@ def test_the_model_gets_uint8_frames_and_normalises_them_itself(cholec_root, tin
     from surgclip.evaluation import zeroshot
 
     model, _, tok = tiny_model
-    table = B.load_cholec80(cholec_root, split="all")
+    table = D.load_benchmark("cholec80", cholec_root, split="all")
     table = table.select(table.video == "video49")
-    prompts = B.get_prompts(B.load_protocol("cholec80"), "camma", PHASES)
+    prompts = get_prompts(D.load_protocol("cholec80"), "camma", PHASES)
     dtypes, run = [], getattr(model, forward)
     monkeypatch.setattr(model, forward, lambda x: dtypes.append(x.dtype) or run(x))
     res = evaluate_zero_shot(model, tok, table, prompts, num_frames=num_frames, mode=mode, batch_size=3)
@@ -97,7 +98,7 @@ def test_the_model_gets_uint8_frames_and_normalises_them_itself(cholec_root, tin
 
 def test_missing_frames_sources_and_broken_videos_counted(tmp_path, cholec_root, tiny_model):
     model, _, tok = tiny_model
-    table = B.load_cholec80(cholec_root, split="all")
+    table = D.load_benchmark("cholec80", cholec_root, split="all")
     long = table.select(table.video == "video49")
     long.time_s = long.time_s + 4.0  # the last 4 labelled seconds lie past the 8-s video
     cut = table.select(table.video == "video50")
@@ -114,7 +115,7 @@ def test_missing_frames_sources_and_broken_videos_counted(tmp_path, cholec_root,
 
 def test_prompt_count_mismatch(cholec_root, tiny_model):
     model, _, tok = tiny_model
-    table = B.load_cholec80(cholec_root, split="all")
+    table = D.load_benchmark("cholec80", cholec_root, split="all")
     with pytest.raises(ValueError, match="6 prompts for 7 classes"):
         evaluate_zero_shot(model, tok, table, PHASES[:6])
 
@@ -129,6 +130,6 @@ def test_tools_map_and_frame_folder_with_missing_image(tmp_path, tiny_model):
         Image.fromarray(np.full((32, 32, 3), n % 255, np.uint8)).save(folder / f"{n}.jpg")
     csv = tmp_path / "v.csv"
     csv.write_text("Frame,Phase\n0.jpg,0\n100.jpg,1\n200.jpg,1\n300.jpg,2\n")
-    table = B.frame_folder_benchmark(csv, folder, PHASES, frames_fps=0.25, name_fps=25)
+    table = frame_folder_benchmark(csv, folder, PHASES, frames_fps=0.25, name_fps=25)
     res = evaluate_zero_shot(model, tok, table, PHASES, num_frames=2, mode="centered")
     assert res.skipped == {"missing_frame": 1} and res.valid.tolist() == [True, True, False, True]

@@ -10,7 +10,8 @@ import surgclip
 from conftest import REPO
 from surgclip.cli import main as cli_main
 from surgclip.data.datamodule import SurgLaViDataModule
-from surgclip.evaluation.benchmarks import get_prompts, load_benchmark, load_protocol
+from surgclip.datasets import load_benchmark, load_protocol
+from surgclip.datasets.protocols import get_prompts
 from surgclip.evaluation.metrics import retrieval_chance, retrieval_metrics
 from surgclip.evaluation.zeroshot import evaluate_zero_shot
 from surgclip.train.cli import train_main

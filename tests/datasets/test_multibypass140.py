@@ -1,5 +1,6 @@
-"""MultiBypass140's official fold pickles: read without running anything, the real files, the
-``data splits`` command, bad files named, and the loader taking a fold's videos."""
+"""MultiBypass140: the label reader (small file and the real files), the official fold pickles
+read without running anything, the ``data splits`` command, bad files named, and the loader taking
+a fold's videos."""
 import json
 import pathlib
 import pickle
@@ -8,12 +9,78 @@ import warnings
 
 import pytest
 
+from surgclip import datasets as D
 from surgclip.cli import main
-from surgclip.evaluation import benchmarks as B
-from surgclip.evaluation.splits import (UnsafePickleError, fold_videos, read_multibypass_splits, safe_load_pickle,
-                                        write_multibypass_splits)
+from surgclip.datasets import protocols as P
+from surgclip.datasets.multibypass140 import (fold_videos, read_multibypass_json, read_multibypass_splits,
+                                              write_multibypass_splits)
+from surgclip.datasets.parsing import UnsafePickleError, safe_load_pickle
 
 SPLIT_PATH = "labels/{centre}/labels_by70_splits/labels/{split}/1fps_{fold}.pickle"
+
+
+def test_interval_reader_fixture(tmp_path):
+    mb = tmp_path / "BBP01.mp4.json"
+    mb.write_text(json.dumps({"phases": [{"start": 0, "end": 5000, "label_name": "a", "label_id": 0},
+                                         {"start": 2000, "end": 3000, "label_name": "b", "label_id": 1}], "steps": []}))
+    t = read_multibypass_json(mb, ["a", "b"])
+    assert t.labels.tolist() == [0, 0, 1, 0, 0] and t.video[0] == "BBP01"
+
+
+def test_real_multibypass(realdata):
+    """Real MultiBypass140 JSONs against a direct reading: per second, the last interval in file order
+    that covers it (severe_index, id 13, never counts: 13 phase classes)."""
+    import json
+
+    protocol = D.load_protocol("multibypass140")
+    classes = P.class_names(protocol["classes"])
+    assert len(classes) == 13 and "severe_index" not in classes
+    seen_severe = False
+    for site in ("bern/BBP01", "bern/BBP07", "strasbourg/SBP01", "strasbourg/SBP12"):
+        path = realdata / f"labels/multibypass140/{site}.mp4.json"
+        for key, names in (("phases", classes), ("steps", P.class_names(protocol["step_classes"]))):
+            t = read_multibypass_json(path, names, key=key, ignore=(13,) if key == "phases" else ())
+            intervals = json.loads(path.read_text())[key]
+            seen_severe |= any(seg["label_id"] == 13 for seg in intervals) and key == "phases"
+            expected = {}
+            for second in range(int(max(seg["end"] for seg in intervals) / 1000) + 1):
+                for seg in intervals:
+                    if seg["start"] / 1000 <= second < seg["end"] / 1000 and not (key == "phases" and seg["label_id"] == 13):
+                        expected[second] = seg["label_id"]
+            got = dict(zip(t.time_s.astype(int).tolist(), t.labels.tolist()))
+            assert got == expected, (site, key)
+    assert seen_severe  # the files do mark severe_index intervals, and they were left out
+
+
+def _link(src, dst):
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.symlink_to(src, target_is_directory=True)
+
+
+def test_real_multibypass140_jsons(realdata, tmp_path):
+    site_dir = realdata / "labels/multibypass140/bern"
+    _link(site_dir, tmp_path / "labels/bern/labels_by70")
+    protocol = D.load_protocol("bernbypass70")
+    for vid in protocol["splits"]["bern"]["test"]:
+        (tmp_path / "BernBypass70/frames" / f"BBP{vid:02d}").mkdir(parents=True)
+    table = D.load_benchmark("bernbypass70", tmp_path, split="test", task="phase", frames_fps=1)
+    assert len(table.videos()) == 20
+    assert table.sources["BBP02"].first_number == 1  # util/extract_frames.py: ffmpeg numbers from 1
+    # brute force for one video: the last non-ignored interval covering each second
+    data = json.loads((site_dir / "BBP02.mp4.json").read_text())
+    rows = table.select(table.video == "BBP02")
+    for t, label in list(zip(rows.time_s, rows.labels))[::97]:
+        covering = [s["label_id"] for s in data["phases"] if s["start"] / 1000 <= t < s["end"] / 1000 and s["label_id"] != 13]
+        assert covering[-1] == label
+    steps = D.load_benchmark("bernbypass70", tmp_path, split="test", task="step", frames_fps=1)
+    assert steps.labels.max() < 46 and len(steps.classes) == 46
+
+
+def test_bern_fold1_train_is_the_rest_of_the_70_videos():
+    splits = D.load_protocol("bernbypass70")["splits"]["bern"]
+    train, val, test = (set(splits[k]) for k in ("train", "val", "test"))
+    assert (len(train), len(val), len(test)) == (40, 10, 20)
+    assert not (train & val or train & test or val & test) and train | val | test == set(range(1, 71))
 
 
 class _Touch:
@@ -94,7 +161,7 @@ def test_real_official_pickles(realdata, tmp_path):
     bern, stras = splits["bern"][1]["test"], splits["strasbourg"][0]["val"]
     assert len(bern) == 20 and len(stras) == 10
     # the same ids as the protocol lists (read from the files by other means when it was written) ...
-    protocol = B.load_protocol("multibypass140")
+    protocol = D.load_protocol("multibypass140")
     assert bern == [f"BBP{i:02d}" for i in protocol["folds"]["bern"]["1"]["test"]]
     assert stras == [f"SBP{i:02d}" for i in protocol["folds"]["strasbourg"]["0"]["val"]]
     # ... and as the video named by every frame record's Frame_id, in records of the official shape
@@ -134,25 +201,25 @@ def test_loader_takes_the_fold_from_the_sample_pickles_or_a_json(small_sample, t
             assert data and all(r["Frame_id"].startswith(vid) for vid, rs in data.items() for r in rs)
     expected = fold_videos(root, "bern", 0, "test")
     assert expected == ["BBP02", "BBP03"]
-    table = B.load_benchmark("bernbypass70", root, split="test", fold=0)
+    table = D.load_benchmark("bernbypass70", root, split="test", fold=0)
     assert table.videos() == expected
     pickle_path = root / SPLIT_PATH.format(centre="bern", split="test", fold=0)
     assert table.split_info == {"fold": 0, "split": "test", "source": str(pickle_path)}
     assert table.select(table.video == "BBP03").split_info["fold"] == 0
-    stras = B.load_benchmark("strasbypass70", root, split="test", task="step")  # fold defaults to 0
+    stras = D.load_benchmark("strasbypass70", root, split="test", task="step")  # fold defaults to 0
     assert stras.videos() == ["SBP09", "SBP20"] and stras.split_info["fold"] == 0
     with pytest.raises(ValueError, match=r"no fold 3 of bern; folds present: \[0\]"):
-        B.load_benchmark("bernbypass70", root, split="test", fold=3)
+        D.load_benchmark("bernbypass70", root, split="test", fold=3)
     with pytest.raises(ValueError, match=re.escape("apply to split train | val | test, not 'all'")):
-        B.load_benchmark("bernbypass70", root, split="all", fold=0)
+        D.load_benchmark("bernbypass70", root, split="all", fold=0)
 
     # a splits JSON naming a video with no label file: the error names it
     js = tmp_path / "splits.json"
     js.write_text(json.dumps({"splits": {"bern": {"2": {"test": ["BBP03", "BBP44"]}}}}))
     with pytest.raises(FileNotFoundError, match=r"fold 2 test of bern .* without a label file: BBP44"):
-        B.load_benchmark("bernbypass70", root, split="test", fold=2, splits=str(js))
+        D.load_benchmark("bernbypass70", root, split="test", fold=2, splits=str(js))
     js.write_text(json.dumps({"splits": {"bern": {"2": {"test": ["BBP03", "BBP12"]}}}}))
-    table = B.load_benchmark("bernbypass70", root, split="test", fold=2, splits=str(js))
+    table = D.load_benchmark("bernbypass70", root, split="test", fold=2, splits=str(js))
     assert table.videos() == ["BBP03", "BBP12"] and table.split_info["source"] == str(js)
 
 
@@ -164,7 +231,7 @@ def test_loader_without_folds_keeps_the_protocol_splits(small_sample, tmp_path):
     (root / "BernBypass70").symlink_to(src / "BernBypass70", target_is_directory=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the protocol's fold-1 test lists 20 videos, the sample has 2
-        table = B.load_benchmark("bernbypass70", root, split="test")
+        table = D.load_benchmark("bernbypass70", root, split="test")
     assert table.videos() == ["BBP02", "BBP03"] and table.split_info["fold"] is None
     with pytest.raises(FileNotFoundError, match=r"no split pickles of bern in .*labels_by70_splits/labels/test/1fps_1"):
-        B.load_benchmark("bernbypass70", root, split="test", fold=1)
+        D.load_benchmark("bernbypass70", root, split="test", fold=1)

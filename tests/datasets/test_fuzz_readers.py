@@ -9,16 +9,24 @@ import random
 
 import pytest
 
-from surgclip.evaluation import benchmarks as B
-from surgclip.evaluation import formats as F
-from surgclip.evaluation import loaders as L
-from surgclip.evaluation.table import FrameTable
+from surgclip import datasets as D
+from surgclip.datasets.cholec80 import read_cholec80_phase, read_cholec80_tool
+from surgclip.datasets.cholect50 import read_cholect50_json, read_cholect50_txt
+from surgclip.datasets.custom import read_classes_file, read_custom_labels
+from surgclip.datasets.grasp import read_grasp_json
+from surgclip.datasets.layout import read_fps_json
+from surgclip.datasets.multibypass140 import read_multibypass_json
+from surgclip.datasets.pathcsv import read_frame_label_csv
+from surgclip.datasets.protocols import task_classes
+from surgclip.datasets.sarrarp50 import read_sarrarp50
+from surgclip.datasets.surglavi import read_surglavi_eval
+from surgclip.datasets.table import FrameTable
 
-PHASES = B.task_classes(B.load_protocol("cholec80"), "phase")
-TOOLS = B.task_classes(B.load_protocol("cholec80"), "tool")
-MBP = B.task_classes(B.load_protocol("multibypass140"), "phase")
-SAR = B.task_classes(B.load_protocol("sarrarp50"), "action")
-CT50 = {k: len(B.task_classes(B.load_protocol("cholect50"), k)) for k in ("triplet", "instrument", "verb", "target")}
+PHASES = task_classes(D.load_protocol("cholec80"), "phase")
+TOOLS = task_classes(D.load_protocol("cholec80"), "tool")
+MBP = task_classes(D.load_protocol("multibypass140"), "phase")
+SAR = task_classes(D.load_protocol("sarrarp50"), "action")
+CT50 = {k: len(task_classes(D.load_protocol("cholect50"), k)) for k in ("triplet", "instrument", "verb", "target")}
 CASES = 60  # per reader
 BAD_NUMBERS = ["-1", "-7", "1e400", "nan", "NaN", "inf", "99999999999999999999999", "abc", "", "3.5", "0x10", "١٢"]
 BAD_VALUES = [None, "x", [], {}, -1, 1e308, -1e308, True, 3.5, [1, 2], {"a": 1}, 10 ** 30, ""]
@@ -58,25 +66,25 @@ def _surglavi():
 
 
 READERS = {  # name -> (file name, valid content, call(path))
-    "cholec80_phase": ("video01-phase.txt", _phase_txt, lambda p: F.read_cholec80_phase(p, PHASES)),
-    "cholec80_tool": ("video01-tool.txt", _tool_txt, lambda p: F.read_cholec80_tool(p, TOOLS)),
+    "cholec80_phase": ("video01-phase.txt", _phase_txt, lambda p: read_cholec80_phase(p, PHASES)),
+    "cholec80_tool": ("video01-tool.txt", _tool_txt, lambda p: read_cholec80_tool(p, TOOLS)),
     "path_label_csv": ("video01.csv", lambda: "path,label\n" + "".join(f"video01_{i}.png,{i % 7 + 1}\n" for i in range(8)),
-                       lambda p: F.read_frame_label_csv(p, PHASES, label_base=1)),
-    "multibypass_json": ("BBP01.mp4.json", _multibypass, lambda p: F.read_multibypass_json(p, MBP, ignore=(13,))),
+                       lambda p: read_frame_label_csv(p, PHASES, label_base=1)),
+    "multibypass_json": ("BBP01.mp4.json", _multibypass, lambda p: read_multibypass_json(p, MBP, ignore=(13,))),
     "sarrarp50": ("action_discrete.txt", lambda: "".join(f"{i * 6},{i % 8}\n" for i in range(10)),
-                  lambda p: F.read_sarrarp50(p, SAR)),
-    "cholect50_json": ("VID01.json", _cholect50, lambda p: F.read_cholect50_json(p, CT50, "triplet")),
+                  lambda p: read_sarrarp50(p, SAR)),
+    "cholect50_json": ("VID01.json", _cholect50, lambda p: read_cholect50_json(p, CT50, "triplet")),
     "cholect50_txt": ("VID01.txt", lambda: "".join(f"{f}," + ",".join("1" if j == f else "0" for j in range(6)) + "\n"
                                                    for f in range(5)),
-                      lambda p: F.read_cholect50_txt(p, [str(i) for i in range(6)], component="instrument")),
-    "grasp_json": ("grasp_long-term_test.json", _grasp, lambda p: F.read_grasp_json(p, "phases")),
-    "surglavi_json": ("phase.json", _surglavi, lambda p: F.read_surglavi_eval(p)[0]),
+                      lambda p: read_cholect50_txt(p, [str(i) for i in range(6)], component="instrument")),
+    "grasp_json": ("grasp_long-term_test.json", _grasp, lambda p: read_grasp_json(p, "phases")),
+    "surglavi_json": ("phase.json", _surglavi, lambda p: read_surglavi_eval(p)[0]),
     "surglavi_frames_csv": ("phase_frames.csv", lambda: "video,frame\nv1,0\nv1,2\n",
-                            lambda p: F.read_surglavi_eval(p.parent / "ok.json", p)[0]),
+                            lambda p: read_surglavi_eval(p.parent / "ok.json", p)[0]),
     "custom_labels": ("v1.csv", lambda: "second,label\n0,a\n1,b;c\n2,1\n",
-                      lambda p: L.read_custom_labels(p, ["a", "b", "c"], 1.0, "v1", True)),
-    "fps_json": ("fps.json", lambda: '{"frames_fps": 1, "label_fps": 25}', lambda p: L.read_fps_json(p.parent)),
-    "classes_txt": ("classes.txt", lambda: "a\nb\nc\n", lambda p: L.read_classes_file(p)),
+                      lambda p: read_custom_labels(p, ["a", "b", "c"], 1.0, "v1", True)),
+    "fps_json": ("fps.json", lambda: '{"frames_fps": 1, "label_fps": 25}', lambda p: read_fps_json(p.parent)),
+    "classes_txt": ("classes.txt", lambda: "a\nb\nc\n", lambda p: read_classes_file(p)),
 }
 
 

@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 
 from helpers import write_frames, write_video
-from surgclip.evaluation import benchmarks as B
-from surgclip.evaluation.heichole import detailed_columns, read_heichole_instrument, read_heichole_phase
-from surgclip.evaluation.table import LabelFileError
+from surgclip import datasets as D
+from surgclip.datasets import protocols as P
+from surgclip.datasets.heichole import detailed_columns, read_heichole_instrument, read_heichole_phase
+from surgclip.datasets.table import LabelFileError
 
-PROTOCOL = B.load_protocol("heichole")
-PHASES = B.task_classes(PROTOCOL, "phase")
-CATEGORIES = B.task_classes(PROTOCOL, "instrument")
+PROTOCOL = D.load_protocol("heichole")
+PHASES = P.task_classes(PROTOCOL, "phase")
+CATEGORIES = P.task_classes(PROTOCOL, "instrument")
 
 
 def _flags(on, width=21):
@@ -33,10 +34,10 @@ def test_protocol_classes_splits_and_prompts():
     splits = PROTOCOL["splits"]
     assert splits["test"] == splits["challenge-train"] == list(range(1, 25))
     assert splits["challenge-test"] == list(range(25, 34)) and "train" not in splits
-    assert B.task_prompts(PROTOCOL, "phase", None)[1] == "camma"
-    assert B.task_prompts(PROTOCOL, "instrument", None)[1] == "descriptive"
+    assert P.task_prompts(PROTOCOL, "phase", None)[1] == "camma"
+    assert P.task_prompts(PROTOCOL, "instrument", None)[1] == "descriptive"
     for task in ("phase", "instrument"):
-        assert len(B.task_prompts(PROTOCOL, task, "names")[0]) == 7
+        assert len(P.task_prompts(PROTOCOL, task, "names")[0]) == 7
     # the detailed file's 21 instruments fall into the 7 categories; the undefined shaft (30) into none
     cols = detailed_columns(PROTOCOL)
     assert len(cols) == 31 and cols[6] == 2 and cols[9] == 1 and cols[20] == 6 and cols[30] is None
@@ -100,7 +101,7 @@ def release_root(tmp_path_factory):
 
 def test_load_benchmark_release_layout(release_root):
     with pytest.warns(UserWarning, match=r"22 of 24 videos have no label file .*Hei-Chole1_Annotation_Phase\.csv"):
-        phase = B.load_benchmark("heichole", release_root, split="test", task="phase", frames_fps=1)
+        phase = D.load_benchmark("heichole", release_root, split="test", task="phase", frames_fps=1)
     assert phase.name == "heichole/phase" and phase.videos() == ["Hei-Chole3", "Hei-Chole17"]
     assert phase.frame.tolist() == [0, 25, 50, 75, 0, 50, 100]  # 1 fps of 25- and 50-fps numbering
     assert phase.time_s.tolist() == [0, 1, 2, 3, 0, 1, 2] and phase.labels.tolist() == [0, 1, 2, 3, 6, 5, 4]
@@ -110,26 +111,26 @@ def test_load_benchmark_release_layout(release_root):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        tools = B.load_benchmark("heichole", release_root, split="test", task="instrument", frames_fps=1)
+        tools = D.load_benchmark("heichole", release_root, split="test", task="instrument", frames_fps=1)
     assert tools.multilabel and tools.classes == CATEGORIES and len(tools) == 7
     assert tools.targets[:4].tolist() == np.eye(7, dtype=int)[:4].tolist()  # flag 20 (undefined shaft) ignored
     assert tools.targets[4:].tolist() == [[0, 0, 0, 0, 0, 0, 1]] * 3
-    prompts, name = B.task_prompts(PROTOCOL, "instrument", None, tools)
+    prompts, name = P.task_prompts(PROTOCOL, "instrument", None, tools)
     assert name == "descriptive" and len(prompts) == 7
 
 
 def test_load_benchmark_errors_name_the_expected_paths(release_root, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"Annotations/Phase/Hei-Chole25_Annotation_Phase\.csv"):
-        B.load_benchmark("heichole", release_root, split="challenge-test", task="phase")
+        D.load_benchmark("heichole", release_root, split="challenge-test", task="phase")
     with pytest.raises(ValueError, match=r"no split 'train'.*challenge-test"):
-        B.load_benchmark("heichole", release_root, split="train")
+        D.load_benchmark("heichole", release_root, split="train")
     with pytest.raises(ValueError, match="no task 'action'"):
-        B.load_benchmark("heichole", release_root, split="test", task="action")
+        D.load_benchmark("heichole", release_root, split="test", task="action")
     _write(tmp_path / "Annotations/Phase/Hei-Chole2_Annotation_Phase.csv", "0,0\n")
     with pytest.raises(FileNotFoundError, match=r"video Hei-Chole2: expected .*Videos/Full/Hei-Chole2\.mp4 .*frames/Hei-Chole2/"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            B.load_benchmark("heichole", tmp_path, split="test")
+            D.load_benchmark("heichole", tmp_path, split="test")
 
 
 @pytest.mark.parametrize("task,multilabel", [("phase", False), ("instrument", True)])
@@ -138,8 +139,8 @@ def test_bundled_sample_has_heichole(small_sample, task, multilabel):
     assert "heichole" in json.loads((small_sample / "manifest.json").read_text())["benchmarks"]["benchmarks"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        test = B.load_benchmark("heichole", root, split="test", task=task)
-        held = B.load_benchmark("heichole", root, split="challenge-test", task=task)
+        test = D.load_benchmark("heichole", root, split="test", task=task)
+        held = D.load_benchmark("heichole", root, split="challenge-test", task=task)
     assert test.videos() == ["Hei-Chole1", "Hei-Chole2"] and held.videos() == ["Hei-Chole25", "Hei-Chole26"]
     for table in (test, held):
         assert len(table.classes) == 7 and table.multilabel == multilabel

@@ -1,6 +1,7 @@
-"""HeiChole (EndoVis 2019 surgical workflow and skill analysis): label readers, loader, sample writer.
+"""HeiChole (EndoVis 2019 surgical workflow and skill analysis): phase and instrument presence.
+Protocol: ``heichole.json``.
 
-Release layout (protocol ``benchmarks/heichole.json``, ``layout``)::
+Release layout::
 
     Videos/Full/Hei-Chole<N>.mp4
     Annotations/Phase/Hei-Chole<N>_Annotation_Phase.csv            <frame>,<phase 0-6>
@@ -12,15 +13,20 @@ case (``hei-chole1_annotation_phase.csv``), which is ignored.
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from ..utils import atomic_write_json, atomic_write_text
-from .formats import _guard, class_id, parse_int, split_lines
-from .loaders import VIDEO_EXTS, LoadOptions, _classes, _ids_for_split, _numbered, attach_sources, read_fps_json
+from .layout import VIDEO_EXTS, LoadOptions, attach_sources, numbered, read_fps_json, split_ids
+from .parsing import class_id, guard, parse_int, split_lines
+from .protocols import task_classes
 from .table import FrameTable, LabelFileError, check_fps, make_table
+
+NAME = "heichole"
+FOLDER = "heichole"
+ALIASES: dict[str, dict] = {}
+PREDICTION_NAMES = {("heichole", "phase"): "heichole", ("heichole", "instrument"): "heichole_tools"}
 
 CATEGORY_FLAGS = 21  # flags of _Annotation_Instrument.csv: categories 0-6, reserved 7-19, 20 = undefined shaft
 FOLDERS = {"phase": "Phase", "instrument": "Instrument"}
@@ -35,7 +41,7 @@ def _rows(path):
         yield n, parts[:-1] if len(parts) > 1 and parts[-1] == "" else parts
 
 
-@_guard
+@guard
 def read_heichole_phase(path, classes: list[str], label_fps: float = 25.0, video: str | None = None) -> FrameTable:
     """``Hei-Chole<N>_Annotation_Phase.csv``: ``<frame>,<phase id>`` per frame.
 
@@ -53,7 +59,7 @@ def read_heichole_phase(path, classes: list[str], label_fps: float = 25.0, video
     return make_table("heichole/phase", classes, rows, label_fps=fps)
 
 
-@_guard
+@guard
 def read_heichole_instrument(path, categories: list[str], label_fps: float = 25.0, video: str | None = None,
                              columns: list[int | None] | None = None) -> FrameTable:
     """``Hei-Chole<N>_Annotation_Instrument.csv``: ``<frame>,<flag>,...`` per frame, flags 0/1.
@@ -96,14 +102,14 @@ def _label_fps(protocol: dict, vid: int, opts: LoadOptions, fps_json: dict) -> f
             or protocol["label_fps"])
 
 
-def load_heichole(root: Path, protocol: dict, split: str, task: str, opts: LoadOptions) -> FrameTable:
+def load(root: Path, protocol: dict, split: str, task: str, opts: LoadOptions) -> FrameTable:
     """HeiChole ``phase`` or ``instrument`` rows at ``eval_fps`` (1 fps) of the split's videos, with
     ``Videos/Full/Hei-Chole<N>.mp4`` (or ``Full/HD/``, ``videos/``) or ``frames/Hei-Chole<N>/`` as sources."""
     folder = root / "Annotations" / FOLDERS[task]
-    found = _numbered(folder, rf"(?i)hei-chole(\d+)_annotation_{task}\.csv")
+    found = numbered(folder, rf"(?i)hei-chole(\d+)_annotation_{task}\.csv")
     pattern = f"Annotations/{FOLDERS[task]}/Hei-Chole{{id}}_Annotation_{FOLDERS[task]}.csv"
-    ids = _ids_for_split(protocol, split, found, pattern, root)
-    classes = _classes(protocol, task)
+    ids = split_ids(protocol, split, found, pattern, root)
+    classes = task_classes(protocol, task)
     fps_json = read_fps_json(root)
     eval_fps = opts.eval_fps or protocol.get("eval_fps", 1)
     reader = read_heichole_phase if task == "phase" else read_heichole_instrument
@@ -120,18 +126,16 @@ def load_heichole(root: Path, protocol: dict, split: str, task: str, opts: LoadO
 SAMPLE_TOOL_CATEGORY = (0, 2, 2, 3, 1, 4, 5)
 
 
-def write_sample(out: Path, procs, ids=(1, 2, 25, 26), tool_category=SAMPLE_TOOL_CATEGORY) -> None:
+def write_sample(out: Path, procedures, ids=(1, 2, 25, 26), tool_category=SAMPLE_TOOL_CATEGORY) -> None:
     """A synthetic HeiChole in the release layout under ``out`` from the sample's rendered procedures
-    (``.mp4``, ``.fps``, ``.frames``, ``.phase(t)`` = Cholec80 phase id, ``.tool(t)``): videos, a
-    phase and a category-instrument row for every frame, and ``fps.json`` with the videos' rate.
-    The first two ids are public videos (split ``test``), the last two ``challenge-test`` ones."""
+    (``.phase(t)`` = Cholec80 phase id, ``.tool(t)`` = Cholec80 tool id): videos, a phase and a
+    category-instrument row for every frame, and ``fps.json`` with the videos' rate. The first two
+    ids are public videos (split ``test``), the last two ``challenge-test`` ones."""
     out = Path(out)
-    fps = procs[0].fps
-    for vid, p in zip(ids, procs):
+    fps = procedures[0].fps
+    for vid, p in zip(ids, procedures):
         name = f"Hei-Chole{vid}"
-        video = out / "Videos" / "Full" / f"{name}.mp4"
-        video.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(p.mp4, video)
+        p.copy_video(out / "Videos" / "Full" / f"{name}.mp4")
         times = [i / fps for i in range(len(p.frames))]
         atomic_write_text(out / "Annotations" / "Phase" / f"{name}_Annotation_Phase.csv",
                           "".join(f"{i},{p.phase(t)}\n" for i, t in enumerate(times)))

@@ -1,4 +1,4 @@
-"""The one frame-level table every benchmark adapter produces, and where each video's frames live.
+"""The one frame-level table every dataset loader produces, and where each video's frames live.
 
 A ``FrameTable`` row is one labelled frame: ``(video, time_s, frame, label)`` for single-label
 tasks (phase, step, action) or ``(video, time_s, frame, targets[C])`` for multi-label tasks (tools,
@@ -102,6 +102,13 @@ class FrameTable:
                           None if self.labels is None else self.labels[mask],
                           None if self.targets is None else self.targets[mask], dict(self.sources), self.label_fps,
                           dict(self.prompt_sets), dict(self.split_info))
+
+    def limit_per_video(self, limit: int) -> "FrameTable":
+        """The first ``limit`` rows of each video (a new table)."""
+        keep = np.zeros(len(self), bool)
+        for v in self.videos():
+            keep[np.flatnonzero(self.video == v)[:limit]] = True
+        return self.select(keep)
 
     def subsample(self, every_s: float) -> "FrameTable":
         """Keep rows whose time is a multiple of ``every_s`` seconds (e.g. 25-fps labels -> 1 fps)."""
