@@ -147,9 +147,9 @@ def safe_load_pickle(path) -> dict:
     global is refused, so no code named in the file can run.
 
     Raises:
-        UnsafePickleError (a ValueError) naming the file and the global it asked for.
-        ValueError naming the file when it is not a pickle or not a dict of str -> list.
-        FileNotFoundError when it is absent.
+        UnsafePickleError: (a ValueError) naming the file and the global it asked for.
+        ValueError: naming the file when it is not a pickle or not a dict of str -> list.
+        FileNotFoundError: when it is absent.
     """
     path = Path(path)
     with open(path, "rb") as f:

@@ -159,9 +159,10 @@ def classwise_ap(targets, scores, convention: str = "camma") -> np.ndarray:
     """[C] AP per class. targets, scores: [N, C].
 
     A class without a positive is the convention's explicit choice: ``camma`` NaN (left out of the
-    means), ``surglavi`` 0.0 (what ``sklearn.metrics.average_precision_score`` returns there since
-    scikit-learn 1.3, so the SurgLaVi and ivtmetrics code run today count it as 0; older releases
-    returned -0.0/NaN, which ivtmetrics turned into NaN).
+    means), ``surglavi`` 0.0: what ``sklearn.metrics.average_precision_score`` returns there in
+    current scikit-learn (1.9 tested), so the SurgLaVi and ivtmetrics code run today count it as 0;
+    older releases returned NaN or -0.0, which ivtmetrics turned into NaN. Fixing the value here
+    keeps the numbers independent of the installed scikit-learn.
     """
     targets, scores = _np(targets), _np(scores)
     ap = np.array([average_precision(targets[:, c], scores[:, c]) for c in range(targets.shape[1])])

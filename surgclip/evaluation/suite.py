@@ -257,7 +257,7 @@ def rescore_predictions(args) -> int:
 def _header(entry: dict, aggregate: str) -> str:
     multi = entry["task"] in ("tool", "instrument", "triplet", "verb", "target")
     what = ("ivt mAP" if entry["task"] == "triplet" else "mAP") if multi else "Acc / F1"
-    return f"{entry['column']} {what}"
+    return f"{entry['column']} {what} ({'video mean' if aggregate == 'video' else 'global'})"
 
 
 def write_table(out: Path, name: str, model: str, checkpoint, entries, cells, skipped, failed, convention: str,

@@ -98,3 +98,75 @@ def test_retrieval_with_repeated_captions_brute_force():
     # the chance is what random scores get on average
     sims = rng.standard_normal((400, 40, 40))
     assert np.mean([M.retrieval_metrics(s, groups)["R@1"] for s in sims]) == pytest.approx(M.retrieval_chance(groups)["R@1"], rel=0.1)
+
+
+def test_surglavi_convention_equals_the_official_sklearn_calls():
+    """Every class counts for F1 (absent ones score 0); tools AP with no positive is 0 (current sklearn)."""
+    import warnings
+
+    rng = np.random.default_rng(5)
+    videos = np.repeat(["a", "b", "c"], 40)
+    truth, pred = rng.integers(0, 4, 120), rng.integers(0, 5, 120)  # classes 5, 6 never occur
+    m = M.single_label_metrics(truth, pred, videos, num_classes=7, convention="surglavi")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = [f1_score(truth[videos == v], pred[videos == v], average="macro", labels=list(range(7))) for v in "abc"]
+        assert m["f1"] == pytest.approx(np.mean(ref), abs=1e-12)
+        assert m["global_f1"] == pytest.approx(f1_score(truth, pred, average="macro", labels=list(range(7))), abs=1e-12)
+        assert m["f1"] < M.single_label_metrics(truth, pred, videos, convention="camma")["f1"]
+        targets = (rng.random((120, 6)) < 0.3).astype(int)
+        targets[videos == "b", 2] = 0
+        targets[:, 5] = 0
+        scores = rng.random((120, 6))
+        per_video = [np.nanmean([average_precision_score(targets[videos == v][:, c], scores[videos == v][:, c])
+                                 for c in range(6)]) for v in "abc"]
+        tools = M.multilabel_metrics(targets, scores, videos, "surglavi")
+    assert tools["mAP"] == pytest.approx(np.mean(per_video), abs=1e-12)
+    camma = M.multilabel_metrics(targets, scores, videos, "camma")
+    assert np.isnan(camma["AP"][5]) and camma["mAP"] > tools["mAP"]
+
+
+@pytest.mark.parametrize("convention", ["surglavi", "camma"])
+def test_triplet_metrics_equal_ivtmetrics(convention):
+    """i, v, t, ivt each from its own scores and iv, it from the triplet scores, as ivtmetrics'
+    compute_video_AP(ignore_null=False) computes them on the same frames (camma: absent classes NaN)."""
+    ivtmetrics = pytest.importorskip("ivtmetrics")
+    from surgclip.datasets import load_protocol
+    from surgclip.datasets.protocols import task_classes
+
+    protocol = load_protocol("cholect50")
+    names = {k: task_classes(protocol, t) for k, t in (("i", "instrument"), ("v", "verb"), ("t", "target"))}
+    sizes = {"triplet": 100, "instrument": 6, "verb": 10, "target": 15}
+    rng = np.random.default_rng(6)
+    videos = np.repeat(["VID01", "VID02", "VID03"], 50)
+    targets = {t: (rng.random((150, n)) < 0.15).astype(int) for t, n in sizes.items()}
+    scores = {t: rng.random((150, n)) for t, n in sizes.items()}
+    ours = M.triplet_metrics(targets, scores, videos, task_classes(protocol, "triplet"), names, convention)
+    for task, key in (("triplet", "ivt"), ("instrument", "i"), ("verb", "v"), ("target", "t"), ("it", "it"), ("iv", "iv")):
+        source = "triplet" if task in ("it", "iv") else task
+        rec = ivtmetrics.Recognition(sizes[source])
+        for v in ("VID01", "VID02", "VID03"):
+            rec.update(targets[source][videos == v], scores[source][videos == v])
+            rec.video_end()
+        ref = rec.compute_video_AP(task if task in ("it", "iv") else "ivt", ignore_null=False)
+        if convention == "surglavi":  # ivtmetrics with current sklearn: an absent class scores 0
+            assert ours[key]["mAP"] == pytest.approx(ref["mAP"], abs=1e-9), key
+            np.testing.assert_allclose(ours[key]["AP"], ref["AP"], atol=1e-9)
+        else:  # the NaN of older sklearn, ivtmetrics' intent: recompute with those classes left out
+            present = [np.array([targets[source][videos == v][:, c].any() for c in range(sizes[source])])
+                       for v in ("VID01", "VID02", "VID03")]
+            if task in ("it", "iv"):
+                assert np.isfinite(ours[key]["mAP"])
+                continue
+            log = np.array([np.where(p, a, np.nan) for p, a in zip(present, _video_aps(rec))])
+            assert ours[key]["mAP"] == pytest.approx(np.nanmean(np.nanmean(log, 0)), abs=1e-9), key
+
+
+def _video_aps(rec):
+    """Per-video AP rows of an ivtmetrics Recognition (its own per-video computation)."""
+    out = []
+    for t, p in zip(rec.global_targets, rec.global_predictions):
+        rec.reset()
+        rec.update(t, p)
+        out.append(rec.compute_AP("ivt")["AP"])
+    return out
