@@ -1,6 +1,7 @@
 """``surgclip serve --index DIR [--host 127.0.0.1] [--port 8000] [--model M]`` (registered by ``surgclip.cli``)."""
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import sys
 
@@ -55,7 +56,15 @@ def build(index: str, model: str | None = None, device: str = "cpu", precision: 
     return create_app(engine, allowed_hosts=hosts), engine
 
 
+WEB_STACK = ("fastapi", "starlette", "uvicorn")
+
+
 def cmd_serve(args) -> int:
+    missing = [m for m in WEB_STACK if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"surgclip serve: error: the web page needs {', '.join(missing)}: pip install 'surgclip[serve]'",
+              file=sys.stderr)
+        return 1
     import uvicorn
 
     if not 1 <= args.max_k <= 10_000 or args.max_query_chars < 1:
