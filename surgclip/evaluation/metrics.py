@@ -176,6 +176,16 @@ def _nanmean(x) -> float:
     return float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")
 
 
+def _per_video_ap(targets: np.ndarray, scores: np.ndarray, videos: np.ndarray, convention: str):
+    """([V, C] AP per class in each video, {video: that video's NaN-mean AP}), videos in order."""
+    logs, per_video = [], {}
+    for v in _videos_in_order(videos):
+        m = videos == v
+        logs.append(classwise_ap(targets[m], scores[m], convention))
+        per_video[v] = _nanmean(logs[-1])
+    return (np.stack(logs) if logs else np.full((1, targets.shape[1]), np.nan)), per_video
+
+
 def multilabel_metrics(targets, scores, videos, convention: str = "camma") -> dict:
     """Tool presence: per video, AP per class and their NaN-mean; then the mean over videos
     (``mAP``, SurgLaVi's ``video_avg_mAP``) and, pooled over all frames, ``global_mAP``
@@ -188,17 +198,12 @@ def multilabel_metrics(targets, scores, videos, convention: str = "camma") -> di
         "per_video_mAP": {video: float}, "convention"}``.
     """
     targets, scores, videos = _np(targets), _np(scores), np.asarray(videos)
-    logs, per_video = [], {}
-    for v in _videos_in_order(videos):
-        m = videos == v
-        ap = classwise_ap(targets[m], scores[m], convention)
-        logs.append(ap)
-        per_video[v] = _nanmean(ap)
+    logs, per_video = _per_video_ap(targets, scores, videos, convention)
     vids = np.array(list(per_video.values()), dtype=np.float64)
     global_ap = classwise_ap(targets, scores, convention)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a class with no positive in any video (camma)
-        per_class = np.nanmean(np.stack(logs), axis=0) if logs else np.full(targets.shape[1], np.nan)
+        per_class = np.nanmean(logs, axis=0)
     return {"mAP": _nanmean(vids), "mAP_std": float(np.nanstd(vids)) if np.isfinite(vids).any() else float("nan"),
             "AP": per_class.tolist(), "global_mAP": _nanmean(global_ap), "global_AP": global_ap.tolist(),
             "per_video_mAP": per_video, "convention": convention}
@@ -229,7 +234,8 @@ def pair_map(triplet_names: list[str], components: dict[str, list[str]], pair: s
     Args:
         components: ``{"i": instruments, "v": verbs, "t": targets}`` class names in id order.
     """
-    first, second = component_map(triplet_names, components["i"], "i"),         component_map(triplet_names, components[pair[1]], pair[1])
+    first = component_map(triplet_names, components["i"], "i")
+    second = component_map(triplet_names, components[pair[1]], pair[1])
     key = first * len(components[pair[1]]) + second
     return np.unique(key, return_inverse=True)[1].reshape(-1)
 
@@ -254,15 +260,10 @@ def video_wise_ap(targets, scores, videos, ignore_null: bool = False, convention
         ``{"mAP", "AP": [C], "global_mAP", "global_AP": [C], "per_video_mAP": {video: float}, "convention"}``.
     """
     targets, scores, videos = _np(targets), _np(scores), np.asarray(videos)
-    logs, per_video = [], {}
-    for v in _videos_in_order(videos):
-        m = videos == v
-        ap = classwise_ap(targets[m], scores[m], convention)
-        logs.append(ap)
-        per_video[v] = _nanmean(ap)
+    logs, per_video = _per_video_ap(targets, scores, videos, convention)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        classwise = np.nanmean(np.stack(logs), axis=0)
+        classwise = np.nanmean(logs, axis=0)
     global_ap = classwise_ap(targets, scores, convention)
     if ignore_null:
         classwise, global_ap = classwise[:-6], global_ap[:-6]
