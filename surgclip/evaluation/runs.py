@@ -50,7 +50,8 @@ def is_triplet_run(benchmark: str, protocol: dict, task: str) -> bool:
     return protocol.get("name") == "cholect50" and task == "triplet"
 
 
-def _component_names(protocol: dict) -> dict:
+def component_names(protocol: dict) -> dict:
+    """CholecT50's ``{"i", "v", "t"}`` class names in id order (to derive the iv / it pairs)."""
     return {"i": task_classes(protocol, "instrument"), "v": task_classes(protocol, "verb"),
             "t": task_classes(protocol, "target")}
 
@@ -91,7 +92,7 @@ def zero_shot_run(model, tokenizer, tables: dict[str, FrameTable], protocol: dic
                   convention=convention)
     name = dataset_name(benchmark, task)
     if len(tables) > 1:
-        results = evaluate_triplets(model, tokenizer, tables, prompts, _component_names(protocol), **kwargs)
+        results = evaluate_triplets(model, tokenizer, tables, prompts, component_names(protocol), **kwargs)
         files = {sub: out / f"predictions_{sub}_{name}.csv" for sub in tables}
     else:
         results = {task: evaluate_zero_shot(model, tokenizer, tables[task], prompts[task], **kwargs)}

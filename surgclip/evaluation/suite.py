@@ -27,7 +27,12 @@ from pathlib import Path
 
 from .. import datasets as D
 from ..datasets.protocols import default_task, task_classes, task_spec
+from ..factory import load as load_model
 from ..utils import atomic_write_json, atomic_write_text
+from . import reports
+from .metrics import CONVENTIONS
+from .predictions import read_predictions, score_predictions, score_triplet_predictions
+from .runs import component_names, load_run_tables, parse_dataset_name, zero_shot_run
 
 # The SurgLaVi results table, in its column order (the SurgLaVi evaluation code's test sets, HeiChole
 # included), plus the SurgLaVi evaluation JSON.
@@ -136,11 +141,6 @@ def make_cell(entry: dict, metrics: dict, aggregate: str, **info) -> dict:
 def run_suite(args) -> int:
     """Run every entry whose data are present; write the table; non-zero exit if nothing ran or a
     cell failed on bad data."""
-    import surgclip
-
-    from . import reports
-    from .runs import load_run_tables, zero_shot_run
-
     name, entries = load_suite(args.suite, args.data_root)
     out = Path(args.out)
     model = tokenizer = checkpoint = None
@@ -174,8 +174,8 @@ def run_suite(args) -> int:
             print(f"error {label}: {err}", file=sys.stderr)
             continue
         if model is None:
-            model, _, tokenizer = surgclip.load(args.model, device=args.device, num_frames=args.num_frames,
-                                                 precision=getattr(args, "precision", "fp32"))
+            model, _, tokenizer = load_model(args.model, device=args.device, num_frames=args.num_frames,
+                                                   precision=getattr(args, "precision", "fp32"))
             checkpoint = reports.checkpoint_hash(args.model, model)
         slug = "".join(c if c.isalnum() else "_" for c in entry["column"].lower())
         try:  # an unknown set or one short of a prompt fails this cell only; the table is still written
@@ -214,9 +214,6 @@ def run_suite(args) -> int:
 def rescore_predictions(args) -> int:
     """``surgclip eval --from-predictions DIR``: score every ``predictions_*.csv`` under DIR (ours or
     the SurgLaVi code's) into the same table as a run, under ``--metrics``."""
-    from .predictions import read_predictions, score_predictions, score_triplet_predictions
-    from .runs import parse_dataset_name
-
     folder = Path(args.from_predictions)
     files = sorted(folder.rglob("predictions_*.csv")) if folder.is_dir() else []
     if not files:
@@ -237,10 +234,8 @@ def rescore_predictions(args) -> int:
         classes = lambda sub: len(task_classes(protocol, sub)) if protocol and protocol.get("tasks") else None
         preds = {sub: read_predictions(path, classes(sub)) for sub, path in groups[(bench, task)].items()}
         if bench == "cholect50":
-            names = {"i": task_classes(protocol, "instrument"), "v": task_classes(protocol, "verb"),
-                     "t": task_classes(protocol, "target")}
-            m = score_triplet_predictions(preds, task_classes(protocol, "triplet"), names, args.metrics,
-                                          where=str(folder))
+            m = score_triplet_predictions(preds, task_classes(protocol, "triplet"), component_names(protocol),
+                                          args.metrics, where=str(folder))
         else:
             m = score_predictions(preds[task], args.metrics)
         m["num_scored"] = len(next(iter(preds.values())).video)
@@ -263,8 +258,6 @@ def _header(entry: dict, aggregate: str) -> str:
 def write_table(out: Path, name: str, model: str, checkpoint, entries, cells, skipped, failed, convention: str,
                 aggregate: str) -> None:
     """``table.md`` (one row, cells per ``aggregate``), ``table.csv`` and ``table.json`` (both aggregations)."""
-    from .metrics import CONVENTIONS
-
     by_column = {c["column"]: c for c in cells}
     shown = "mean over videos" if aggregate == "video" else "all frames pooled (global)"
     headers = ["Model"] + [_header(e, aggregate) for e in entries]
