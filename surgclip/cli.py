@@ -1,9 +1,14 @@
-"""The ``surgclip`` command. Each area registers its own sub-commands, imported only when used:
+"""The ``surgclip`` command. Each area registers its own commands, imported only when used:
 
-    surgclip train ...          (surgclip.train.cli)
-    surgclip data stats DB      (surgclip.data.cli)   extract-frames, sample
-    surgclip zeroshot ...       (surgclip.evaluation.cli)   linear-probe, index, search
-    surgclip serve --index DIR  (surgclip.serve.cli)   search an index in the browser
+    surgclip train ...                       (surgclip.train.cli)
+    surgclip data stats | splits | extract-frames | sample     (surgclip.data.cli)
+    surgclip eval [zeroshot | linear-probe | coop | cvs | mcq | retrieval]   (surgclip.evaluation.cli)
+    surgclip index | search                  (surgclip.evaluation.cli)
+    surgclip serve --index DIR               (surgclip.serve.cli)
+    surgclip models
+
+The runs' and data tools' former top-level names still work: ``surgclip zeroshot ...`` is
+``surgclip eval zeroshot ...``, ``surgclip sample ...`` is ``surgclip data sample ...`` (``ALIASES``).
 """
 from __future__ import annotations
 
@@ -11,23 +16,21 @@ import argparse
 import importlib
 import sys
 
-# sub-command -> module providing ``register(subparsers)``; a module may register several commands.
+# command -> module providing ``register(subparsers)``; a module may register several commands.
 COMMANDS = {
     "train": "surgclip.train.cli",
     "data": "surgclip.data.cli",
-    "extract-frames": "surgclip.data.cli",
-    "sample": "surgclip.data.cli",
-    "zeroshot": "surgclip.evaluation.cli",
-    "linear-probe": "surgclip.evaluation.cli",
+    "eval": "surgclip.evaluation.cli",
     "index": "surgclip.evaluation.cli",
     "search": "surgclip.evaluation.cli",
-    "retrieval": "surgclip.evaluation.cli",
-    "eval": "surgclip.evaluation.cli",
-    "models": "surgclip.cli",
-    "coop": "surgclip.evaluation.probe_cli",
-    "cvs": "surgclip.evaluation.probe_cli",
-    "mcq": "surgclip.evaluation.probe_cli",
     "serve": "surgclip.serve.cli",
+    "models": "surgclip.cli",
+}
+# former top-level names -> the command path they stand for
+ALIASES = {
+    "zeroshot": ("eval", "zeroshot"), "linear-probe": ("eval", "linear-probe"), "coop": ("eval", "coop"),
+    "cvs": ("eval", "cvs"), "mcq": ("eval", "mcq"), "retrieval": ("eval", "retrieval"),
+    "sample": ("data", "sample"), "extract-frames": ("data", "extract-frames"),
 }
 
 
@@ -48,7 +51,8 @@ def _cmd_models(args) -> int:
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="surgclip", description=__doc__,
+    parser = argparse.ArgumentParser(prog="surgclip", description="surgclip: pretrain, evaluate and search with video-text models for surgical video",
+                                     epilog="aliases: " + ", ".join(f"{a} = {' '.join(p)}" for a, p in ALIASES.items()),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     modules = [COMMANDS[command]] if command in COMMANDS else sorted(set(COMMANDS.values()))
@@ -64,6 +68,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    typed = argv[0] if argv and not argv[0].startswith("-") else None
+    if typed in ALIASES:
+        argv = [*ALIASES[typed], *argv[1:]]
     command = argv[0] if argv and not argv[0].startswith("-") else None
     if command == "train":  # LightningCLI parses its own arguments
         from .train.cli import train_main
@@ -77,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (FileNotFoundError, ValueError) as err:
-        print(f"surgclip {args.command}: error: {err}", file=sys.stderr)
+        print(f"surgclip {typed or args.command}: error: {err}", file=sys.stderr)
         return 1
 
 

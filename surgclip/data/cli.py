@@ -1,13 +1,13 @@
-"""Sub-commands of the data layer: ``data stats DB``, ``data splits multibypass140``, ``extract-frames``,
-``sample``."""
+"""``surgclip data stats | splits | extract-frames | sample`` (the last two also answer to their old
+top-level names, aliases in ``surgclip.cli``)."""
 from __future__ import annotations
 
 import json
 
 
 def register(subparsers) -> None:
-    """Add ``data``, ``extract-frames`` and ``sample`` to the ``surgclip`` command."""
-    p = subparsers.add_parser("data", help="inspect a SurgLaVi caption database")
+    """Add ``data`` and its sub-commands to the ``surgclip`` command."""
+    p = subparsers.add_parser("data", help="caption databases, benchmark folds, frame extraction, the sample dataset")
     sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
     s = sub.add_parser("stats", help="captions per level, durations, procedure types")
     s.add_argument("db", help="captions SQLite file")
@@ -21,7 +21,7 @@ def register(subparsers) -> None:
     sp.set_defaults(func=_cmd_splits)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
-    e = subparsers.add_parser("extract-frames", help="videos -> numbered frame folders (resumable)")
+    e = sub.add_parser("extract-frames", help="videos -> numbered frame folders (resumable)")
     e.add_argument("src", help="a video, a folder of videos, or a {name}/{name}.mp4 tree")
     e.add_argument("out", help="output root; frames go to OUT/{name}/000000.jpg ...")
     e.add_argument("--fps", type=float, default=None, help="output frame rate (default: the source's)")
@@ -32,7 +32,7 @@ def register(subparsers) -> None:
     e.add_argument("--check", action="store_true", help="only verify existing folders against frames.json")
     e.set_defaults(func=_cmd_extract)
 
-    m = subparsers.add_parser("sample", help="generate the bundled sample dataset")
+    m = sub.add_parser("sample", help="generate the bundled sample dataset")
     m.add_argument("--out", default="data/sample")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--videos", type=int, default=None, help="number of videos (default 34)")

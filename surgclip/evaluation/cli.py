@@ -1,4 +1,5 @@
-"""``surgclip zeroshot | linear-probe | index | search | retrieval`` (registered by ``surgclip.cli``)."""
+"""``surgclip eval [zeroshot | linear-probe | retrieval | coop | cvs | mcq]``, ``index`` and ``search``
+(registered by ``surgclip.cli``; the runs' old top-level names are aliases there)."""
 from __future__ import annotations
 
 import csv
@@ -13,24 +14,17 @@ from ..datasets import custom
 from ..datasets.pathcsv import frame_folder_benchmark
 from ..datasets.protocols import default_task, task_classes
 from ..utils import IMAGE_EXTENSIONS
-from .metrics import CONVENTIONS, DEFAULT_CONVENTION
+from .cli_common import config_of, load_model, metrics_arg, model_args, numbers, write_run_predictions
+from .probe_cli import register as register_probes
 from .runs import dataset_name
 
 
 def register(subparsers) -> None:
-    """Add the evaluation sub-commands to the ``surgclip`` parser."""
-    p = subparsers.add_parser("zeroshot", help="zero-shot phase/tool recognition on a benchmark")
-    _model_args(p)
-    metrics_arg(p)
-    _bench_args(p)
-    p.add_argument("--prompts", default=None,
-                   help="prompt set of the protocol (names, descriptive, camma, ...) or a text file; default: the task's")
-    p.add_argument("--mode", default="centered", choices=["centered", "online", "frame"])
-    p.add_argument("--out", default="reports/zeroshot", help="report folder (JSON, Markdown, plots)")
-    p.set_defaults(func=cmd_zeroshot)
-
-    p = subparsers.add_parser("eval", help="run a whole results table (suite) and write it as Markdown, CSV and JSON")
-    _model_args(p)
+    """Add ``eval`` (a results table, or one run: zeroshot, linear-probe, coop, cvs, mcq, retrieval),
+    ``index`` and ``search`` to the ``surgclip`` parser."""
+    p = subparsers.add_parser("eval", help="evaluate: a whole results table (--suite, --from-predictions) or one run "
+                                           "(zeroshot, linear-probe, coop, cvs, mcq, retrieval)")
+    model_args(p)
     metrics_arg(p)
     p.add_argument("--suite", default=None, help="'surglavi' (the SurgLaVi results table) or a suite YAML file")
     p.add_argument("--from-predictions", default=None, metavar="DIR",
@@ -48,9 +42,20 @@ def register(subparsers) -> None:
     p.add_argument("--stride-s", type=float, default=1.0, help="seconds between clip frames")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N labelled rows per video")
     p.set_defaults(func=cmd_eval)
+    runs = p.add_subparsers(dest="eval_command", metavar="RUN")
 
-    p = subparsers.add_parser("linear-probe", help="logistic regression on cached frozen features")
-    _model_args(p)
+    p = runs.add_parser("zeroshot", help="zero-shot phase/step/action/tool recognition on one benchmark")
+    model_args(p)
+    metrics_arg(p)
+    _bench_args(p)
+    p.add_argument("--prompts", default=None,
+                   help="prompt set of the protocol (names, descriptive, camma, ...) or a text file; default: the task's")
+    p.add_argument("--mode", default="centered", choices=["centered", "online", "frame"])
+    p.add_argument("--out", default="reports/zeroshot", help="report folder (JSON, Markdown, plots)")
+    p.set_defaults(func=cmd_zeroshot)
+
+    p = runs.add_parser("linear-probe", help="logistic regression on cached frozen features")
+    model_args(p)
     metrics_arg(p)
     _bench_args(p, split="train")
     p.add_argument("--test-split", default="test")
@@ -62,8 +67,16 @@ def register(subparsers) -> None:
     p.add_argument("--out", default="reports/linear_probe")
     p.set_defaults(func=cmd_linear_probe)
 
+    p = runs.add_parser("retrieval", help="R@1/5/10 and median rank on paired clip-caption CSV")
+    model_args(p)
+    p.add_argument("--pairs", required=True, help="CSV with columns video,start,end,caption (video = file or folder)")
+    p.add_argument("--frames-fps", type=float, default=None)
+    p.add_argument("--out", default="reports/retrieval")
+    p.set_defaults(func=cmd_retrieval)
+    register_probes(runs)
+
     p = subparsers.add_parser("index", help="embed videos / frame folders as sliding-window clips into a FAISS index")
-    _model_args(p)
+    model_args(p)
     p.add_argument("sources", nargs="+", help="video files, frame folders, or folders of videos")
     p.add_argument("--index", required=True, help="index directory (created or extended)")
     p.add_argument("--window-s", type=float, default=4.0)
@@ -83,28 +96,6 @@ def register(subparsers) -> None:
     p.add_argument("-k", type=int, default=5)
     p.add_argument("--sheet", default=None, help="write a contact sheet PNG of the hits")
     p.set_defaults(func=cmd_search)
-
-    p = subparsers.add_parser("retrieval", help="R@1/5/10 and median rank on paired clip-caption CSV")
-    _model_args(p)
-    p.add_argument("--pairs", required=True, help="CSV with columns video,start,end,caption (video = file or folder)")
-    p.add_argument("--frames-fps", type=float, default=None)
-    p.add_argument("--out", default="reports/retrieval")
-    p.set_defaults(func=cmd_retrieval)
-
-
-def metrics_arg(p) -> None:
-    """``--metrics surglavi|camma`` (``metrics.CONVENTIONS``)."""
-    p.add_argument("--metrics", default=DEFAULT_CONVENTION, choices=sorted(CONVENTIONS),
-                   help="metric convention: surglavi (the SurgLaVi evaluation code: every class counts) or camma "
-                        "(classes present only); named in every report")
-
-
-def _model_args(p) -> None:
-    p.add_argument("--model", default="tiny", help="model name or save_pretrained directory")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--num-frames", type=int, default=None, help="frames per clip (default: the model's)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--precision", default="fp32", help="fp32 (default) or bf16: run the video tower under bf16 autocast (CPU or GPU; fp16 on GPU)")
 
 
 def _bench_args(p, split: str = "test") -> None:
@@ -129,12 +120,6 @@ def _bench_args(p, split: str = "test") -> None:
     p.add_argument("--name-fps", type=float, default=None, help="rate the frame file numbers count in")
     p.add_argument("--stride-s", type=float, default=1.0, help="seconds between clip frames")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N labelled frames per video")
-
-
-def _load_model(args):
-    import surgclip
-
-    return surgclip.load(args.model, device=args.device, num_frames=args.num_frames, precision=args.precision)
 
 
 def _table(args, split: str, task: str | None = None):
@@ -186,10 +171,6 @@ def _custom_split(table, split: str, probe: bool):
     return table
 
 
-def _config(args) -> dict:
-    return {k: v for k, v in vars(args).items() if k != "func"}
-
-
 def cmd_zeroshot(args) -> int:
     from . import reports
     from .runs import load_run_tables, summary_line, zero_shot_run
@@ -197,10 +178,10 @@ def cmd_zeroshot(args) -> int:
     table, protocol, task = _table(args, args.split)
     tables = load_run_tables(args.benchmark, protocol, task,
                              lambda sub: table if sub == task else _table(args, args.split, task=sub)[0])
-    model, _, tokenizer = _load_model(args)
+    model, _, tokenizer = load_model(args)
     report = zero_shot_run(model, tokenizer, tables, protocol, args.benchmark, task, args.prompts, args.out,
                            convention=args.metrics, num_frames=args.num_frames, mode=args.mode,
-                           batch_size=args.batch_size, stride_s=args.stride_s, progress=True, config=_config(args),
+                           batch_size=args.batch_size, stride_s=args.stride_s, progress=True, config=config_of(args),
                            checkpoint=reports.checkpoint_hash(args.model, model))
     m = report["metrics"]
     print(summary_line("zero-shot", table.name, m) + f" [{args.metrics} metrics]")
@@ -230,14 +211,14 @@ def cmd_linear_probe(args) -> int:
 
     train, protocol, task = _table(args, args.split)
     test, _, _ = _table(args, args.test_split)
-    model, _, _ = _load_model(args)
+    model, _, _ = load_model(args)
     cache = Path(args.cache) / f"{model.name}-{args.mode}-{args.num_frames or model.num_frames}"
     xtr, vtr, s1 = extract_features(model, train, cache, args.num_frames, args.mode, args.stride_s, args.batch_size, True)
     xte, vte, s2 = extract_features(model, test, cache, args.num_frames, args.mode, args.stride_s, args.batch_size, True)
     y_train, y_test = (train.targets, test.targets) if train.multilabel else (train.labels, test.labels)
     res = linear_probe(xtr[vtr], y_train[vtr], train.video[vtr], xte[vte], y_test[vte], test.video[vte],
-                       percents=_numbers(args.percents, float), shots=_numbers(args.shots, int),
-                       seeds=_numbers(args.seeds, int), video_wise=train.name.startswith("cholect50/triplet"),
+                       percents=numbers(args.percents, float), shots=numbers(args.shots, int),
+                       seeds=numbers(args.seeds, int), video_wise=train.name.startswith("cholect50/triplet"),
                        num_classes=len(train.classes), convention=args.metrics)
     written = write_run_predictions(Path(args.out), dataset_name(args.benchmark, task), test.select(vte),
                                     res.pop("scores"))
@@ -252,7 +233,7 @@ def cmd_linear_probe(args) -> int:
     reports.write_report(args.out, "linear_probe", res["results"], {"metric": res["protocol"], "mode": args.mode,
                          "num_frames": args.num_frames or model.num_frames, "benchmark": protocol.get("name"),
                          "task": task, "split": args.split, "test_split": args.test_split},
-                         _config(args), reports.checkpoint_hash(args.model, model), rows, columns,
+                         config_of(args), reports.checkpoint_hash(args.model, model), rows, columns,
                          extra={"skipped": skipped, "predictions": written})
     metric = columns[1]
     for r in rows:
@@ -260,28 +241,6 @@ def cmd_linear_probe(args) -> int:
         print(f"{what:>32}: {metric} {r[metric]:.4f} ± {r[metric + '_std']:.4f}")
     print(f"report: {args.out}/ (test predictions of every run under predictions/)")
     return 0
-
-
-def write_run_predictions(out: Path, dataset: str, test, scores: dict) -> list[str]:
-    """``out/predictions/<entry>/seed<k>/predictions_{dataset}.csv`` for each probe run's test
-    scores (``scores``: ``{"<entry>/seed<k>": [N, C]}`` over the rows of ``test``)."""
-    from .predictions import write_predictions
-
-    truth = test.targets if test.multilabel else test.labels
-    written = []
-    for key, sc in scores.items():
-        path = out / "predictions" / key / f"predictions_{dataset}.csv"
-        write_predictions(path, test.video, test.frame, sc, truth, test.time_s)
-        written.append(str(path.relative_to(out)))
-    return written
-
-
-def _numbers(text: str, kind) -> list:
-    """'1,2,4' -> [1, 2, 4]; '' -> []; a bad item is an error naming it."""
-    try:
-        return [kind(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov")
@@ -320,7 +279,7 @@ def cmd_index(args) -> int:
     sources = _expand_sources(args.sources)
     if not sources:
         raise FileNotFoundError(f"no videos or frame folders found in {' '.join(args.sources)}")
-    model, _, _ = _load_model(args)
+    model, _, _ = load_model(args)
     report = index_library(model, sources, args.index, args.window_s, args.stride_s, args.num_frames, args.kind,
                            args.batch_size, args.frames_fps, progress=True, model_source=_model_source(args.model))
     reasons = ", ".join(f"{r}: {n}" for r, n in sorted(report["failed_by_reason"].items()))
@@ -377,7 +336,7 @@ def cmd_retrieval(args) -> int:
     from . import reports
     from .metrics import retrieval_metrics
 
-    model, _, tokenizer = _load_model(args)
+    model, _, tokenizer = load_model(args)
     with open(args.pairs, newline="") as f:
         pairs = list(csv.DictReader(f))
     transform, T = ClipTransform(model.preprocess_cfg, normalize=False), args.num_frames or model.num_frames
@@ -401,7 +360,7 @@ def cmd_retrieval(args) -> int:
          "pairs": len(caps), "failed": failed}
     rows = [dict(direction=k, **v) for k, v in m.items() if isinstance(v, dict)]
     reports.write_report(args.out, "retrieval", m, {"metric": "R@K (%) and median rank, ground truth on the diagonal (a repeated caption text matches each of its clips)",
-                         "num_frames": T, "mode": "uniform"}, _config(args), reports.checkpoint_hash(args.model, model),
+                         "num_frames": T, "mode": "uniform"}, config_of(args), reports.checkpoint_hash(args.model, model),
                          rows, ["direction", "R@1", "R@5", "R@10", "MedR", "MeanR"])
     for r in rows:
         print(f"{r['direction']}: R@1 {r['R@1']:.1f} R@5 {r['R@5']:.1f} R@10 {r['R@10']:.1f} MedR {r['MedR']:.1f}")

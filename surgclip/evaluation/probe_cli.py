@@ -1,4 +1,4 @@
-"""``surgclip coop | cvs | mcq`` (registered by ``surgclip.cli``): thin wrappers over
+"""``surgclip eval coop | cvs | mcq`` (registered under ``eval`` by ``evaluation.cli``): thin wrappers over
 ``evaluation.coop``, ``evaluation.cvs`` and ``evaluation.mcq`` that write reports."""
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli import _config, _load_model, _model_args, _numbers, metrics_arg, write_run_predictions
+from .cli_common import config_of, load_model, metrics_arg, model_args, numbers, write_run_predictions
 from .runs import dataset_name
 
 
 def register(subparsers) -> None:
-    """Add the coop, cvs and mcq sub-commands to the ``surgclip`` parser."""
+    """Add the coop, cvs and mcq runs to the ``surgclip eval`` parser's sub-commands."""
     p = subparsers.add_parser("coop", help="CoOp prompt learning (few-shot, towers frozen) on a benchmark")
-    _model_args(p)
+    model_args(p)
     metrics_arg(p)
     p.add_argument("--benchmark", default="cholec80", help="benchmark name accepted by load_benchmark")
     p.add_argument("--task", default=None, help="single-label task (phase, step, action); default: the benchmark's")
@@ -34,7 +34,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_coop)
 
     p = subparsers.add_parser("cvs", help="Critical View of Safety zero-shot on Endoscapes2023 (per-criterion AP)")
-    _model_args(p)
+    model_args(p)
     p.add_argument("--root", required=True, help="Endoscapes2023 root (all_metadata.csv, *_vids.txt, train/val/test/)")
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
     p.add_argument("--prompts", default="descriptive,short", help="prompt sets, comma-separated")
@@ -42,7 +42,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_cvs)
 
     p = subparsers.add_parser("mcq", help="multiple-choice questions about clips, scored by option-text similarity")
-    _model_args(p)
+    model_args(p)
     p.add_argument("--questions", required=True, help="JSON list of {clip: {video, start, end}, question, options, answer}")
     p.add_argument("--with-question", action="store_true", default=True, help="prepend the question to each option (default)")
     p.add_argument("--no-question", dest="with_question", action="store_false", help="score the options alone")
@@ -51,7 +51,7 @@ def register(subparsers) -> None:
 
 
 def _ints(text: str, flag: str) -> list[int]:
-    values = _numbers(text, int)
+    values = numbers(text, int)
     if not values:
         raise ValueError(f"{flag} needs at least one integer, got {text!r}")
     return values
@@ -68,7 +68,7 @@ def cmd_coop(args) -> int:
     test = load_benchmark(args.benchmark, args.root, split=args.test_split, task=args.task)
     if train.multilabel:
         raise ValueError(f"coop needs a single-label task (phase, step, action); {train.name} is multi-label")
-    model, _, tokenizer = _load_model(args)
+    model, _, tokenizer = load_model(args)
     T = args.num_frames or model.num_frames
     cache = Path(args.cache) / f"{model.name}-{args.mode}-{T}"
     xtr, vtr, s1 = extract_features(model, train, cache, T, args.mode, args.stride_s, args.batch_size, True)
@@ -86,7 +86,7 @@ def cmd_coop(args) -> int:
              "accuracy_std": r["accuracy_std"]} for k, r in res["results"].items()]
     reports.write_report(args.out, "coop", res["results"],
                          {"metric": res["protocol"], "mode": args.mode, "num_frames": T, "benchmark": train.name,
-                          "class_texts": names}, _config(args), reports.checkpoint_hash(args.model, model), rows,
+                          "class_texts": names}, config_of(args), reports.checkpoint_hash(args.model, model), rows,
                          ["shots", "f1", "f1_std", "accuracy", "accuracy_std"],
                          extra={"skipped": {"train": s1, "test": s2}, "predictions": written})
     for r in rows:
@@ -101,7 +101,7 @@ def cmd_cvs(args) -> int:
     from .cvs import CRITERIA, evaluate_cvs, load_endoscapes_cvs
 
     table = load_endoscapes_cvs(args.root, split=args.split)
-    model, _, tokenizer = _load_model(args)
+    model, _, tokenizer = load_model(args)
     sets = [s.strip() for s in args.prompts.split(",") if s.strip()]
     res = evaluate_cvs(model, tokenizer, table, sets, batch_size=args.batch_size)
     if not res["valid"].any():
@@ -115,7 +115,7 @@ def cmd_cvs(args) -> int:
         rows.append(row)
     columns = ["prompts", "frames", "mAP", "mean_bal_acc"] + [f"{c}_AP" for c in CRITERIA] + [f"{c}_bal_acc" for c in CRITERIA]
     reports.write_report(args.out, "cvs", res["results"], {"metric": res["protocol"], "mode": "frame", "num_frames": 1,
-                         "benchmark": f"endoscapes2023/{args.split}"}, _config(args),
+                         "benchmark": f"endoscapes2023/{args.split}"}, config_of(args),
                          reports.checkpoint_hash(args.model, model), rows, columns, extra={"skipped": res["skipped"]})
     for r in rows:
         print(f"CVS {args.split} [{r['prompts']}]: mAP {r['mAP']:.4f}, mean balanced accuracy {r['mean_bal_acc']:.4f} "
@@ -131,14 +131,14 @@ def cmd_mcq(args) -> int:
     from .mcq import evaluate_mcq, load_questions
 
     questions = load_questions(args.questions)
-    model, _, tokenizer = _load_model(args)
+    model, _, tokenizer = load_model(args)
     res = evaluate_mcq(model, tokenizer, questions, with_question=args.with_question, num_frames=args.num_frames)
     row = {"questions": res["num_questions"], "scored": res["num_scored"], "accuracy": res["accuracy"],
            "chance": res["chance"], "text": "question + option" if args.with_question else "option"}
     metrics = {k: res[k] for k in ("accuracy", "num_scored", "num_questions", "chance", "per_question")}
     reports.write_report(args.out, "mcq", metrics, {"metric": res["protocol"], "mode": "uniform",
                          "num_frames": args.num_frames or model.num_frames, "benchmark": str(args.questions)},
-                         _config(args), reports.checkpoint_hash(args.model, model), [row],
+                         config_of(args), reports.checkpoint_hash(args.model, model), [row],
                          ["questions", "scored", "accuracy", "chance", "text"],
                          extra={"skipped": res["skipped"], "errors": res["errors"]})
     for e in res["errors"]:

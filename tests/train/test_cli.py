@@ -54,7 +54,7 @@ def test_train_exports_and_reports(small_sample, tmp_path, monkeypatch, capsys):
     assert metrics["val/zeroshot_accuracy"] == pytest.approx(zs.metrics["accuracy"])
     # the command the report prints repeats that scoring through the CLI
     command = shlex.split(report["zeroshot_command"])
-    assert command[:2] == ["surgclip", "zeroshot"]
+    assert command[:3] == ["surgclip", "eval", "zeroshot"]
     assert report["zeroshot_command"] in (run / "report.md").read_text()
     assert cli_main(command[1:] + ["--out", str(tmp_path / "zs")]) == 0
     again = json.loads((tmp_path / "zs" / "zeroshot.json").read_text())["metrics"]
