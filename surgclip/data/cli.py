@@ -1,8 +1,10 @@
-"""``surgclip data stats | splits | extract-frames | sample`` (the last two also answer to their old
+"""``surgclip data stats | splits | import | extract-frames | sample`` (the last two also answer to their old
 top-level names, aliases in ``surgclip.cli``)."""
 from __future__ import annotations
 
 import json
+
+from .db import LEVEL_NAMES
 
 
 def register(subparsers) -> None:
@@ -20,6 +22,14 @@ def register(subparsers) -> None:
     sp.add_argument("--out", required=True, help="splits JSON to write (for the fold/splits load options)")
     sp.set_defaults(func=_cmd_splits)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+    i = sub.add_parser("import", help="your own (video, start, end, caption[, level]) pairs -> a caption database")
+    i.add_argument("pairs", help="CSV (header video,start,end,caption[,level]) or JSONL of caption pairs")
+    i.add_argument("--videos", required=True, help="folder the video column is relative to")
+    i.add_argument("--out", required=True, help="SQLite file to write (SurgLaVi schema; replaced atomically)")
+    i.add_argument("--level", default="1", help="level of rows without one: 1/task, 2/step, 3/phase (default 1)")
+    i.add_argument("--skip-bad", action="store_true", help="skip bad rows and count them instead of failing")
+    i.set_defaults(func=_cmd_import)
 
     e = sub.add_parser("extract-frames", help="videos -> numbered frame folders (resumable)")
     e.add_argument("src", help="a video, a folder of videos, or a {name}/{name}.mp4 tree")
@@ -56,6 +66,19 @@ def _cmd_splits(args) -> int:
             counts = ", ".join(f"{k} {len(by_split[k])}" for k in ("train", "val", "test") if k in by_split)
             print(f"{args.dataset} {centre} fold {fold}: {counts} videos")
     print(f"wrote {args.out}")
+    return 0
+
+
+def _cmd_import(args) -> int:
+    from .importer import import_pairs
+
+    res = import_pairs(args.pairs, args.videos, args.out, level=args.level, skip_bad=args.skip_bad)
+    levels = ", ".join(f"{LEVEL_NAMES[k]} {v}" for k, v in res["levels"].items())
+    print(f"{args.out}: {res['captions']} captions ({levels}) over {res['videos']} videos")
+    if res["skipped"]:
+        print(f"skipped bad rows: {res['skipped']}")
+    print(f"train on it: surgclip train fit -c configs/sample.yaml --data.root null --data.db_path {args.out} "
+          f"--data.video_root {args.videos} --model.zeroshot_root null")
     return 0
 
 
