@@ -33,7 +33,8 @@ def check_precision(precision: str) -> str:
 def cpu_has_fast_bf16() -> bool:
     """Whether this CPU runs bf16 matrix products at least as fast as float32 (oneDNN's test for
     AVX512-BF16 / AMX / AVX512 cores). On an AVX2-only CPU (e.g. the AMD EPYC cores CI runs on) a bf16
-    matmul is emulated: measured ~1 GFLOP/s there against ~200 for float32."""
+    matmul is emulated, many times slower than float32 (``eval/bench/bench_peer.py`` prints
+    both rates)."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # a private probe: absent or failing means "unknown"
@@ -144,7 +145,7 @@ class SurgCLIP(nn.Module):
         to the copy where the tower has no such layer, under tracing/compile and with gradient
         checkpointing (which could run the layer again outside the fold). With autograd on (training),
         the copy goes into a buffer reused once free (``ReusableBuffer``): a training batch's frames are
-        ~80 MB, and a fresh allocation of that size page-faults on every step. In inference it is a
+        tens of MB, and a fresh allocation of that size page-faults on every step. In inference it is a
         fresh tensor, so the model holds no copy of the last input."""
         if video.dtype != torch.uint8:
             yield video

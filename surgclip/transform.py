@@ -96,8 +96,8 @@ class ClipTransform:
             [T,3,S,S], which the model takes as they are and normalises itself (folded into its
             patch embedding) or ``normalize_frames`` finishes later. Training's batches and every
             evaluator and indexer use them: a quarter of the bytes to move between processes, to
-            keep for overlapping clips and to send to a GPU, and no float pass (0.2 ms per 224-px
-            frame, a reader thread's) before the forward.
+            keep for overlapping clips and to send to a GPU, and no float pass (a reader thread's
+            work) before the forward.
     """
 
     def __init__(self, cfg: PreprocessCfg | dict | None = None, train: bool = False,
@@ -139,7 +139,7 @@ class ClipTransform:
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
         """``self.augment(x)``: one draw for all frames, the same random draws in the same order and the
         same pixels, with each step's parameters drawn and its image kernel called directly. v2's
-        per-call input flattening, checks and dispatch cost 0.7 ms of 1.7 ms per 8-frame 160-px clip."""
+        per-call input flattening, checks and dispatch are a large share of a small clip's augmentation."""
         if not self._direct:
             return self.augment(x)
         from torchvision.transforms import v2
@@ -198,8 +198,8 @@ class ReusableBuffer:
     not a view or ``.numpy()`` of it, not a tensor autograd saved for a backward still to come.
     Otherwise (or on a torch without that count, or for a buffer made under ``torch.inference_mode``,
     e.g. by a validation, asked for outside it) a new buffer is allocated and kept instead. Writing
-    into memory already mapped spares the page faults of a fresh allocation: normalising a 32 x 8 x
-    160^2 uint8 batch took 29 instead of 43-57 ms on 2 cores.
+    into memory already mapped spares the page faults of a fresh allocation, most of the cost of
+    normalising a training batch into a new tensor.
     """
 
     def __init__(self):

@@ -123,12 +123,11 @@ class DividedBlock(nn.Module):
     def _mlp_residual(self, x: torch.Tensor) -> torch.Tensor:
         """x + mlp(norm2(x)); in float32 CPU inference, over equal chunks of at most `MLP_CHUNK` tokens.
 
-        The MLP's 4x-wide hidden activations of one 16-frame clip take ~39 MB per call: above glibc's
-        mmap threshold, so every call page-faults fresh buffers in. Chunks of ~1k tokens reuse cached
-        ones and stay closer to the caches (SurgCLIP-B forward 2.86 -> 2.74 s on 2 Xeon cores, same values
-        to rounding). Not under autocast: oneDNN's bf16 product for ``fc2`` (K = 3072, N = 768) ran at
-        about half its rate over 788-row chunks (242 against 507 GFLOP/s over all 3152 rows), and the
-        bf16 forward took 2.51 instead of 3.06 s unchunked (median of 7, alternated).
+        The MLP's 4x-wide hidden activations of one 16-frame clip are tens of MB per call: above
+        glibc's mmap threshold, so every call page-faults fresh buffers in. Chunks of ~1k tokens reuse
+        cached ones and stay closer to the caches (same values to rounding). Not under autocast:
+        oneDNN's bf16 product for ``fc2`` (K = 3072, N = 768) runs at a fraction of its rate over
+        chunks of that size, so the bf16 forward is faster unchunked.
         """
         if self.training or torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != torch.float32 or \
                 torch.is_autocast_enabled("cpu"):

@@ -1,8 +1,8 @@
 """Shared-memory batch buffers that DataLoader workers write again once the main process is done.
 
 A worker sends a batch's frames to the main process in shared memory. A fresh shared buffer costs
-the worker far more than writing the frames: the kernel hands out and zeroes every page of it
-(a 32 x 8 x 160^2 uint8 batch, 20 MB: 20-28 ms per batch against 5-9 ms into a buffer used before).
+the worker several times more than writing the frames into a buffer it has written before: the
+kernel hands out and zeroes every page of it.
 ``BatchPool`` keeps a few buffers per worker and marks each one taken in a small shared flag array
 while the main process may still hold it:
 
@@ -13,7 +13,7 @@ while the main process may still hold it:
 
 A slot is written only while its flag says free, so a batch the main process still holds (a view,
 a batch kept for later) is never overwritten. When every slot is taken, or the flags are not
-known where the batch is unpickled, the worker allocates a fresh buffer as before. A slot whose
+known where the batch is unpickled, the worker allocates a fresh buffer. A slot whose
 batch is lost on the way (an error between ``empty`` and sending, a batch unpickled in another
 process) stays taken: the pool falls back to fresh buffers, never to a shared one.
 

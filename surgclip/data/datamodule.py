@@ -94,9 +94,9 @@ class EpochLoader(DataLoader):
     still at the same epoch, returns that iterator instead of resetting the workers. Lightning (2.6)
     calls ``iter()`` twice at the start of every epoch after the first when the dataloaders are
     reloaded every epoch (``reload_dataloaders_every_n_epochs: 1``, which the level schedules
-    need): with persistent workers the second reset waited for the batches the first had queued
-    (``prefetch_factor`` per worker) and threw them away, ~1 s per epoch and the workers' CPU for
-    8 batches on the embedded default.
+    need): with persistent workers a second reset waits for the batches the first queued
+    (``prefetch_factor`` per worker) and throws them away, every epoch's wait and the workers' CPU
+    for those batches spent for nothing.
     """
 
     def __iter__(self):

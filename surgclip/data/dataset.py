@@ -256,8 +256,8 @@ def _empty_batch_tensor(shape: tuple, dtype: torch.dtype, stride: tuple) -> torc
 def _batch_stride(videos: list[torch.Tensor]) -> tuple:
     """The stride of a [B, T, 3, S, S] batch of ``videos`` in their own memory layout: channels-last
     ([B, T, S, S, 3] in memory) when every item is, as the uint8 resize and crop leave them (copying
-    them into a contiguous batch instead is a transposing pass: 0.8 of 1.0 ms per 8-frame 160-px
-    clip); contiguous otherwise."""
+    them into a contiguous batch instead is a transposing pass, most of the collate's cost);
+    contiguous otherwise."""
     v = videos[0]
     if v.ndim != 4 or v.is_contiguous() or \
             not all(x.is_contiguous(memory_format=torch.channels_last) for x in videos):
@@ -302,7 +302,7 @@ class Collate:
             out = self._empty(shape, torch.float32, stride)
             if stride[2] == 1:  # channels-last items and batch: each row of a frame is W x 3 values in
                 # memory; with the channels' factors repeated along it, the pass runs over contiguous
-                # rows (1.0-1.2 ms per 16 x 224^2 clip, the same bits), not 3-long innermost loops (2.5-3.6)
+                # rows (the same bits), not 3-long innermost loops, which are several times slower
                 t, _, h, w = videos[0].shape
                 shift, scale = shift.view(3).repeat(w), scale.view(3).repeat(w)
                 rows = lambda x: x.permute(0, 2, 3, 1).view(t, h, w * 3)  # noqa: E731
@@ -391,12 +391,11 @@ def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 512 
 
     Every training item allocates a few MB (its decoded frames, the resized clip, the flipped one)
     and frees them. By default glibc serves such blocks with a fresh ``mmap`` (or gives the top of
-    its heap back to the kernel when they are freed), so each item touches new pages: in a
-    DataLoader worker 680 page faults and 1.1-1.3 ms of kernel time per 16-frame 224-px sample
-    clip, a fifth of the worker's CPU. Blocks under ``mmap_threshold`` (32 MiB, the most glibc's
-    own adaptive threshold would reach) come from the heap instead, and it is trimmed only above
-    ``trim_threshold``: 100 faults and 0.2-0.3 ms. The cost is that a worker keeps its peak heap
-    until it exits.
+    its heap back to the kernel when they are freed), so each item touches new pages: hundreds of
+    page faults per clip, and kernel time that is a large share of a DataLoader worker's CPU. Blocks
+    under ``mmap_threshold`` (32 MiB, the most glibc's own adaptive threshold would reach) come from
+    the heap instead, and it is trimmed only above ``trim_threshold``, so an item reuses the pages
+    the items before it freed. The cost is that a worker keeps its peak heap until it exits.
 
     Only for processes that do nothing else (the DataLoader workers). Does nothing off glibc, or
     when the environment sets these itself: ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_MMAP_THRESHOLD_``,

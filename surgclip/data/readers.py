@@ -109,12 +109,12 @@ class VideoFileReader(FrameReader):
     """A video file; ``read`` fetches all requested frames in one batch.
 
     MP4/MOV files are decoded with PyAV from the container's own index: the sample tables of the
-    ``moov`` box, which opening the file reads (tens of KB; 0.4 MiB for an hour at 25 fps), give
+    ``moov`` box, which opening the file reads (a small fraction of the file, even for hours), give
     every frame's time and the keyframes, so a read seeks to the keyframe at or before its first
     frame and decodes forward from there (``_PyAVDecoder``). decord serves other files, and any
     file whose decoded frames do not land where that index says (a variable frame rate with
     B-frames, a dropped frame): opening a decord reader demuxes the whole file to build its own
-    index (it read all 4.2 MB of a 32-s 480p clip, and would read all of an hour-long video),
+    index (it reads the whole file, an hour-long video included),
     which training pays again each time a video comes back into a worker's reader cache. Frame
     ``i`` is decord's frame ``i`` either way.
 
@@ -130,9 +130,9 @@ class VideoFileReader(FrameReader):
         stream: for a pass through the file in time order (the evaluator, the indexer) of a file
             decord serves: PyAV decodes it front to back in the calling thread over decord's index,
             each frame once; reads that go back are served by decord. decord's background thread
-            decodes ahead of a slow consumer and keeps what it decoded: reading every 4th frame of a
-            5-minute 854x480 video raised RSS by up to 800 MiB, and indexing a 10-minute 480x480
-            one by 502 MiB (+15 MiB streamed). (PyAV over the container's index streams anyway.)
+            decodes ahead of a slow consumer and keeps what it decoded, so its memory grows with the
+            video while the stream's stays flat (``eval/bench/bench_memory_index.py --reader stream
+            decord``). (PyAV over the container's index streams anyway.)
         backend: ``"auto"`` (PyAV over the container's index where it has one, else decord) or
             ``"decord"`` (decord's index and reads, as for a file without an index of its own).
     """
@@ -210,12 +210,11 @@ class VideoFileReader(FrameReader):
 
     def _park(self) -> None:
         """Stop decord's work after a read. Its decoding thread goes on decoding the packets the
-        read queued, often the rest of the file, and keeps every frame it decodes. For one reader
-        of a real 854x480 Cholec clip (800 frames), RSS rose by 669 MiB within 2 s of a 16-frame
-        read, and by 919 MiB after a second read (119-151 MiB when decoding at 224 px). Training
-        keeps up to 64 readers open per worker. A seek empties the queues, and the next read seeks
-        anyway: 6 such readers, each read twice, took 3.6 s of CPU and +172 MiB, against 9.4 s and
-        +3036 MiB, with the same frames."""
+        read queued, often the rest of the file, and keeps every frame it decodes: hundreds of MiB
+        per reader of a 480p clip, and CPU spent on frames nobody asked for. Training keeps up to 64
+        readers open per worker. A seek empties the queues, and the next read seeks anyway, so the
+        frames are the same (``test_a_decord_reader_does_no_work_between_reads`` checks the reader
+        stays idle after a read)."""
         from decord import DECORDError
 
         try:
@@ -241,8 +240,8 @@ class _PyAVDecoder:
     codec allows: a read seeks to the keyframe at or before the next frame it wants when that lies
     past the current position (or before it), and a packet of a frame that the read passes over is
     decoded with ``skip_frame=NONREF``, so the decoder drops it when no other frame refers to it
-    (non-reference B-frames: 56 % of the frames of the real Cholec clips, whose full decode then
-    took 314 ms instead of 462). ``out_size``: (h, w) to scale to while converting to RGB.
+    (non-reference B-frames, over half the frames of the real Cholec clips: the decoder skips their
+    work). ``out_size``: (h, w) to scale to while converting to RGB.
     """
 
     def __init__(self, path: Path, num_threads: int, starts: array.array, keys: np.ndarray, fps: float,
@@ -284,7 +283,8 @@ class _PyAVDecoder:
             if not rate or rate <= 0 or n == 0 or n != video.frames:
                 raise LookupError
             # per frame in decode order: flags (AVINDEX_KEYFRAME 1, AVINDEX_DISCARD_FRAME 2) and the
-            # decoding timestamp (the entries made once; an attrgetter map each: 24 ms for 90,000)
+            # decoding timestamp (the entries made once, then an attrgetter map each: opening an
+            # hour-long index stays cheap)
             entries = list(entries)
             flags, dts = (np.fromiter(map(operator.attrgetter(a), entries), np.int64, n) for a in ("flags", "timestamp"))
             keys = np.flatnonzero(flags & 1)
@@ -312,10 +312,10 @@ class _PyAVDecoder:
         if len(self._container.streams.video) != 1:
             return False
         # One converter to RGB for every frame, on one thread. A frame's own ``to_ndarray(format=)``
-        # makes a new swscale context per frame, with slice threads on every core: 0.25 ms per
-        # 480-px frame against 0.17 here (the same pixels), and threads that a forked process (a
-        # DataLoader worker) inherits as a context it can never free: freeing it there waits for
-        # threads that do not exist, forever (seen when a frame was still garbage at the fork).
+        # makes a new swscale context per frame, with slice threads on every core: slower than one
+        # reused converter (the same pixels), and threads that a forked process (a DataLoader
+        # worker) inherits as a context it can never free: freeing it there waits for threads that
+        # do not exist, forever (when a frame is still garbage at the fork).
         self._rgb = VideoReformatter()
         self._video = self._container.streams.video[0]
         self._video.thread_count = self.num_threads
@@ -403,9 +403,8 @@ class FrameCache:
     """Decoded frames kept by one process from read to read, least recently used out first, within
     ``max_bytes``.
 
-    Training reads the same frames every epoch: the sample's 7,249 160-px training frames decode to
-    560 MB, and each epoch decodes them again. A persistent data worker with a cache decodes a frame
-    once while it fits. Frames are stored read-only and readers copy them into each clip, so nothing
+    Training reads the same frames every epoch, and without a cache each epoch decodes them again.
+    A persistent data worker with a cache decodes a frame once while it fits. Frames are stored read-only and readers copy them into each clip, so nothing
     downstream can change a cached frame. A frame file changed on disk during a run is not read again.
     """
 
@@ -534,10 +533,9 @@ def _read_rgb(path: Path) -> np.ndarray:
 
     An 8-bit colour or greyscale JPEG within PIL's decompression-bomb limit (read from its frame
     header, ``_jpeg_frame_header``) is decoded by torchvision's libjpeg-turbo op straight into a
-    tensor: the same pixels as PIL's decoder, which is libjpeg-turbo too, 1.0-1.3x as fast per
-    160-px frame and 1.2-1.5x per 250-px frame, with no PIL -> numpy copy. Reading the header
-    without PIL saves what PIL's parse of it cost, 0.08 ms a frame (as much as a third of
-    decoding a 160-px frame). Every other image (CMYK, 12-bit, PNG, an oversized one) goes to PIL,
+    tensor: the same pixels as PIL's decoder, which is libjpeg-turbo too, at least as fast, with no
+    PIL -> numpy copy. Reading the header without PIL saves PIL's parse of it, a sizeable share of
+    decoding a small frame. Every other image (CMYK, 12-bit, PNG, an oversized one) goes to PIL,
     which refuses an image over its limit.
     """
     from PIL import Image

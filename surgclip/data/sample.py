@@ -379,7 +379,7 @@ def make_sample(out_dir: str | Path = DEFAULT_ROOT, seed: int = 0, num_videos: i
 
 
 def ensure_sample(root: str | Path = DEFAULT_ROOT, seed: int = 0) -> Path:
-    """The sample root, generated once if missing (about 20-40 s on 2 cores).
+    """The sample root, generated once if missing (encoding its videos takes a while; later calls reuse it).
 
     A root with a ``manifest.json`` of the current version is used as is. Concurrent callers may
     both generate; the first to finish wins and the other's copy is discarded.

@@ -76,9 +76,8 @@ def read_ahead(device) -> int:
     """The evaluators' ``prefetch``: 2 batches read in a background thread when the forward leaves the
     reader a core (the model on an accelerator, or torch running fewer threads than this process may
     use), else 0. Beside a CPU forward that already fills every core the thread only competes with
-    it: on 2 cores, ``tiny`` took 1.9-2.1 ms per labelled frame at T=16 read in the calling thread and
-    2.1-2.8 with the thread, 1.8-2.1 against 2.0-2.4 at T=1, and SurgCLIP-B about the same either way
-    (``eval/bench/bench_zeroshot.py``, columns ``eval0`` and ``eval2``)."""
+    it: a small model is slower with the thread than reading in the calling thread, and a large one
+    gains nothing (``eval/bench/bench_zeroshot.py``, columns ``eval0`` and ``eval2``)."""
     if torch.device(device).type != "cpu":
         return 2
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -143,7 +142,7 @@ def stack_clips(clips: list[list[torch.Tensor]]) -> torch.Tensor:
     """[B, T, ...] from B lists of T frames ([3, S, S] images or [W] features), each copied once
     (straight into the batch). The batch keeps the frames' memory layout (channels-last, as the
     uint8 resize leaves them, and as the model takes them): a plain copy of each frame, not a
-    transposing one (0.09 -> 0.01 ms per 224-px frame)."""
+    transposing one, which would cost several times as much."""
     first = clips[0][0]
     order = sorted(range(first.ndim), key=first.stride, reverse=True)  # the frame's dims, outermost first
     out = torch.empty((len(clips), len(clips[0]), *(first.shape[d] for d in order)), dtype=first.dtype,

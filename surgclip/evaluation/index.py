@@ -17,8 +17,8 @@ and files it does not name (a shard written before the kill) are ignored by read
 by the next writer (``cleanup``). Clip ids are positions in shard order, so they never change.
 
 Search: below ``AUTO_IVF_MIN_CLIPS`` clips (``kind="auto"``) an exact inner-product search
-(torch matmul + topk, which measured faster than FAISS's flat index on CPU, see
-eval/bench/RESULTS.md); above it an IVF index. The IVF quantizer is trained once when the index
+(torch matmul + topk, faster than FAISS's flat index on CPU: ``eval/bench/bench_index.py``
+compares the two); above it an IVF index. The IVF quantizer is trained once when the index
 crosses the threshold and again only when it has grown 4x since, so appending a video costs one
 quantizer lookup for its own clips; the inverted lists are rebuilt in memory from the stored
 assignments on open, without re-clustering. ``nprobe`` is calibrated at training time to reach

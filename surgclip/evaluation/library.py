@@ -60,8 +60,8 @@ def embed_video(model, path: Path, window_s: float, stride_s: float, num_frames:
     if depth:
         batches = in_background(batches, depth)
     out = None  # [n, D], allocated once: a small array kept per batch would sit on top of the heap
-    # after each batch's freed frames, and glibc then grows the heap instead of reusing them (4 h of
-    # video: 1-4 GB of free heap next to 0.2 GB in use)
+    # after each batch's freed frames, and glibc then grows the heap instead of reusing them (over
+    # hours of video, free heap many times the size of what is in use)
     with closing(batches):  # an error in the forward stops a reader thread now
         for b, clips in batches:
             emb = model.encode_video(clips.to(device)).float().cpu()

@@ -41,8 +41,8 @@ class RunTimer(L.Callback):
     untimed steps, then ``probe_steps`` timed steps at the end of every training epoch and
     ``bare_steps`` more at the end of the run. The median of those step times, times
     ``trainer.global_step``, is the bare compute. A shared machine's speed drifts over minutes; steps
-    sampled through the run follow it as the run did, where a few steps at its end were once
-    0.33-0.57 s per step for the same run. The probes run with the RNG state saved and restored (the
+    sampled through the run follow it as the run did, where a few steps timed only at its end would
+    reflect the load of that last minute alone. The probes run with the RNG state saved and restored (the
     training draws the same dropout as without them), with the data workers idle between epochs, and
     their time is left out of ``elapsed``. The copy and its optimizer state live from the first probe
     to the end of the run (memory: about three times the parameters' size; ``probe_steps=0`` builds
