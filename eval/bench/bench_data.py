@@ -39,6 +39,8 @@ from surgclip.data.datamodule import SurgLaViDataModule  # noqa: E402
 from surgclip.data.samplers import sample_indices  # noqa: E402
 from surgclip.data.sample import SCHEMA_SQL, ensure_sample  # noqa: E402
 
+from results import Recorder, add_out_argument  # noqa: E402  (eval/bench/results.py)
+
 
 def real_root(clips_dir: Path, tmp: Path, clip_s: float = 8.0) -> Path:
     """A temporary SurgLaVi root whose videos link to the real clips (8-s captions every second)."""
@@ -278,6 +280,14 @@ def bench(label: str, root: Path, args) -> dict:
               f"DataModule {kind} {1000 * dm_cpu:6.1f} ms (workers + main) | raw / DataModule CPU "
               f"{raw_cpu / dm_cpu:.2f}x; {n} raw loops at once / DataModule CPU {raw_n_cpu / dm_cpu:.2f}x", flush=True)
         key = "uint8" if uint8 else "float"
+        args.recorder.add(f"{label}, {kind}", {
+            "raw_clips_per_s": raw, "raw_cpu_ms_per_clip": 1000 * raw_cpu, "raw_cores_in_use": raw * raw_cpu,
+            f"raw_{n}_at_once_clips_per_s": raw_n, f"raw_{n}_at_once_cpu_ms_per_clip": 1000 * raw_n_cpu,
+            "datamodule_clips_per_s": dm, "datamodule_steady_clips_per_s": steady,
+            "datamodule_cpu_ms_per_clip": 1000 * dm_cpu, "ratio_per_worker": ratio, "steady_ratio_per_worker": steady_ratio,
+            f"steady_ratio_{n}_at_once": steady / raw_n, "cpu_ratio": raw_cpu / dm_cpu,
+            f"cpu_ratio_{n}_at_once": raw_n_cpu / dm_cpu, "workers": args.workers},
+            ratio=raw_cpu / dm_cpu, ratio_of="raw decode CPU per clip (one loop alone) / DataModule CPU per clip")
         out.update({f"datamodule_{key}_clips_per_s": dm, f"datamodule_{key}_steady_clips_per_s": steady,
                     f"ratio_per_worker_{key}": ratio, f"steady_ratio_per_worker_{key}": steady_ratio,
                     f"steady_ratio_{n}_at_once_{key}": steady / raw_n,
@@ -299,6 +309,11 @@ def bench(label: str, root: Path, args) -> dict:
           f"collate's normalising pass writes 4x the bytes of the uint8 copy (DataModule float - uint8: "
           f"{out['datamodule_float_cpu_ms_per_clip'] - out['datamodule_uint8_cpu_ms_per_clip']:.1f} ms)", flush=True)
     out["parts_ms_per_clip"] = parts
+    args.recorder.add(f"{label}, where a uint8 clip's CPU goes (one process)", {
+        **parts, "raw_cpu_ms_per_clip": 1000 * raw_cpu,
+        **({} if args.frame_cache_mb and args.source == "frames" else
+           {"remaining_ms": rest, "cores_at_once_ms": shared, "worker_overhead_ms": rest - shared}),
+        "float_minus_uint8_datamodule_ms": out["datamodule_float_cpu_ms_per_clip"] - out["datamodule_uint8_cpu_ms_per_clip"]})
     return out
 
 
@@ -316,7 +331,9 @@ def main() -> int:
                         "default uses 512), timed after one untimed epoch")
     p.add_argument("--realdata", default=str(REPO.parent / "shared" / "realdata"))
     p.add_argument("--sample", default=str(REPO / "data" / "sample"))
+    add_out_argument(p, __file__)
     args = p.parse_args()
+    args.recorder = Recorder(__file__, args.out)
     out = {}
     clips_dir = Path(args.realdata) / "videos" / "cholec_clips"
     if args.source == "frames":

@@ -20,6 +20,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+from results import Recorder, add_out_argument  # eval/bench/results.py
+
 PROMPTS = ["Preparation", "Calot triangle dissection", "Clipping and cutting", "Gallbladder dissection",
            "Gallbladder packaging", "Cleaning and coagulation", "Gallbladder retraction"]
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -64,7 +66,9 @@ def main():
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--no-train", action="store_true", help="forward only")
     ap.add_argument("--device", default="cuda", help="cuda (default) or cpu (fp16 is skipped there)")
+    add_out_argument(ap, __file__)
     args = ap.parse_args()
+    recorder = Recorder(__file__, args.out)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("bench_gpu.py needs a CUDA GPU (none is visible); --device cpu runs it on the CPU")
     import surgclip
@@ -91,6 +95,11 @@ def main():
                 base = ms if precision == "fp32" else base
                 print(f"{name:11s} forward    {precision}: {ms:8.2f} ms  {args.batch * 1000 / ms:8.1f} clips/s  "
                       f"x{base / ms:5.2f}  max|dlogits| {(logits - ref).abs().max().item():.2e}", flush=True)
+                recorder.add(f"{name} forward {precision}", {
+                    "batch": args.batch, "frames": args.frames, "reps": args.reps, "device": where, "ms": ms,
+                    "clips_per_s": args.batch * 1000 / ms, "speedup_vs_fp32": base / ms,
+                    "max_abs_dlogits": (logits - ref).abs().max().item()},
+                    ratio=base / ms, ratio_of="fp32 forward ms / this precision's")
         model.set_precision("fp32")
         if args.no_train:
             continue
@@ -106,6 +115,11 @@ def main():
             peak = f"peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if dev.type == "cuda" else ""
             print(f"{name:11s} train step {precision}: {ms:8.2f} ms  {batch * 1000 / ms:8.1f} clips/s  x{base / ms:5.2f}  "
                   f"{peak}", flush=True)
+            recorder.add(f"{name} train step {precision}", {
+                "batch": batch, "frames": args.frames, "device": where, "ms": ms, "clips_per_s": batch * 1000 / ms,
+                "speedup_vs_fp32": base / ms,
+                "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda" else None},
+                ratio=base / ms, ratio_of="fp32 train step ms / this precision's")
         del model, opt
         if dev.type == "cuda":
             torch.cuda.empty_cache()

@@ -22,6 +22,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from results import Recorder, add_out_argument  # noqa: E402  (eval/bench/results.py)
+
+RECORDER: Recorder | None = None  # set by main(): where row() appends
+
 
 def synthetic(n, d, rng, clusters=1000):
     """[n, d] unit vectors around ``clusters`` random centres (noise 0.5 per coordinate)."""
@@ -41,6 +45,10 @@ def timed(fn, repeat=1):
 
 def row(n, name, build, per_q, recall, base):
     print(f"{n:8d} {name:>16s} {build:8.1f} {1000 * per_q:9.3f} {recall:9.3f} {base / per_q:8.1f}x", flush=True)
+    if RECORDER is not None:
+        RECORDER.add(f"{n} {name}", {"clips": n, "build_s": build, "ms_per_query": 1000 * per_q, "recall_at_10": recall,
+                                     "speedup": base / per_q}, ratio=base / per_q,
+                     ratio_of="fastest exact ms/query / this ms/query")
 
 
 def main():
@@ -53,7 +61,10 @@ def main():
     ap.add_argument("--efs", nargs="+", type=int, default=[64, 256, 1024])
     ap.add_argument("--clips-per-video", type=int, default=2000, help="shard size when growing a ClipIndex")
     ap.add_argument("--threads", type=int, default=2)
+    add_out_argument(ap, __file__)
     args = ap.parse_args()
+    global RECORDER
+    RECORDER = Recorder(__file__, args.out)
     import faiss
     import torch
 
@@ -127,6 +138,9 @@ def main():
             print(f"{n:8d} ClipIndex: {len(adds) + (train_s > 0)} videos of {step} clips; append {1000 * first:.1f} ms "
                   f"(first 5) vs {1000 * last:.1f} ms (last 5) per video; IVF training {train_s:.1f} s in total; "
                   f"open + first search {t_open:.1f} s", flush=True)
+            RECORDER.add(f"{n} ClipIndex appends", {
+                "clips": n, "videos": len(adds) + (train_s > 0), "clips_per_video": step, "append_first5_ms": 1000 * first,
+                "append_last5_ms": 1000 * last, "ivf_training_s": train_s, "open_first_search_s": t_open})
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         del x

@@ -19,6 +19,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
+from results import Recorder, add_out_argument  # noqa: E402  (eval/bench/results.py)
+
 CHILD = r"""
 import json, sys, time
 sys.path[:0] = [sys.argv[1], sys.argv[1] + "/tests"]
@@ -74,7 +76,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", nargs="+", type=int, default=[10, 60])
     ap.add_argument("--frames", type=int, default=8, help="T: frames per centered clip (1-s stride)")
+    add_out_argument(ap, __file__)
     args = ap.parse_args()
+    recorder = Recorder(__file__, args.out)
     tmp = Path(tempfile.mkdtemp())
     print(f"zero-shot evaluator, centered clips of {args.frames} frames every 1 s, 64x64 5-fps H.264, labels at 1 fps")
     print(f"{'video':>8s} {'rows':>6s} {'RSS before':>11s} {'peak RSS':>9s} {'growth':>7s} {'all frames':>11s} "
@@ -90,6 +94,10 @@ def main():
         assert r["scored"] == minutes * 60, r
         print(f"{minutes:5d} min {r['scored']:6d} {r['before']:8.0f} MiB {r['peak']:5.0f} MiB "
               f"{r['peak'] - r['before']:3.0f} MiB {r['held']:7.0f} MiB {r['s']:7.1f}", flush=True)
+        recorder.add(f"{minutes} min", {"minutes": minutes, "rows": r["scored"], "frames": args.frames,
+                                        "rss_before_mib": r["before"], "peak_rss_mib": r["peak"],
+                                        "growth_mib": r["peak"] - r["before"], "all_frames_mib": r["held"],
+                                        "eval_s": r["s"]})
         path.unlink()
 
 

@@ -30,6 +30,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from results import Recorder, add_out_argument  # noqa: E402  (eval/bench/results.py)
+
 
 def write_video(path: Path, seconds: int, fps: int, size: int = 64) -> None:
     """A video whose colour changes every second (cheap to encode, real decoding work)."""
@@ -116,9 +118,11 @@ def main():
     ap.add_argument("--window-s", type=float, default=4.0)
     ap.add_argument("--reader", nargs="+", choices=["stream", "decord"], default=["stream"])
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    add_out_argument(ap, __file__)
     args = ap.parse_args()
     if args.child:
         return child(*args.child[:3], args.window_s, args.child[3])
+    recorder = Recorder(__file__, args.out)
     with tempfile.TemporaryDirectory(prefix="bench_memory_index_") as tmp:
         tmp = Path(tmp)
         write_video(tmp / "warm.mp4", 20, args.fps, args.size)
@@ -138,12 +142,19 @@ def main():
                 print(f"{reader:6s} index {minutes:3d}-min video: {r['clips']:5d} clips in {r['seconds']:6.1f} s; peak RSS "
                       f"{r['before']:7.1f} MiB after warm-up -> {r['after']:7.1f} MiB (+{r['after'] - r['before']:.1f}); "
                       f"heap in use {r['heap_before']:.0f} -> at most {r['heap_peak']:.0f} MiB", flush=True)
+                recorder.add(f"{reader} index, {minutes}-min video", {
+                    "reader": reader, "minutes": minutes, "size": args.size, "fps": args.fps, "clips": r["clips"],
+                    "seconds": r["seconds"], "peak_rss_before_mib": r["before"], "peak_rss_after_mib": r["after"],
+                    "growth_mib": r["after"] - r["before"], "heap_before_mib": r["heap_before"],
+                    "heap_peak_mib": r["heap_peak"]})
             video.unlink()
         for reader, runs in rows.items():
             if len(runs) > 1:
                 growth = (runs[-1]["after"] - runs[-1]["before"]) - (runs[0]["after"] - runs[0]["before"])
                 print(f"{reader}: growth of the indexing peak from {args.minutes[0]} to {args.minutes[-1]} min: "
                       f"{growth:+.1f} MiB")
+                recorder.add(f"{reader} index, growth from {args.minutes[0]} to {args.minutes[-1]} min", {
+                    "reader": reader, "size": args.size, "fps": args.fps, "growth_mib": growth})
 
 
 if __name__ == "__main__":

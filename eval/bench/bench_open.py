@@ -27,6 +27,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from results import Recorder, add_out_argument  # noqa: E402  (eval/bench/results.py)
+
 
 def bytes_read() -> int:
     with open("/proc/self/io") as f:
@@ -95,7 +97,9 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--clips", type=int, default=20)
     ap.add_argument("--realdata", default=str(REPO.parent / "shared" / "realdata"))
+    add_out_argument(ap, __file__)
     args = ap.parse_args()
+    recorder = Recorder(__file__, args.out)
     real = sorted((Path(args.realdata) / "videos" / "cholec_clips").glob("*.mp4"))
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
@@ -111,6 +115,12 @@ def main() -> int:
                   f"{dec['bytes'] / 2**20:.1f} MiB read | ours open {ours['open_ms']:.1f} ms, clip {ours['clip_ms']:.1f} ms "
                   f"({ours['cpu_ms']:.1f} CPU), {ours['bytes'] / 2**20:.2f} MiB read | decord / ours: clip time "
                   f"{dec['clip_ms'] / ours['clip_ms']:.2f}x, CPU {dec['cpu_ms'] / ours['cpu_ms']:.2f}x", flush=True)
+            recorder.add(f"{path.name} ({mib:.0f} MiB)", {
+                **{f"decord_{k}": v for k, v in dec.items() if k != "bytes"}, "decord_mib_read": dec["bytes"] / 2**20,
+                **{f"ours_{k}": v for k, v in ours.items() if k != "bytes"}, "ours_mib_read": ours["bytes"] / 2**20,
+                "clip_time_ratio": dec["clip_ms"] / ours["clip_ms"], "cpu_ratio": dec["cpu_ms"] / ours["cpu_ms"],
+                "clips": args.clips}, ratio=dec["clip_ms"] / ours["clip_ms"],
+                ratio_of="decord clip time / ours, a reader opened per clip")
     return 0
 
 

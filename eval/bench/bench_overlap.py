@@ -31,6 +31,8 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
+from results import Recorder, add_out_argument  # noqa: E402  (eval/bench/results.py)
+
 
 def setup(args, video: Path):
     import surgclip
@@ -87,7 +89,7 @@ def role(args) -> None:
 
 def run(args, video: Path, *halves: tuple[str, int]) -> list[float]:
     """ms per row of each (role, threads), all started at the same moment in their own processes."""
-    start = time.time() + 15  # after every child's imports and warm-up
+    start = time.time() + args.start_delay  # after every child's imports and warm-up
     procs = [subprocess.Popen([sys.executable, __file__, "--role", r, "--threads", str(t), "--video", str(video),
                                "--start-at", str(start), "--seconds", str(args.seconds), "--model", args.model,
                                "--frames", str(args.frames), "--rows", str(args.rows)],
@@ -107,6 +109,9 @@ def main() -> None:
     ap.add_argument("--role", choices=["forward", "reader", "evaluator"], help=argparse.SUPPRESS)
     ap.add_argument("--video", help=argparse.SUPPRESS)
     ap.add_argument("--start-at", type=float, default=0.0, help=argparse.SUPPRESS)
+    ap.add_argument("--start-delay", type=float, default=15.0,
+                    help="seconds from starting the processes to timing them (after their imports and warm-up)")
+    add_out_argument(ap, __file__)
     args = ap.parse_args()
     if args.role:
         return role(args)
@@ -135,6 +140,13 @@ def main() -> None:
     print(f"evaluator (evaluate_zero_shot, {n} threads, {thread}): {evaluator:.2f}")
     print(f"x bare forward: serial {(fwd + read) / fwd:.2f}  ideal {max(fwd1, read) / fwd:.2f}  shared {shared / fwd:.2f}  "
           f"evaluator {evaluator / fwd:.2f}")
+    Recorder(__file__, args.out).add(f"{args.model} T={args.frames}, {args.rows} rows", {
+        "forward_ms": fwd, "forward_threads": n, "forward_fewer_threads_ms": fwd1, "fewer_threads": max(1, n - 1),
+        "reader_ms": read, "together_forward_fewer_threads_ms": fwd1_s, "together_reader_ms": read_s,
+        "together_forward_ms": fwd_s, "together_reader_beside_full_forward_ms": read_s2, "evaluator_ms": evaluator,
+        "evaluator_reader_thread": read_ahead("cpu"), "serial": (fwd + read) / fwd, "ideal": max(fwd1, read) / fwd,
+        "shared": shared / fwd, "evaluator": evaluator / fwd},
+        ratio=evaluator / fwd, ratio_of="evaluate_zero_shot / bare forward, ms per labelled frame")
 
 
 if __name__ == "__main__":

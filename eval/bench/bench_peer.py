@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from results import Recorder, add_out_argument  # eval/bench/results.py (standard library only)
+
 REPO = Path(__file__).resolve().parents[2]
 VOCAB = REPO / "surgclip" / "assets" / "bert-base-uncased-vocab.txt"
 PROMPTS = ["Preparation", "Calot triangle dissection", "Clipping and cutting", "Gallbladder dissection",
@@ -124,6 +126,7 @@ def main():
                     help="time the bf16 forward even on a CPU without native bf16 (it is many times slower there)")
     ap.add_argument("--peer-site", default=str(REPO / ".peer" / "site"))
     ap.add_argument("--peer-worker", help=argparse.SUPPRESS)
+    add_out_argument(ap, __file__)
     args = ap.parse_args()
     if args.peer_worker:
         return peer_worker(Path(args.peer_worker), args.threads)
@@ -132,6 +135,7 @@ def main():
 
     torch.set_num_threads(args.threads)
     sys.path.insert(0, str(REPO))
+    args.recorder = Recorder(__file__, args.out)
 
     if not (Path(args.peer_site) / "surgclip").is_dir():
         sys.exit(f"published package not installed in {args.peer_site}: run bash tests/install_peer.sh")
@@ -207,10 +211,21 @@ def bench_model(args, ask, tmp, video, texts):
           f"median of {args.reps}: published fp32 {peer_m:.2f} s, ours fp32 {fp32_m:.2f} s"
           + (f", ours bf16 {statistics.median(bf16_t):.2f} s" if bf16_t else ""))
     print(f"fp32 speed-up vs published     {peer_m / fp32_m:5.2f}x  (logits max rel err vs published {rel:.1e})")
+    shape = {"frames": args.frames, "prompts": args.prompts, "threads": args.threads, "reps": args.reps,
+             "linear_fp32_gflops": fp32_gflops, "linear_bf16_autocast_gflops": bf16_gflops,
+             "native_bf16": cpu_has_fast_bf16()}
+    args.recorder.add("SurgCLIP-B forward fp32", {**shape, "published_fp32_s": peer_m, "ours_fp32_s": fp32_m,
+                                                  "speedup": peer_m / fp32_m, "logits_max_rel_err": rel},
+                      ratio=peer_m / fp32_m, ratio_of="published fp32 forward time / ours fp32 (median)")
     if bf16_t:
         bf16_abs = (logits_bf16 - logits).abs().max().item()
         print(f"bf16 speed-up vs published fp32 {peer_m / statistics.median(bf16_t):5.2f}x  (logits max abs err vs our "
               f"fp32 {bf16_abs:.1e}; logit range {logits.abs().max().item():.1f})")
+        bf16_m = statistics.median(bf16_t)
+        args.recorder.add("SurgCLIP-B forward bf16", {**shape, "published_fp32_s": peer_m, "ours_bf16_s": bf16_m,
+                                                      "speedup": peer_m / bf16_m, "logits_max_abs_err_vs_fp32": bf16_abs,
+                                                      "logit_range": logits.abs().max().item()},
+                          ratio=peer_m / bf16_m, ratio_of="published fp32 forward time / ours bf16 (median)")
 
 
 def linear_gflops(dtype, reps: int = 3) -> float:
@@ -251,6 +266,10 @@ def bench_preprocess(args, ask, tmp):
         peer_m, our_m = statistics.median(peer_t), statistics.median(our_t)
         print(f"VideoPreprocessor from a folder ({source}, 854x480 JPEG), {label}: published {peer_m:.3f} s, "
               f"ours {our_m:.3f} s, speed-up {peer_m / our_m:5.2f}x  (max abs diff {diff:.1e})")
+        args.recorder.add(f"VideoPreprocessor, {label}", {
+            "source": source, "frames": args.frames, "reps": args.reps, "published_s": peer_m, "ours_s": our_m,
+            "speedup": peer_m / our_m, "max_abs_diff": diff}, ratio=peer_m / our_m,
+            ratio_of="published VideoPreprocessor time / ours (median)")
 
 
 if __name__ == "__main__":

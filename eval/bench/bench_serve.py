@@ -23,6 +23,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from results import Recorder, add_out_argument  # noqa: E402  (eval/bench/results.py)
+
 WORDS = ["grasper", "hook", "clipper", "scissors", "cystic", "duct", "artery", "gallbladder", "liver", "bleeding",
          "dissection", "clipping", "cutting", "retraction", "irrigation", "suction", "specimen", "bag", "trocar",
          "coagulation", "calot", "triangle", "fundus", "bed", "peritoneum"]
@@ -66,6 +68,12 @@ def stats(ms: list[float]) -> str:
     return f"median {np.median(a):7.2f} ms  p95 {np.percentile(a, 95):7.2f} ms  (n={len(a)})"
 
 
+def figures(ms: list[float]) -> dict:
+    """What ``stats`` prints, as numbers."""
+    a = np.asarray(ms)
+    return {"median_ms": float(np.median(a)), "p95_ms": float(np.percentile(a, 95)), "n": len(a)}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--clips", type=int, default=100_000)
@@ -73,6 +81,7 @@ def main():
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("-k", type=int, default=12)
     ap.add_argument("--thumbs", type=int, default=20)
+    add_out_argument(ap, __file__)
     args = ap.parse_args()
     import torch
 
@@ -152,6 +161,18 @@ def main():
     print(f"HTTP /thumb first fetch         : {stats(thumb_cold)}")
     print(f"HTTP /thumb cached              : {stats(thumb_hot)}")
     print(f"ratio thumb first / cached (median): {np.median(thumb_cold) / np.median(thumb_hot):.1f}")
+    recorder, size = Recorder(__file__, args.out), {"clips": args.clips, "k": args.k}
+    recorder.add("in-process search, new text", {**size, **figures(base_cold)})
+    recorder.add("in-process search, cached text", {**size, **figures(base_hot)})
+    for label, http_ms, base in (("new text", http_cold, base_cold), ("cached text", http_hot, base_hot)):
+        ratio = float(np.median(http_ms) / np.median(base))
+        recorder.add(f"HTTP /api/search, {label}", {**size, **figures(http_ms), "ratio_to_in_process": ratio}, ratio=ratio,
+                     ratio_of=f"HTTP median / in-process median, {label}")
+    ratio = float(np.median(thumb_cold) / np.median(thumb_hot))
+    recorder.add("HTTP /thumb first fetch", {**figures(thumb_cold), "cached_median_ms": float(np.median(thumb_hot)),
+                                             "cached_p95_ms": float(np.percentile(thumb_hot, 95)),
+                                             "ratio_first_to_cached": ratio},
+                 ratio=ratio, ratio_of="first fetch median / cached median")
 
 
 if __name__ == "__main__":

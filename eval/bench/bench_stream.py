@@ -24,6 +24,8 @@ sys.path.insert(0, str(REPO))
 
 from surgclip.data.readers import VideoFileReader  # noqa: E402
 
+from results import Recorder, add_out_argument  # noqa: E402  (eval/bench/results.py)
+
 REAL = REPO.parent / "shared" / "realdata" / "videos" / "cholec_clips"
 
 
@@ -41,7 +43,9 @@ def main():
     ap.add_argument("videos", nargs="*", type=Path)
     ap.add_argument("--steps", nargs="+", type=int, default=[25, 6, 1])
     ap.add_argument("--repeat", type=int, default=3)
+    add_out_argument(ap, __file__)
     args = ap.parse_args()
+    recorder = Recorder(__file__, args.out)
     videos = args.videos or sorted(REAL.glob("*.mp4"))[:3]
     if not videos:
         sys.exit(f"no videos given and none in {REAL}")
@@ -63,6 +67,12 @@ def main():
             print(f"{path.name[:28]:28s} {step:4d} {len(idx):6d} {best[True] * 1e3:9.0f} {best[False] * 1e3:9.0f} "
                   f"{best[False] / best[True]:7.2f}x {str(same):>5s} "
                   f"{streamed_state.skipped if streamed_state else 'decord':>7} {streamed_state.seeks if streamed_state else '':>5}", flush=True)
+            recorder.add(f"{path.name} step {step}", {
+                "step": step, "frames": len(idx), "stream_ms": best[True] * 1e3, "decord_ms": best[False] * 1e3,
+                "speedup": best[False] / best[True], "equal": same,
+                "skipped": streamed_state.skipped if streamed_state else None,
+                "seeks": streamed_state.seeks if streamed_state else None},
+                ratio=best[False] / best[True], ratio_of="decord ms / streaming ms, the same frames")
 
 
 if __name__ == "__main__":

@@ -20,8 +20,10 @@ import surgclip
 from surgclip.data.sample import ensure_sample
 from surgclip.cli import main
 
+from results import Recorder, add_out_argument  # eval/bench/results.py
 
-def run(sample: Path, num_frames: int, batch: int) -> None:
+
+def run(sample: Path, num_frames: int, batch: int, out_file: Path | None = None) -> None:
     out = Path(tempfile.mkdtemp(prefix="bench_suite."))
     t0 = time.perf_counter()
     code = main(["eval", "--suite", "surglavi", "--data-root", str(sample / "benchmarks"), "--model", "tiny",
@@ -43,6 +45,10 @@ def run(sample: Path, num_frames: int, batch: int) -> None:
           f"-> {suite_rate:.1f} frames/s (includes model load and report writing)")
     print(f"bare encode_video, tiny, {num_frames} frames, batch {batch}: {bare_rate:.1f} clips/s")
     print(f"ratio bare / suite: {bare_rate / suite_rate:.2f}")
+    Recorder(__file__, out_file).add(f"suite surglavi on the sample, tiny, {num_frames} frames, batch {batch}", {
+        "exit": code, "cells": len(cells), "frames_scored": frames, "suite_s": suite_s, "suite_frames_per_s": suite_rate,
+        "bare_clips_per_s": bare_rate, "ratio_bare_to_suite": bare_rate / suite_rate},
+        ratio=bare_rate / suite_rate, ratio_of="bare encode_video clips/s / suite labelled frames/s")
 
 
 if __name__ == "__main__":
@@ -50,5 +56,6 @@ if __name__ == "__main__":
     p.add_argument("--sample", default="data/sample")
     p.add_argument("--num-frames", type=int, default=8)
     p.add_argument("--batch", type=int, default=8)
+    add_out_argument(p, __file__)
     a = p.parse_args()
-    run(ensure_sample(a.sample), a.num_frames, a.batch)
+    run(ensure_sample(a.sample), a.num_frames, a.batch, a.out)

@@ -22,6 +22,10 @@ import time
 import torch
 import torch.nn.functional as F
 
+from results import Recorder, add_out_argument  # eval/bench/results.py
+
+RECORDER: Recorder | None = None  # set by main(): where each comparison appends its row
+
 
 def make_batch(model, batch: int, frames: int, seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
@@ -104,7 +108,14 @@ def compare(name: str, batch_size: int, frames: int, steps: int, warmup: int, ov
            "ratio": lit / bare}
     print(f"{name:10s} batch {batch_size} x {frames} frames: bare {bare:7.2f} clips/s | Lightning+InfoNCE "
           f"{lit:7.2f} clips/s | ratio {lit / bare:.3f}", flush=True)
+    _record(f"{name} batch {batch_size} x {frames} frames, Lightning vs bare loop", {**out, "steps": steps},
+            ratio=lit / bare, ratio_of="Lightning+InfoNCE clips/s / bare PyTorch loop clips/s")
     return out
+
+
+def _record(row: str, figures: dict, **kw) -> None:
+    if RECORDER is not None:
+        RECORDER.add(row, figures, **kw)
 
 
 def compare_bf16(name: str, batch_size: int, frames: int, steps: int, warmup: int, lightning: bool = True) -> dict:
@@ -128,6 +139,8 @@ def compare_bf16(name: str, batch_size: int, frames: int, steps: int, warmup: in
         out.update(lightning_bf16_clips_s=lit, lightning_bf16_ratio=lit / bf16_s)
         line += f" | Lightning bf16-mixed {lit:7.2f} clips/s, ratio to bare bf16 {lit / bf16_s:.3f}"
     print(line, flush=True)
+    _record(f"{name} batch {batch_size} x {frames} frames, bf16 autocast vs fp32 step", {**out, "steps": steps},
+            ratio=out["bf16_speedup"], ratio_of="fp32 step time / bf16 autocast step time")
     return out
 
 
@@ -173,7 +186,10 @@ def compare_uint8_input(rounds: int, warmup: int = 2) -> dict:
     print(f"tiny 160 px batch 32 x 8 frames (the embedded default's step), uint8 batch: normalised first {before:.0f} ms "
           f"| into the model as uint8 (normalisation folded) {after:.0f} ms | speed-up {before / after:.3f}x "
           f"(median of {rounds}, alternated)", flush=True)
-    return {"model": "tiny", "uint8_normalised_first_ms": before, "uint8_folded_ms": after, "speedup": before / after}
+    out = {"model": "tiny", "uint8_normalised_first_ms": before, "uint8_folded_ms": after, "speedup": before / after}
+    _record("tiny 160 px batch 32 x 8 frames, uint8 batch folded vs normalised first", {**out, "rounds": rounds},
+            ratio=before / after, ratio_of="step normalising first / step with the normalisation folded")
+    return out
 
 
 def rss_mib() -> float:
@@ -220,9 +236,12 @@ def main() -> None:
     parser.add_argument("--uint8-only", action="store_true",
                         help="only the embedded default's step on uint8 batches, normalised first vs folded")
     parser.add_argument("--child", choices=["mem", "mem-ckpt"], help=argparse.SUPPRESS)
+    add_out_argument(parser, __file__)
     args = parser.parse_args()
     if args.child:
         return peak_memory_child(args.child == "mem-ckpt")
+    global RECORDER
+    RECORDER = Recorder(__file__, args.out)
     torch.set_num_threads(2)
     torch.manual_seed(0)
     if args.uint8_only:
@@ -246,6 +265,8 @@ def main() -> None:
             print(f"SurgCLIP-B step, batch 2 x 16 frames, grad checkpointing {'on ' if mem['grad_ckpt'] else 'off'}: "
                   f"peak RSS {mem['peak_rss_mib']:.0f} MiB (model alone {mem['rss_before_step_mib']:.0f} MiB), "
                   f"step {mem['step_s']:.1f} s", flush=True)
+            _record(f"SurgCLIP-B step, batch 2 x 16 frames, grad checkpointing {'on' if mem['grad_ckpt'] else 'off'}",
+                    mem)
     print(json.dumps(results, indent=1))
 
 

@@ -47,6 +47,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 
+from results import Recorder, add_out_argument  # noqa: E402  (eval/bench/results.py)
+
 
 def _time(fn, repeat: int = 1) -> float:
     """Best of ``repeat`` wall-clock runs (the least disturbed by other jobs on shared cores); on a GPU,
@@ -70,7 +72,9 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3, help="runs of each measurement, interleaved; best is kept")
     ap.add_argument("--device", default="cpu", help="where the model runs (cuda: decoding stays on the CPU)")
+    add_out_argument(ap, __file__)
     args = ap.parse_args()
+    recorder = Recorder(__file__, args.out)
     torch.set_num_threads(args.threads)
     import surgclip
     from helpers import write_video
@@ -169,6 +173,13 @@ def main():
                   f"{transform * ms:7.1f} {'-' if shared_trunk else f'{stack * ms:.1f}':>6s} {fwd * ms:8.1f} {full * ms:8.1f} {full0 * ms:8.1f} "
                   f"{full2 * ms:8.1f} {floor:6.2f} {serial:6.2f} {full / bare:6.3f} {full0 / bare:6.3f} {full2 / bare:6.3f}",
                   flush=True)
+            recorder.add(f"{name} T={T}", {
+                "rows": n_rows, "bare_ms": bare * ms, "text_ms": text_s * ms, "decode_ms": decode * ms,
+                "decord_ms": by_decord * ms, "transform_ms": transform * ms, "stack_ms": stack * ms,
+                "forward_in_eval_ms": fwd * ms, "eval_ms": full * ms, "eval0_ms": full0 * ms, "eval2_ms": full2 * ms,
+                "floor": floor, "serial": serial, "ratio": full / bare, "ratio0": full0 / bare, "ratio2": full2 / bare,
+                "device": args.device, "read_ahead": bool(read_ahead(args.device))},
+                ratio=full / bare, ratio_of="evaluate_zero_shot / bare forward, ms per labelled frame")
         del model
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU check in one command, for a machine with a CUDA GPU (figures: eval/bench/RESULTS.md):
+# Every GPU check in one command, for a machine with a CUDA GPU (figures: eval/bench/results/*.jsonl):
 #   bash eval/bench/gpu_checks.sh [OUT_DIR]      # logs into OUT_DIR (default reports/gpu)
 # 1. tests/test_cuda.py: model, evaluator, indexer and Lightning training on the GPU against the CPU;
 # 2. bench_gpu.py: forward and training step by precision (fp32 / bf16 / fp16);
