@@ -3,7 +3,8 @@
 One path turns frames into model input, for training and inference alike: uint8 ``[T, H, W, 3]``
 -> resize (bicubic, antialiased) -> float in [0, 1] -> normalise -> ``[T, 3, S, S]``. Training
 adds random crops/flips/colour whose parameters are drawn once per clip, so every frame of a clip
-gets the same augmentation.
+gets the same augmentation. ``stack_clips`` puts clips into a batch ``[B, T, 3, S, S]`` for training
+and evaluation alike.
 """
 from __future__ import annotations
 
@@ -189,12 +190,71 @@ def normalize_frames(frames: torch.Tensor, cfg: PreprocessCfg, out: torch.Tensor
     return x.div_(255.0).sub_(mean).div_(std)
 
 
+def _memory_order(stride: tuple) -> tuple:
+    """Dims from outermost to innermost in memory (ties keep their order)."""
+    return tuple(sorted(range(len(stride)), key=stride.__getitem__, reverse=True))
+
+
+def clip_batch_layout(clips) -> tuple[tuple, tuple]:
+    """(shape, stride) of the batch ``[B, T, *F]`` that ``stack_clips`` makes of ``clips`` (each a
+    ``[T, *F]`` tensor or a sequence of T ``[*F]`` frames).
+
+    The batch keeps its frames' memory layout when they all share one: channels-last ``[3, S, S]``
+    frames, as the uint8 resize and crop leave them, give a batch that is ``[B, T, S, S, 3]`` in
+    memory, so filling it is a plain copy of each frame, not a transposing one. Frames of mixed
+    layouts give a contiguous batch.
+    """
+    first = clips[0][0]
+    if all(isinstance(c, torch.Tensor) for c in clips):
+        strides = {c.stride()[1:] for c in clips}
+    else:
+        strides = {f.stride() for c in clips for f in c}
+    orders = {_memory_order(s) for s in strides}
+    order = orders.pop() if len(orders) == 1 else tuple(range(first.ndim))
+    frame_stride, size = [0] * first.ndim, 1
+    for d in reversed(order):
+        frame_stride[d] = size
+        size *= first.shape[d]
+    T = len(clips[0])
+    return (len(clips), T, *first.shape), (T * size, size, *frame_stride)
+
+
+def stack_clips(clips, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``[B, T, *F]`` from B clips, each a ``[T, *F]`` tensor or a sequence of T ``[*F]`` frames
+    (images ``[3, S, S]`` or features ``[W]``): every frame copied once, straight into the batch,
+    laid out by ``clip_batch_layout``.
+
+    Args:
+        clips: the clips, all of the first one's frame count and frame shape.
+        out: the batch to fill (e.g. in shared memory), of that shape; default: a new tensor of the
+            frames' dtype and device.
+    Raises:
+        ValueError: a clip whose frame count or frame shape differs from the first one's (a copy
+            into the batch would broadcast it).
+    """
+    first = clips[0][0]
+    if out is None:
+        shape, stride = clip_batch_layout(clips)
+        out = torch.empty_strided(shape, stride, dtype=first.dtype, device=first.device)
+    for b, clip in enumerate(clips):
+        if len(clip) != out.shape[1] or (clip.shape[1:] != first.shape if isinstance(clip, torch.Tensor)
+                                         else any(f.shape != first.shape for f in clip)):
+            raise ValueError(f"clip {b}: frames {[tuple(f.shape) for f in clip]}, the batch's first clip: "
+                             f"{out.shape[1]} x {tuple(first.shape)}")
+        if isinstance(clip, torch.Tensor):
+            out[b].copy_(clip)
+        else:
+            for t, frame in enumerate(clip):
+                out[b, t].copy_(frame)
+    return out
+
+
 class ReusableBuffer:
     """A float32 tensor handed out again for the next call of the same shape and device, once
     nothing else holds it.
 
     Each call returns a fresh alias of the buffer. Before reuse, the buffer's storage reference
-    count (``torch._C._storage_Use_Count``) must show that no alias is alive: not the last batch,
+    count (``compat.storage_use_count``) must show that no alias is alive: not the last batch,
     not a view or ``.numpy()`` of it, not a tensor autograd saved for a backward still to come.
     Otherwise (or on a torch without that count, or for a buffer made under ``torch.inference_mode``,
     e.g. by a validation, asked for outside it) a new buffer is allocated and kept instead. Writing
@@ -338,10 +398,10 @@ class VideoPreprocessor:
     def window(self, anchor_idx: int, count: int) -> tuple[int, int]:
         """[start, end) of the window of frame positions around ``anchor_idx`` among ``count``.
 
-        The positions are ``samplers.window_indices`` (stride 1: ``sample_rate`` is applied to the
+        The positions are ``sampling.window_indices`` (stride 1: ``sample_rate`` is applied to the
         file list before); ``_sample`` pads a window shorter than ``num_frames`` with its last frame.
         """
-        from .data.samplers import window_indices
+        from .sampling import window_indices
 
         pos = window_indices(anchor_idx, self.num_frames, 1, self.mode, count)
         return int(pos[0]), int(pos[-1]) + 1

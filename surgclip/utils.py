@@ -1,4 +1,5 @@
-"""Small helpers shared across the package: atomic writes, folder locks, frame-file listing, device choice."""
+"""Small helpers shared across the package: atomic writes, folder locks, frame-file listing, device choice,
+and the package's one list each of media file suffixes and of the reasons an item is skipped."""
 from __future__ import annotations
 
 import contextlib
@@ -10,7 +11,25 @@ import secrets
 from pathlib import Path
 from typing import Iterator
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")  # frame images (lower case)
+# video files, in the order a layout tries ``<video>.<ext>`` (lower case)
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
+
+# Why an item was skipped: every count of skipped items (training, the evaluators, the indexer,
+# frame extraction) is keyed by these names.
+SKIP_REASONS = {
+    "missing_file": "no video file, frame folder or image at the source's path",
+    "undecodable_media": "the source is there but does not decode (a corrupt, truncated or empty video or image)",
+    "bad_span": "the clip's times do not fit its video (sampling.ClipSpanError)",
+    "missing_frame": "no frame of the source at a labelled time (past the video's end, or a numbered frame "
+                     "absent from its folder)",
+    "unreadable_file": "the source could not be read for another reason (an OSError)",
+    "unreadable_video": "surgclip mcq: the question's video is missing or does not decode",
+    "unwritable_output": "surgclip extract-frames: the frames could not be written",
+    "bad_parameters": "surgclip extract-frames: the extraction settings do not fit the video",
+}
+# the reasons a clip read is skipped for (``data.readers.skip_reason``): training counts each of them
+CLIP_SKIP_REASONS = ("missing_file", "undecodable_media", "bad_span")
 
 
 @contextlib.contextmanager

@@ -1,1 +1,2 @@
-"""Data layer: caption database, video/frame readers, samplers, datasets and the DataModule."""
+"""Data layer: caption database, video/frame readers, datasets and the DataModule (frame sampling is
+``surgclip.sampling``)."""

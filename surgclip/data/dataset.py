@@ -1,7 +1,7 @@
 """Clip-caption dataset and its collate: ClipTable rows -> frames -> float clips; tokens in the collate.
 
-Item ``i``: sampler(start_s, end_s, fps, T, mode) -> frame indices -> reader.read -> uint8
-[T, H, W, 3] -> ClipTransform (train: one random draw per clip) -> [T, 3, S, S].
+Item ``i``: ``readers.read_clip`` (sampler(start_s, end_s, fps, T, mode) -> frame indices -> reader.read)
+-> uint8 [T, H, W, 3] -> ClipTransform (train: one random draw per clip) -> [T, 3, S, S].
 Readers are opened lazily in the process that uses them (never shared across a fork) and kept in a
 per-process cache large enough for every video of a small dataset (reopening a decoder per item
 costs more than decoding a short clip). Video files larger than the model input are decoded at a
@@ -23,8 +23,10 @@ from torch.utils.data import Dataset, get_worker_info
 
 from .batch_pool import BatchPool, empty_shared
 from .db import ClipTable
-from .readers import FrameCache, FrameReader, VideoReadError, open_source
-from .samplers import ClipSpanError, sample_indices
+from ..sampling import ClipSpanError
+from ..transform import clip_batch_layout, stack_clips
+from ..utils import CLIP_SKIP_REASONS
+from .readers import FrameCache, FrameReader, VideoReadError, open_source, read_clip, skip_reason
 
 
 class BadItemError(RuntimeError):
@@ -58,7 +60,6 @@ SKIPPED = {"skipped": True}
 # decord reader in the child hangs (its destructor waits on its decoding thread's queue, a thread
 # that was not forked with it), and a PyAV reader's file shares its read offset with the parent's.
 _INHERITED_READERS: list = []
-SKIP_REASONS = ("missing_file", "undecodable_media", "bad_span")  # the ``reason`` of a SKIPPED marker
 
 
 class DecodeSize:
@@ -211,18 +212,15 @@ class ClipDataset(Dataset):
         t = self.table
         name, cid = t.video_name[i], int(t.caption_id[i])
         try:
-            reader = self.reader(name)
-            idx = sample_indices(float(t.start_s[i]), float(t.end_s[i]), reader.fps, self.num_frames, self.mode,
-                                 rng, reader.num_frames, end_tolerance_s=self.end_tolerance_s)
-            return idx, reader.read(idx)
+            return read_clip(self.reader(name), float(t.start_s[i]), float(t.end_s[i]), self.num_frames, self.mode,
+                             rng, end_tolerance_s=self.end_tolerance_s)
         except (VideoReadError, ClipSpanError) as err:
             raise BadItemError(f"caption {cid} (video {name!r}, {t.start_s[i]:.2f}-{t.end_s[i]:.2f}s): {err}") from err
 
     def skip_reason(self, name: str, err: BadItemError) -> str:
-        """One of ``SKIP_REASONS``: the source is absent, its span is outside the video, or it is unreadable."""
-        if not self.source_path(name).exists():
-            return "missing_file"
-        return "bad_span" if isinstance(err.__cause__, ClipSpanError) else "undecodable_media"
+        """One of ``utils.CLIP_SKIP_REASONS``: the source is absent, its span is outside the video, or
+        it is unreadable (``readers.skip_reason``)."""
+        return skip_reason(self.source_path(name), err.__cause__) or "undecodable_media"
 
     def __getitem__(self, i: int) -> dict:
         t = self.table
@@ -253,19 +251,6 @@ def _empty_batch_tensor(shape: tuple, dtype: torch.dtype, stride: tuple) -> torc
     return empty_shared(shape, dtype, stride)
 
 
-def _batch_stride(videos: list[torch.Tensor]) -> tuple:
-    """The stride of a [B, T, 3, S, S] batch of ``videos`` in their own memory layout: channels-last
-    ([B, T, S, S, 3] in memory) when every item is, as the uint8 resize and crop leave them (copying
-    them into a contiguous batch instead is a transposing pass, most of the collate's cost);
-    contiguous otherwise."""
-    v = videos[0]
-    if v.ndim != 4 or v.is_contiguous() or \
-            not all(x.is_contiguous(memory_format=torch.channels_last) for x in videos):
-        return torch.empty((len(videos), *v.shape), device="meta").stride()
-    t, c, h, w = v.shape
-    return (t * h * w * c, h * w * c, 1, w * c, c)
-
-
 class Collate:
     """Stack items and tokenize their captions (once per batch).
 
@@ -290,10 +275,10 @@ class Collate:
 
     def stack_video(self, videos: list[torch.Tensor]) -> torch.Tensor:
         """[B, T, 3, S, S], written once into its (shared-memory) destination, in the items' memory
-        layout (``_batch_stride``: channels-last for augmented uint8 items)."""
+        layout (``transform.clip_batch_layout``: channels-last for augmented uint8 items)."""
         if any(v.shape != videos[0].shape for v in videos):  # (a copy into the batch would broadcast them)
             raise ValueError(f"clips in one batch differ in shape: {sorted({tuple(v.shape) for v in videos})}")
-        shape, stride = (len(videos), *videos[0].shape), _batch_stride(videos)
+        shape, stride = clip_batch_layout(videos)
         if self.normalize is not None and videos[0].dtype == torch.uint8:
             cfg = self.normalize
             std = torch.tensor(cfg.std, dtype=torch.float32).view(3, 1, 1)
@@ -312,10 +297,7 @@ class Collate:
             for i, v in enumerate(videos):  # per item: the uint8 -> float pass writes straight into the batch
                 torch.addcmul(shift, v, scale, out=out[i])
             return out
-        out = self._empty(shape, videos[0].dtype, stride)
-        for i, v in enumerate(videos):
-            out[i].copy_(v)
-        return out
+        return stack_clips(videos, out=self._empty(shape, videos[0].dtype, stride))
 
     def __call__(self, items: list[dict]) -> dict:
         good = [it for it in items if not it.get("skipped")]
@@ -352,7 +334,7 @@ class PaddedCollate:
         normalize, pool: passed to ``Collate`` (a PreprocessCfg normalises uint8 videos once per batch;
             a BatchPool reuses the workers' shared batch buffers).
     Returns (per batch): ``Collate``'s batch (B = the number of items drawn) plus ``valid`` bool [B]
-        and ``skipped`` {reason: count} over ``SKIP_REASONS``.
+        and ``skipped`` {reason: count} over ``utils.CLIP_SKIP_REASONS``.
     """
 
     def __init__(self, tokenizer, blank: dict, normalize=None, pool: BatchPool | None = None):
@@ -360,7 +342,7 @@ class PaddedCollate:
 
     def __call__(self, items: list[dict]) -> dict:
         good = [it for it in items if not it.get("skipped")]
-        skipped = {reason: 0 for reason in SKIP_REASONS}
+        skipped = {reason: 0 for reason in CLIP_SKIP_REASONS}
         for it in items:
             if it.get("skipped"):
                 skipped[it.get("reason", "undecodable_media")] += 1

@@ -21,10 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..utils import atomic_write_json, folder_lock, list_frame_files
-from .readers import FRAMES_MANIFEST, VideoFileReader, VideoReadError, seconds_to_frame
-
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
+from ..sampling import seconds_to_frame
+from ..utils import VIDEO_EXTENSIONS, atomic_write_json, folder_lock, list_frame_files
+from .readers import FRAMES_MANIFEST, VideoFileReader, VideoReadError, skip_reason
 
 
 def find_videos(src: str | Path) -> dict[str, Path]:
@@ -97,12 +96,6 @@ def resume_mismatch(folder: Path, fps: float | None, params: dict) -> str | None
         if found != info["frame_count"]:
             diffs.append(f"{found} .{info['ext']} files for frame_count {info['frame_count']}")
     return ", ".join(diffs) or None
-
-
-def is_complete(folder: Path, params: dict) -> bool:
-    """True when ``folder`` has a ``frames.json`` with these parameters (``params`` may include ``fps``)."""
-    params = dict(params)
-    return resume_mismatch(folder, params.pop("fps", None), params) is None
 
 
 def extract_video(src: str | Path, out_dir: str | Path, fps: float | None = None, size: int | None = 224,
@@ -196,12 +189,9 @@ def check_folder(folder: str | Path, decode: bool = False) -> list[str]:
 
 
 def failure_reason(src: Path, err: Exception) -> str:
-    """The skip category of a video that could not be extracted."""
-    if not Path(src).exists():
-        return "missing_file"
-    if isinstance(err, VideoReadError):
-        return "undecodable_media"
-    return "unwritable_output" if isinstance(err, OSError) else "bad_parameters"
+    """The ``utils.SKIP_REASONS`` name for a video that could not be extracted: ``readers.skip_reason``,
+    else ``unwritable_output`` for an OSError and ``bad_parameters`` for anything else."""
+    return skip_reason(src, err) or ("unwritable_output" if isinstance(err, OSError) else "bad_parameters")
 
 
 def _job(args) -> tuple[str, dict | None, str | None]:

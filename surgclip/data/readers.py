@@ -4,6 +4,10 @@
 with decord (batched random access; front to back with PyAV over decord's index when it streams,
 ``stream=True``: the evaluator and the indexer); ``FrameFolderReader``
 reads a folder of numbered images. ``open_source`` picks one from a path.
+
+``read_clip`` reads a clip, a source's frames over a time span, for every reader of one clip at a
+time (training items, the evaluators, the contact sheet, ``surgclip serve`` thumbnails);
+``read_image`` reads one frame image; ``skip_reason`` names why a source could not be read.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..sampling import ClipSpanError, sample_indices
 from ..utils import frame_number, list_frame_files
 
 
@@ -29,24 +34,6 @@ class VideoReadError(ValueError):
 
 
 FRAMES_MANIFEST = "frames.json"  # written by ``surgclip extract-frames`` into every frame folder
-
-
-def seconds_to_frame(t: float, fps: float) -> int:
-    """The frame index shown at time ``t`` seconds: ``floor(t * fps + 1e-6)``.
-
-    Frame ``i`` is on screen during ``[i / fps, (i + 1) / fps)``; the ``1e-6`` absorbs float error
-    so that ``t = i / fps`` maps to ``i``. This is the only seconds -> frame conversion in the
-    package (samplers, datasets, extraction and benchmarks all call it).
-
-    Args:
-        t: time in seconds (finite).
-        fps: frames per second (positive, finite).
-    Returns:
-        The frame index (may exceed the source's length; callers clamp or raise).
-    """
-    if not (math.isfinite(t) and math.isfinite(fps) and fps > 0):
-        raise ValueError(f"seconds_to_frame needs a finite time and a positive finite fps, got t={t}, fps={fps}")
-    return int(math.floor(t * fps + 1e-6))
 
 
 def check_mp4_boxes(path: Path) -> None:
@@ -621,3 +608,52 @@ def open_source(path: str | Path, fps: float | None = None, num_threads: int = 1
     if path.is_dir():
         return FrameFolderReader(path, fps, cache=frame_cache)
     return VideoFileReader(path, num_threads=num_threads, size=size, stream=stream, backend=backend)
+
+
+def read_clip(source, start_s: float, end_s: float, num_frames: int, mode: str = "uniform",
+              rng: np.random.Generator | None = None, *, fps: float | None = None, stride: int | None = None,
+              end_tolerance_s: float | None = None, check=None) -> tuple[np.ndarray, np.ndarray]:
+    """The clip ``[start_s, end_s)`` of a source: its frame indices and its frames.
+
+    The frames are ``sampling.sample_indices`` of the span at the source's own fps and length, so
+    every reader of a clip reads the same frames for the same span.
+
+    Args:
+        source: an open ``FrameReader``, or a video file / frame folder (``open_source(source, fps=fps)``).
+        start_s, end_s, num_frames, mode, rng, stride, end_tolerance_s: see ``sampling.sample_indices``.
+        fps: the rate of a frame folder given by path (default: its ``frames.json``).
+        check: called with the frame indices before any frame is read; it may raise to refuse them.
+    Returns:
+        (int64 [T] frame indices, uint8 [T, H, W, 3] frames).
+    Raises:
+        VideoReadError: the source is missing or its frames do not decode.
+        ClipSpanError: the span does not fit the source.
+    """
+    reader = source if isinstance(source, FrameReader) else open_source(source, fps=fps)
+    idx = sample_indices(start_s, end_s, reader.fps, num_frames, mode, rng, reader.num_frames, stride=stride,
+                         end_tolerance_s=end_tolerance_s)
+    if check is not None:
+        check(idx)
+    return idx, reader.read(idx)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """One frame image file -> uint8 [H, W, 3], decoded as the frames of a frame folder are.
+
+    Raises:
+        VideoReadError: naming the file, when it is missing or does not decode.
+    """
+    return _read_rgb(Path(path))
+
+
+def skip_reason(path: str | Path, err: Exception) -> str | None:
+    """The ``utils.SKIP_REASONS`` name for a source at ``path`` whose read raised ``err``:
+    ``missing_file`` when nothing is at ``path``, ``bad_span`` for a ``ClipSpanError``,
+    ``undecodable_media`` for a ``VideoReadError``; None for any other error (the caller names it)."""
+    if not Path(path).exists():
+        return "missing_file"
+    if isinstance(err, ClipSpanError):
+        return "bad_span"
+    if isinstance(err, VideoReadError):
+        return "undecodable_media"
+    return None

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..utils import atomic_write_json, atomic_write_text
+from . import sample_benchmarks as bench
 from . import sample_scenes as scenes
 from . import sample_text as text
 from .sample_text import PHASES, TOOLS
@@ -220,6 +221,21 @@ def encode_h264(frames, path: Path, fps: float, size: int, crf: int = 30) -> int
     return count
 
 
+def benchmark_procedures(root: Path, seed: int, fps: float, size: int = bench.BENCH_SIZE) -> list:
+    """The ``sample_benchmarks.POOL`` procedures the sample's benchmarks are written from: drawn from
+    ``(seed, 2024)``, time-compressed to ``sample_benchmarks.DURATION`` seconds, rendered at ``fps``
+    and ``size`` and encoded under ``sample_benchmarks.pool_folder(root)``."""
+    rng = np.random.default_rng([seed, 2024])
+    procs = []
+    for i in range(bench.POOL):
+        plan = bench.compress(plan_video(1000 + i, f"bench{i}", rng, fps), bench.DURATION)
+        frames = list(render_video(plan, seed, fps, size))
+        mp4 = bench.pool_folder(root) / f"bench{i}.mp4"
+        encode_h264(iter(frames), mp4, fps, size)
+        procs.append(bench.Procedure(plan, frames, fps, mp4, size))
+    return procs
+
+
 def _render_job(job) -> tuple[str, int]:
     plan, seed, fps, size, out = job
     return plan.name, encode_h264(render_video(plan, seed, fps, size), Path(out), fps, size)
@@ -354,9 +370,7 @@ def make_sample(out_dir: str | Path = DEFAULT_ROOT, seed: int = 0, num_videos: i
         atomic_write_json(tmp / "splits.json", splits)
         by_name = {p.name: p for p in plans}
         mapping = _write_cholec80(tmp, [by_name[n] for n in splits["test"]], fps)
-        from .sample_benchmarks import write_sample_benchmarks
-
-        benchmarks = write_sample_benchmarks(tmp, seed, fps)
+        benchmarks = bench.write_sample_benchmarks(tmp, benchmark_procedures(tmp, seed, fps))
         import av
 
         atomic_write_json(tmp / "manifest.json", {

@@ -1,8 +1,9 @@
 """Tiny synthetic datasets in each benchmark's official released layout (``<sample>/benchmarks/``).
 
-Four short procedures are drawn and rendered once with the sample's own scene renderer (phase ->
-scene, step -> instrument, task -> motion), time-compressed to ``DURATION`` seconds. Every dataset
-of the registry that has a sample writer (``surgclip.datasets.sample_writers``) writes
+``POOL`` short procedures, drawn and rendered once by the sample's own scene renderer
+(``sample.benchmark_procedures``: phase -> scene, step -> instrument, task -> motion) and
+time-compressed to ``DURATION`` seconds (``compress``), are handed to ``write_sample_benchmarks``.
+Every dataset of the registry that has a sample writer (``surgclip.datasets.sample_writers``) writes
 ``benchmarks/<folder>/`` from those procedures: it re-uses their frames under its own video names
 and writes labels in its released format, mapping the sample's phase, step, instrument and action
 onto its classes by a fixed rule so that the picture still follows the label. Two procedures fill
@@ -23,7 +24,7 @@ BENCH_SIZE = 112
 POOL = 4  # procedures: 0, 1 = training split, 2, 3 = test split
 
 
-def _compress(plan, duration: float):
+def compress(plan, duration: float):
     """A copy of ``plan`` with every segment scaled onto ``duration`` seconds."""
     plan = copy.deepcopy(plan)
     k = duration / plan.duration
@@ -38,7 +39,7 @@ def _at(segments, t: float):
     return segments[int(np.searchsorted(starts, t + 1e-9, side="right")) - 1]
 
 
-class _Procedure:
+class Procedure:
     """One rendered procedure as a sample writer sees it: frames, labels by time, and the file
     operations the writers share.
 
@@ -106,30 +107,27 @@ class _Procedure:
             Image.fromarray(self.frame_at(t)).save(folder / name)
 
 
-def write_sample_benchmarks(root: Path, seed: int = 0, fps: float = 5.0, size: int = BENCH_SIZE) -> dict:
+def pool_folder(root: Path) -> Path:
+    """Where the procedures' videos are encoded while the benchmarks of the sample at ``root`` are
+    written (``write_sample_benchmarks`` removes it)."""
+    return Path(root) / "benchmarks" / ".pool"
+
+
+def write_sample_benchmarks(root: Path, procs: list[Procedure]) -> dict:
     """Write ``root/benchmarks/<folder>/`` for every dataset with a sample writer (see the module docstring).
 
     Args:
         root: the sample root (being built).
-        seed: the procedures are drawn from ``(seed, 2024)``.
-        fps, size: frame rate and square size of the rendered procedures.
+        procs: the ``POOL`` rendered procedures, their videos under ``pool_folder(root)``.
     Returns:
         {"benchmarks": [...], "procedures": POOL, "seconds": DURATION, "fps", "size"}.
     """
     from ..datasets import sample_writers
-    from .sample import encode_h264, plan_video, render_video
 
     writers = sample_writers()
-    rng = np.random.default_rng([seed, 2024])
     out = Path(root) / "benchmarks"
-    procs = []
-    for i in range(POOL):
-        plan = _compress(plan_video(1000 + i, f"bench{i}", rng, fps), DURATION)
-        frames = list(render_video(plan, seed, fps, size))
-        mp4 = out / ".pool" / f"bench{i}.mp4"
-        encode_h264(iter(frames), mp4, fps, size)
-        procs.append(_Procedure(plan, frames, fps, mp4, size))
     for folder, dataset in writers.items():
         dataset.write_sample(out / folder, procs)
-    shutil.rmtree(out / ".pool")
-    return {"benchmarks": sorted(writers), "procedures": POOL, "seconds": DURATION, "fps": fps, "size": size}
+    shutil.rmtree(pool_folder(root))
+    return {"benchmarks": sorted(writers), "procedures": len(procs), "seconds": procs[0].duration,
+            "fps": procs[0].fps, "size": procs[0].size}

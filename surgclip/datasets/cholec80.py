@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..sampling import frame_to_seconds
 from ..utils import atomic_write_json, atomic_write_text
 from . import pathcsv
 from .layout import LoadOptions, attach_sources, numbered, read_fps_json, split_ids, video_candidates
@@ -50,7 +51,7 @@ def read_cholec80_phase(path, classes: list[str], label_fps: float = 25.0, video
         cid = lookup.get(parts[1], lookup.get(parts[1].lower()))
         if cid is None:
             raise LabelFileError(path, n, f"unknown phase {parts[1][:60]!r}; expected one of {classes}")
-        rows.append((video, frame / fps, frame, cid))
+        rows.append((video, frame_to_seconds(frame, fps), frame, cid))
     return make_table("cholec80/phase", classes, rows, label_fps=fps)
 
 
@@ -75,7 +76,7 @@ def read_cholec80_tool(path, tools: list[str], label_fps: float = 25.0, video: s
         flags = [parse_int(p, path, n, "tool flag") for p in parts[1:]]
         if any(f not in (0, 1) for f in flags):
             raise LabelFileError(path, n, f"tool flags must be 0 or 1, found {flags}")
-        rows.append((video, frame / fps, frame, flags))
+        rows.append((video, frame_to_seconds(frame, fps), frame, flags))
     return make_table("cholec80/tool", tools, rows, multilabel=True, label_fps=fps)
 
 

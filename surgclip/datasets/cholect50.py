@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..sampling import frame_to_seconds
 from ..utils import atomic_write_json
 from .layout import LoadOptions, attach_sources, numbered, read_fps_json, split_ids, video_candidates
 from .parsing import guard, json_number, json_object, lines, load_json, parse_int
@@ -70,9 +71,9 @@ def read_cholect50_json(path, num_classes: dict[str, int], component: str = "tri
         if component == "phase":
             present = np.flatnonzero(flags)
             if len(present):
-                rows.append((video, frame / fps, frame, int(present[0])))
+                rows.append((video, frame_to_seconds(frame, fps), frame, int(present[0])))
         else:
-            rows.append((video, frame / fps, frame, flags))
+            rows.append((video, frame_to_seconds(frame, fps), frame, flags))
     return make_table(f"cholect50/{component}", names, rows, multilabel=component != "phase", label_fps=fps)
 
 
@@ -92,7 +93,7 @@ def read_cholect50_txt(path, classes: list[str], label_fps: float = 1.0, compone
         flags = [parse_int(p, path, n, "flag") for p in parts[1:]]
         if any(f not in (0, 1) for f in flags):
             raise LabelFileError(path, n, "flags must be 0 or 1")
-        rows.append((video, frame / fps, frame, flags))
+        rows.append((video, frame_to_seconds(frame, fps), frame, flags))
     return make_table(f"cholect50/{component}", classes, rows, multilabel=True, label_fps=fps)
 
 

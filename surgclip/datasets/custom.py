@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .layout import VIDEO_EXTS, LoadOptions, attach_sources
+from ..utils import VIDEO_EXTENSIONS
+from .layout import LoadOptions, attach_sources
 from .parsing import MAX_INDEX, lines, read_text, split_lines
 from .table import FrameTable, LabelFileError, make_table
 
@@ -105,7 +106,7 @@ def load_custom(classes_file, labels_dir, videos_dir, label_unit: str = "seconds
         raise FileNotFoundError(f"no label files (<video stem>.csv or .txt) in {labels_dir}")
     if multilabel is None:
         multilabel = any(";" in line.split(",", 1)[-1] for p in files for _, line in lines(p))
-    cands = {p.stem: ([videos_dir / f"{p.stem}{e}" for e in VIDEO_EXTS], videos_dir / p.stem) for p in files}
+    cands = {p.stem: ([videos_dir / f"{p.stem}{e}" for e in VIDEO_EXTENSIONS], videos_dir / p.stem) for p in files}
     tables = []
     for p in files:
         unit_fps = 1.0

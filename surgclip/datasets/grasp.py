@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..sampling import frame_to_seconds
 from ..utils import atomic_write_json
 from .layout import LoadOptions, attach_sources, read_fps_json, video_candidates
 from .parsing import TRAILING_NUMBER, guard, json_number, json_object, json_objects, load_json, parse_int
@@ -88,7 +89,7 @@ def read_grasp_json(path, task: str = "phases", frame_fps: float = 30.0) -> Fram
             flags = np.zeros(len(ids), dtype=np.uint8)
             flags[sorted(value)] = 1
             value = flags
-        rows.append((video, frame / fps, frame, value))
+        rows.append((video, frame_to_seconds(frame, fps), frame, value))
     rows.sort(key=lambda r: (r[0], r[2]))
     return make_table(f"grasp/{task}", names, rows, multilabel=task == "instruments", label_fps=fps)
 

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..utils import atomic_write_json, atomic_write_text
-from .layout import VIDEO_EXTS, LoadOptions, attach_sources, numbered, read_fps_json, split_ids
+from ..sampling import frame_to_seconds
+from ..utils import VIDEO_EXTENSIONS, atomic_write_json, atomic_write_text
+from .layout import LoadOptions, attach_sources, numbered, read_fps_json, split_ids
 from .parsing import class_id, guard, parse_int, split_lines
 from .protocols import task_classes
 from .table import FrameTable, LabelFileError, check_fps, make_table
@@ -55,7 +56,8 @@ def read_heichole_phase(path, classes: list[str], label_fps: float = 25.0, video
         if len(parts) != 2:
             raise LabelFileError(path, n, f"expected 2 comma-separated fields (frame, phase id), found {len(parts)}")
         frame = parse_int(parts[0], path, n, "frame index", minimum=0)
-        rows.append((video, frame / fps, frame, class_id(parse_int(parts[1], path, n, "phase id"), classes, path, n)))
+        rows.append((video, frame_to_seconds(frame, fps), frame,
+                     class_id(parse_int(parts[1], path, n, "phase id"), classes, path, n)))
     return make_table("heichole/phase", classes, rows, label_fps=fps)
 
 
@@ -87,7 +89,7 @@ def read_heichole_instrument(path, categories: list[str], label_fps: float = 25.
                 raise LabelFileError(path, n, f"instrument flag {j} must be 0 or 1, found {flag}")
             if flag and cat is not None:
                 targets[cat] = 1
-        rows.append((video, frame / fps, frame, targets))
+        rows.append((video, frame_to_seconds(frame, fps), frame, targets))
     return make_table("heichole/instrument", categories, rows, multilabel=True, label_fps=fps)
 
 
@@ -116,7 +118,7 @@ def load(root: Path, protocol: dict, split: str, task: str, opts: LoadOptions) -
     table = FrameTable.concat([reader(found[i], classes, label_fps=_label_fps(protocol, i, opts, fps_json),
                                       video=f"Hei-Chole{i}").subsample(1.0 / eval_fps) for i in ids])
     dirs = [root / "Videos" / "Full", root / "Videos" / "Full" / "HD", root / "videos"]
-    cands = {v: ([d / f"{s}{e}" for d in dirs for s in (v, v.lower()) for e in VIDEO_EXTS], root / "frames" / v)
+    cands = {v: ([d / f"{s}{e}" for d in dirs for s in (v, v.lower()) for e in VIDEO_EXTENSIONS], root / "frames" / v)
              for v in table.videos()}
     return attach_sources(table, root, cands, opts.frames_fps or fps_json.get("frames_fps"), opts.name_fps)
 

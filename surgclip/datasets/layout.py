@@ -12,9 +12,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..utils import VIDEO_EXTENSIONS
 from .table import FrameSource, FrameTable, LabelFileError, check_fps
-
-VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".webm", ".mov")
 
 
 @dataclass
@@ -71,8 +70,8 @@ def read_fps_json(root: Path) -> dict:
 
 
 def video_candidates(videos, video_dir: Path, frames_dir: Path) -> dict[str, tuple[list[Path], Path]]:
-    """``{video: ([video_dir/<video>.<ext> for each VIDEO_EXTS], frames_dir/<video>)}`` for ``attach_sources``."""
-    return {v: ([video_dir / f"{v}{e}" for e in VIDEO_EXTS], frames_dir / v) for v in videos}
+    """``{video: ([video_dir/<video>.<ext> for each VIDEO_EXTENSIONS], frames_dir/<video>)}`` for ``attach_sources``."""
+    return {v: ([video_dir / f"{v}{e}" for e in VIDEO_EXTENSIONS], frames_dir / v) for v in videos}
 
 
 def attach_sources(table: FrameTable, root: Path, candidates: dict[str, tuple[list[Path], Path]],

@@ -8,6 +8,7 @@ import csv
 import re
 from pathlib import Path
 
+from ..sampling import frame_to_seconds
 from .layout import LoadOptions, read_fps_json, split_ids
 from .parsing import TRAILING_NUMBER, class_id, guard, lines, parse_int
 from .protocols import task_classes
@@ -44,7 +45,7 @@ def read_frame_label_csv(path, classes: list[str], label_base: int = 0, frame_fp
             raise LabelFileError(path, n, f"no frame number in {parts[0][:60]!r}")
         frame = parse_int(match.group(1), path, n, "frame number", minimum=0)
         cid = class_id(parse_int(parts[1], path, n, "label") - label_base, classes, path, n)
-        rows.append((video, frame / fps, frame, cid))
+        rows.append((video, frame_to_seconds(frame, fps), frame, cid))
     return make_table(name, classes, rows, label_fps=fps)
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..utils import atomic_write_text
-from .layout import VIDEO_EXTS, LoadOptions, attach_sources, numbered, read_fps_json, split_ids
+from ..sampling import frame_to_seconds
+from ..utils import VIDEO_EXTENSIONS, atomic_write_text
+from .layout import LoadOptions, attach_sources, numbered, read_fps_json, split_ids
 from .parsing import class_id, guard, lines, parse_int
 from .protocols import task_classes
 from .table import FrameTable, LabelFileError, check_fps, make_table
@@ -36,7 +37,8 @@ def read_sarrarp50(path, classes: list[str], label_fps: float = 60.0, video: str
         if len(parts) != 2:
             raise LabelFileError(path, n, f"expected 'frame_idx,action_id', found {line[:60]!r}")
         frame = parse_int(parts[0], path, n, "frame index", minimum=0)
-        rows.append((video, frame / fps, frame, class_id(parse_int(parts[1], path, n, "action id"), classes, path, n)))
+        rows.append((video, frame_to_seconds(frame, fps), frame,
+                     class_id(parse_int(parts[1], path, n, "action id"), classes, path, n)))
     return make_table("sarrarp50/action", classes, rows, label_fps=fps)
 
 
@@ -55,7 +57,8 @@ def load(root: Path, protocol: dict, split: str, task: str, opts: LoadOptions) -
         tables.append(t.subsample(1.0 / eval_fps) if eval_fps else t)
     table = FrameTable.concat(tables)
     frames_fps = opts.frames_fps or read_fps_json(root).get("frames_fps")
-    cands = {v: ([root / v / "video_left.avi"] + [root / v / f"video_left{e}" for e in VIDEO_EXTS], root / v / "frames")
+    cands = {v: ([root / v / "video_left.avi"] + [root / v / f"video_left{e}" for e in VIDEO_EXTENSIONS],
+                 root / v / "frames")
              for v in table.videos()}
     return attach_sources(table, root, cands, frames_fps, opts.name_fps)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..sampling import frame_to_seconds
 from ..utils import atomic_write_json, atomic_write_text
 from .layout import LoadOptions, attach_sources, read_fps_json, video_candidates
 from .parsing import guard, json_number, json_object, json_objects, load_json, parse_int, split_lines
@@ -65,7 +66,7 @@ def read_surglavi_eval(json_path, frames_csv=None, fps: float = 1.0) -> tuple[Fr
         if frame < 0:
             raise LabelFileError(json_path, None, f"image {im.get('id')}: negative frame {frame}")
         if keep is None or (video, frame) in keep:
-            rows.append((video, frame / fps, frame, cid))
+            rows.append((video, frame_to_seconds(frame, fps), frame, cid))
     rows.sort(key=lambda r: (r[0], r[2]))
     return make_table("surglavi", names, rows, label_fps=fps), prompts
 

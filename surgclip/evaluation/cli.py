@@ -13,7 +13,7 @@ from .. import datasets as D
 from ..datasets import custom
 from ..datasets.pathcsv import frame_folder_benchmark
 from ..datasets.protocols import default_task, task_classes
-from ..utils import IMAGE_EXTENSIONS
+from ..utils import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from .cli_common import config_of, load_model, metrics_arg, model_args, numbers, write_run_predictions
 from .probe_cli import register as register_probes
 from .runs import dataset_name
@@ -243,9 +243,6 @@ def cmd_linear_probe(args) -> int:
     return 0
 
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov")
-
-
 def _expand_sources(sources: list[str]) -> list[Path]:
     """Video files and frame folders named on the command line, expanding library folders.
 
@@ -259,10 +256,10 @@ def _expand_sources(sources: list[str]) -> list[Path]:
             out.append(s)
             continue
         for p in sorted(s.iterdir()):
-            if p.suffix.lower() in VIDEO_SUFFIXES:
+            if p.suffix.lower() in VIDEO_EXTENSIONS:
                 out.append(p)
             elif p.is_dir():
-                videos = sorted(q for q in p.iterdir() if q.suffix.lower() in VIDEO_SUFFIXES)
+                videos = sorted(q for q in p.iterdir() if q.suffix.lower() in VIDEO_EXTENSIONS)
                 out += videos if videos else [p]
     return out
 
@@ -329,8 +326,7 @@ def cmd_search(args) -> int:
 def cmd_retrieval(args) -> int:
     import torch
 
-    from ..data.readers import open_source
-    from ..data.samplers import sample_indices
+    from ..data.readers import read_clip
     from ..tokenizer import tokenize
     from ..transform import ClipTransform
     from . import reports
@@ -344,10 +340,8 @@ def cmd_retrieval(args) -> int:
     with torch.no_grad():
         for n, row in enumerate(pairs, start=2):
             try:
-                reader = open_source(row["video"], fps=args.frames_fps)
-                idx = sample_indices(float(row["start"]), float(row["end"]), reader.fps, T, "uniform",
-                                     num_frames_in_video=reader.num_frames)
-                vids.append(model.encode_video(transform(reader.read(idx))[None]).float())
+                frames = read_clip(row["video"], float(row["start"]), float(row["end"]), T, fps=args.frames_fps)[1]
+                vids.append(model.encode_video(transform(frames)[None]).float())
                 caps.append(row["caption"])
             except (ValueError, KeyError, OSError) as err:
                 failed.append(f"{args.pairs}:{n}: {err}")

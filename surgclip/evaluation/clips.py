@@ -1,9 +1,10 @@
 """Clips at labelled frames: for each table row, the window of frames around (``centered``,
 offline) or ending at (``online``, causal) its time, or the single frame (``frame``).
 
-The frames of a clip are ``samplers.window_indices`` (the published SurgCLIP window) on a grid of
-one frame every ``stride_s`` seconds through the labelled frame. Each video is streamed once, in
-time order:
+The frames of a clip are ``sampling.window_indices`` (the published SurgCLIP window) on a grid of
+one frame every ``stride_s`` seconds through the labelled frame (``sampling.seconds_to_frame`` of its
+time). This is the package's streaming clip reader, for many overlapping clips of one video; one
+clip at a time is ``readers.read_clip``. Each video is streamed once, in time order:
 
 - every frame is decoded and transformed once, however many overlapping windows use it, and
   dropped after the last row that needs it (memory stays flat over long videos);
@@ -16,7 +17,7 @@ time order:
 - the transform may go further than pixels: ``FrameTrunk`` turns each frame into a per-frame
   tower's trunk features once, so overlapping clips share them instead of re-running the trunk.
 
-Rows that cannot be read are skipped and counted by reason (``SKIP_REASONS``): ``missing_file``
+Rows that cannot be read are skipped and counted by reason (``utils.SKIP_REASONS``): ``missing_file``
 (no video file or frame folder), ``undecodable_media`` (a corrupt or truncated video or image;
 after a failed batched read every frame is retried alone, so only rows needing a bad frame are
 lost) and ``missing_frame`` (the labelled time lies outside the video). Anything else — a
@@ -35,14 +36,14 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..data.readers import VideoReadError, open_source, seconds_to_frame
-from ..data.samplers import window_indices
+from ..data.readers import VideoReadError, open_source, skip_reason
 from ..datasets.table import FrameTable
+from ..sampling import seconds_to_frame, window_indices
+from ..transform import stack_clips
 
 log = logging.getLogger(__name__)
 
 MODES = ("centered", "online", "frame")
-SKIP_REASONS = ("missing_file", "undecodable_media", "missing_frame")
 READ_AHEAD_ROWS = 32
 
 
@@ -65,7 +66,7 @@ class _Locator:
 
 
 def clip_positions(anchor: int, num_frames: int, stride: int, mode: str, total: int) -> np.ndarray:
-    """Frame positions [T] of the clip at ``anchor``: ``samplers.window_indices`` (``[anchor]`` for
+    """Frame positions [T] of the clip at ``anchor``: ``sampling.window_indices`` (``[anchor]`` for
     ``mode="frame"``)."""
     if mode == "frame":
         return np.array([anchor], dtype=np.int64)
@@ -96,7 +97,8 @@ def iter_clip_batches(table: FrameTable, transform, num_frames: int, mode: str =
         mode: ``centered`` | ``online`` | ``frame``.
         stride_s: seconds between clip frames (1 s = the 1-fps convention of the published protocols).
         batch_size: clips per yielded batch.
-        skipped: Counter updated with the number of skipped rows per reason in ``SKIP_REASONS``.
+        skipped: Counter updated with the number of skipped rows per reason (``missing_file``,
+            ``undecodable_media``, ``missing_frame`` of ``utils.SKIP_REASONS``).
         progress: optional tqdm-like object; ``update(n)`` is called as rows are handed out or skipped.
         prefetch: batches prepared ahead by a background thread while the caller uses the current
             one; 0 reads in the calling thread.
@@ -138,24 +140,6 @@ def _batches(table, transform, T, mode, stride_s, batch_size, skipped):
         yield None, None, handled
 
 
-def stack_clips(clips: list[list[torch.Tensor]]) -> torch.Tensor:
-    """[B, T, ...] from B lists of T frames ([3, S, S] images or [W] features), each copied once
-    (straight into the batch). The batch keeps the frames' memory layout (channels-last, as the
-    uint8 resize leaves them, and as the model takes them): a plain copy of each frame, not a
-    transposing one, which would cost several times as much."""
-    first = clips[0][0]
-    order = sorted(range(first.ndim), key=first.stride, reverse=True)  # the frame's dims, outermost first
-    out = torch.empty((len(clips), len(clips[0]), *(first.shape[d] for d in order)), dtype=first.dtype,
-                      device=first.device).permute(0, 1, *(2 + order.index(d) for d in range(first.ndim)))
-    for b, frames in enumerate(clips):
-        if len(frames) != out.shape[1] or any(f.shape != first.shape for f in frames):  # (copy_ would broadcast)
-            raise ValueError(f"clip {b}: frames {[tuple(f.shape) for f in frames]}, the batch's first clip: "
-                             f"{out.shape[1]} x {tuple(first.shape)}")
-        for t, frame in enumerate(frames):
-            out[b, t].copy_(frame)
-    return out
-
-
 def _video_clips(table, video, transform, T, mode, stride_s, skipped):
     """(row, clip: its T frames [3,S,S] in order, or None when skipped) for the rows of one video, in
     time order."""
@@ -172,7 +156,7 @@ def _video_clips(table, video, transform, T, mode, stride_s, skipped):
         reader = open_source(source.path, fps=source.fps, stream=True)
     except VideoReadError as err:
         log.warning("zero-shot: skipping %d rows of %s: %s", len(rows), video, err)
-        skipped["undecodable_media"] += len(rows)
+        skipped[skip_reason(source.path, err)] += len(rows)
         yield from ((row, None) for row in rows)
         return
     locator = _Locator(reader, source.name_fps, source.first_number)

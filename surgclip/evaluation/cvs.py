@@ -194,9 +194,12 @@ def pair_scores(model, tokenizer, features: torch.Tensor, prompt_set: dict) -> n
 
 @torch.no_grad()
 def encode_frames(model, paths: list, batch_size: int = 16, skipped: Counter | None = None):
-    """Encode frame images as 1-frame clips. Returns (features [N, D] float32, valid [N] bool)."""
-    from PIL import Image
+    """Encode frame images as 1-frame clips. Returns (features [N, D] float32, valid [N] bool).
 
+    Each image is read by ``readers.read_image``, as the frames of a frame folder are; one that is
+    missing or does not decode is skipped and counted in ``skipped`` by ``readers.skip_reason``.
+    """
+    from ..data.readers import VideoReadError, read_image, skip_reason
     from ..transform import ClipTransform
 
     transform = ClipTransform(model.preprocess_cfg, normalize=False)
@@ -209,12 +212,13 @@ def encode_frames(model, paths: list, batch_size: int = 16, skipped: Counter | N
         clips, rows = [], []
         for i in range(start, min(start + batch_size, len(paths))):
             try:
-                with Image.open(paths[i]) as img:
-                    clips.append(transform(np.array(img.convert("RGB"))[None]))
-                rows.append(i)
-            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+                frame = read_image(paths[i])
+            except VideoReadError as err:
                 if skipped is not None:
-                    skipped["unreadable_image"] += 1
+                    skipped[skip_reason(paths[i], err)] += 1
+                continue
+            clips.append(transform(frame[None]))
+            rows.append(i)
         if clips:
             feats[rows] = model.encode_video(torch.stack(clips).to(device)).float().cpu().numpy()
             valid[rows] = True

@@ -10,35 +10,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.readers import VideoReadError, open_source
-from ..data.samplers import ClipSpanError, sample_indices
+from ..data.readers import VideoReadError, open_source, skip_reason
+from ..sampling import ClipSpanError, window_frames, window_spans
 from ..tokenizer import tokenize
-from ..transform import ClipTransform
-from ..utils import atomic_write_json, folder_lock
-from .clips import ForwardReads, in_background, read_ahead, stack_clips
+from ..transform import ClipTransform, stack_clips
+from ..utils import folder_lock
+from .clips import ForwardReads, in_background, read_ahead
 from .index import ClipIndex, model_fingerprint
-
-
-def window_spans(duration_s: float, window_s: float, stride_s: float) -> list[tuple[float, float]]:
-    """(start, end) seconds of sliding windows covering ``[0, duration_s)``; the last one is clipped
-    to the end (a video shorter than one window gives one clip)."""
-    if window_s <= 0 or stride_s <= 0:
-        raise ValueError(f"window_s and stride_s must be positive, got {window_s}, {stride_s}")
-    starts = np.arange(0.0, max(duration_s - window_s, 0.0) + 1e-9, stride_s)
-    spans = [(float(s), float(min(s + window_s, duration_s))) for s in starts]
-    if spans and spans[-1][1] < duration_s - 1e-6:
-        spans.append((max(0.0, duration_s - window_s), duration_s))
-    return spans
+from .reports import checkpoint_hash, write_report
 
 
 def video_id(path: Path) -> str:
     """Library id of a video file or frame folder: its name without the extension."""
     return path.stem if path.is_file() else path.name
-
-
-def window_frames(spans: list[tuple[float, float]], fps: float, num_frames: int, total: int) -> np.ndarray:
-    """[n, T] frame indices of each window, by the package's one clip-sampling rule (uniform)."""
-    return np.stack([sample_indices(s, e, fps, num_frames, "uniform", num_frames_in_video=total) for s, e in spans])
 
 
 @torch.no_grad()
@@ -91,17 +75,6 @@ def window_batches(reader, transform, idx: np.ndarray, batch_size: int):
         del clips
 
 
-def failure_reason(path: Path, err: Exception) -> str:
-    """The skip category of a video that could not be indexed."""
-    if not path.exists():
-        return "missing_file"
-    if isinstance(err, ClipSpanError):
-        return "no_clip_fits"
-    if isinstance(err, VideoReadError):
-        return "undecodable_media"
-    return "unreadable_file"
-
-
 def index_library(model, sources: list[Path], index_dir, window_s: float = 4.0, stride_s: float = 2.0,
                   num_frames: int | None = None, kind: str | None = "auto", batch_size: int = 8,
                   frames_fps: float | None = None, progress: bool = False, model_source: str | None = None) -> dict:
@@ -115,9 +88,10 @@ def index_library(model, sources: list[Path], index_dir, window_s: float = 4.0, 
         kind: ``auto`` | ``exact`` | ``ivf`` (None keeps an existing index's choice).
         model_source: how the model was loaded (name or path), recorded for ``surgclip search``.
     Returns:
-        ``{"added", "skipped_existing", "failed": {video: message}, "failed_by_reason": {reason: n},
-        "cleaned": [files], "num_clips", "search": exact|ivf, "ivf": {...} | None}`` (also
-        written to ``index_dir/report.json``).
+        The run's report, ``reports.write_report``'s ``index_dir/report.json``: the window settings
+        (``protocol``), the weights fingerprint (``checkpoint``) and ``{"added", "skipped_existing",
+        "failed": {video: message}, "failed_by_reason": {reason: n}, "cleaned": [files], "num_clips",
+        "search": exact|ivf, "ivf": {...} | None}``.
     """
     fp = model_fingerprint(model)
     num_frames = int(num_frames or model.num_frames)
@@ -142,15 +116,18 @@ def index_library(model, sources: list[Path], index_dir, window_s: float = 4.0, 
                 emb, spans, info = embed_video(model, path, window_s, stride_s, num_frames, batch_size, frames_fps)
             except (VideoReadError, ClipSpanError, OSError) as err:
                 report["failed"][vid] = str(err)
-                report["failed_by_reason"][failure_reason(path, err)] += 1
+                report["failed_by_reason"][skip_reason(path, err) or "unreadable_file"] += 1
                 continue
             index.add_video(vid, emb, spans, dict(info, window_s=window_s, stride_s=stride_s, num_frames=num_frames))
             report["added"].append(vid)
         index.save()  # an index with no readable video still exists, recording the model
         report.update(failed_by_reason=dict(report["failed_by_reason"]), num_clips=len(index),
                       search=index.active_kind(), ivf=index.meta["ivf"])
-        atomic_write_json(Path(index_dir) / "report.json", report)
-    return report
+        return write_report(index_dir, "index", None, {"window_s": window_s, "stride_s": stride_s, "mode": "uniform",
+                                                       "num_frames": num_frames},
+                            {"kind": kind, "batch_size": batch_size, "frames_fps": frames_fps,
+                             "model_source": model_source}, checkpoint_hash(model_source, model), extra=report,
+                            name="report")
 
 
 @torch.no_grad()

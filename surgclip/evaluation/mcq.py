@@ -92,27 +92,18 @@ def option_texts(q: Question, with_question: bool = True) -> list[str]:
     return [f"{q.question.strip()} {o.strip()}".strip() if with_question else o.strip() for o in q.options]
 
 
-def read_clip(q: Question, num_frames: int, transform) -> torch.Tensor:
-    """The question's clip as float [T, 3, S, S] (T frames spread uniformly over start..end)."""
-    from ..data.readers import open_source
-    from ..data.samplers import sample_indices
-
-    reader = open_source(q.video)
-    idx = sample_indices(q.start, q.end, reader.fps, num_frames, mode="uniform", num_frames_in_video=reader.num_frames)
-    return transform(reader.read(idx))
-
-
 @torch.no_grad()
 def evaluate_mcq(model, tokenizer, questions: list[Question], with_question: bool = True,
                  num_frames: int | None = None) -> dict:
-    """Answer every question; unreadable clips are skipped and counted by reason.
+    """Answer every question; unreadable clips are skipped and counted by reason (``bad_span``,
+    ``unreadable_video`` of ``utils.SKIP_REASONS``). A clip is ``readers.read_clip`` of its span.
 
     Returns:
         ``{"protocol", "accuracy", "num_scored", "num_questions", "chance", "skipped": {reason: n},
         "errors": [{"entry", "reason", "message"}], "per_question": [{"entry", "scores", "pred", "answer"}]}``.
     """
-    from ..data.readers import VideoReadError
-    from ..data.samplers import ClipSpanError
+    from ..data.readers import VideoReadError, read_clip
+    from ..sampling import ClipSpanError
     from ..transform import ClipTransform
 
     transform = ClipTransform(model.preprocess_cfg, normalize=False)
@@ -123,10 +114,10 @@ def evaluate_mcq(model, tokenizer, questions: list[Question], with_question: boo
     skipped, errors, per_q = Counter(), [], []
     try:
         for q in questions:
-            try:
-                clip = read_clip(q, T, transform)
+            try:  # T frames spread uniformly over start..end
+                clip = transform(read_clip(q.video, q.start, q.end, T)[1])
             except (VideoReadError, ClipSpanError) as err:
-                reason = "clip_outside_video" if isinstance(err, ClipSpanError) else "unreadable_video"
+                reason = "bad_span" if isinstance(err, ClipSpanError) else "unreadable_video"
                 skipped[reason] += 1
                 errors.append({"entry": q.index, "reason": reason, "message": str(err)})
                 continue

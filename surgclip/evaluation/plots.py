@@ -63,11 +63,11 @@ def confusion_plot(path, matrix: np.ndarray, classes: list[str]) -> Path:
 def contact_sheet(path, query: str, hits: list[dict], frames_fps: float | None = None, thumbs: int = 3) -> Path:
     """One row per hit: ``thumbs`` frames across [start, end] with video, times and score.
 
-    The frames are ``samplers.sample_indices(start, end, fps, thumbs, "uniform")``, the same span ->
-    frames rule as training and the indexer; an unreadable video gets blank thumbnails.
+    The frames are ``readers.read_clip(path, start, end, thumbs)``, the same span -> frames rule as
+    training and the indexer; an unreadable video gets blank thumbnails.
     """
-    from ..data.readers import VideoReadError, open_source
-    from ..data.samplers import ClipSpanError, sample_indices
+    from ..data.readers import VideoReadError, read_clip
+    from ..sampling import ClipSpanError
 
     plt = _plt()
     fig, axes = plt.subplots(max(len(hits), 1), thumbs, figsize=(2.4 * thumbs, 1.6 * max(len(hits), 1)), squeeze=False)
@@ -75,11 +75,7 @@ def contact_sheet(path, query: str, hits: list[dict], frames_fps: float | None =
         try:
             if not hit.get("path"):
                 raise VideoReadError(f"no path recorded for video {hit['video']!r}")
-            reader = open_source(hit["path"], fps=frames_fps)
-            # the frames the indexer and the samplers pick for this span (seconds_to_frame, uniform)
-            idx = sample_indices(float(hit["start"]), float(hit["end"]), reader.fps, thumbs, "uniform",
-                                 num_frames_in_video=reader.num_frames)
-            images = reader.read(idx)
+            images = read_clip(hit["path"], float(hit["start"]), float(hit["end"]), thumbs, fps=frames_fps)[1]
         except (VideoReadError, ClipSpanError, OSError):  # a bad video must not lose the other rows
             images = [np.zeros((8, 8, 3), np.uint8)] * thumbs
         for c in range(thumbs):

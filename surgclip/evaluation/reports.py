@@ -1,29 +1,24 @@
-"""Reports: one JSON with every number, the protocol, the config and the checkpoint hash, plus a
-Markdown table a person can paste. Both are written atomically."""
+"""Reports: one JSON with every number, the protocol, the config and the weights fingerprint, plus a
+Markdown page a person can read. Both are written atomically. ``write_report`` writes every report of
+the package: the evaluators', the index's (``report.json``) and the training run's."""
 from __future__ import annotations
 
 import datetime
-import hashlib
 import math
 from pathlib import Path
 
 import numpy as np
 
-from ..utils import atomic_write_json, atomic_write_text, sha256_file
+from ..checkpoint import weights_hash
+from ..utils import atomic_write_json, atomic_write_text
 
 
 def checkpoint_hash(model_name_or_dir: str, model=None) -> str:
-    """SHA-256 of a saved checkpoint's weights file, else of the model's parameters (random weights)."""
-    weights = Path(str(model_name_or_dir)) / "model.safetensors"
-    if weights.is_file():
-        return "sha256:" + sha256_file(weights)
-    if model is None:
-        return "unknown"
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().float().numpy().tobytes())
-    return "params-sha256:" + digest.hexdigest()
+    """The weights fingerprint a report records: ``params-sha256:`` + ``checkpoint.weights_hash(model)``,
+    the hash a clip index and the feature cache record as ``weights_hash``; ``unknown`` without a
+    model. It depends on the weights alone, not on where they were loaded from
+    (``model_name_or_dir``, a name or a ``save_pretrained`` folder)."""
+    return "unknown" if model is None else "params-sha256:" + weights_hash(model)
 
 
 def _clean(obj):
@@ -48,16 +43,31 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(out_dir, kind: str, metrics: dict, protocol: dict, config: dict, checkpoint: str,
-                 table_rows: list[dict], columns: list[str], extra: dict | None = None) -> dict:
-    """Write ``<kind>.json`` and ``<kind>.md`` under ``out_dir``; returns the JSON dict."""
-    out = Path(out_dir)
+def write_report(out_dir, kind: str, metrics: dict | None, protocol: dict | None = None, config: dict | None = None,
+                 checkpoint: str | None = None, table_rows: list[dict] | None = None, columns: list[str] | None = None,
+                 extra: dict | None = None, *, name: str | None = None, markdown: str | None = None) -> dict:
+    """Write a report under ``out_dir``: ``<name>.json`` and ``<name>.md`` (``name``: ``kind``).
+
+    The JSON is ``{"kind", "created", "protocol", "config", "checkpoint", "metrics", **extra}``
+    (``checkpoint``: the weights fingerprint, ``checkpoint_hash``, or for a training run the path of
+    its best checkpoint); NaN and infinities are written as null, numpy values as Python ones and
+    anything else JSON cannot hold as its ``str``. The Markdown is ``markdown`` when given,
+    else, with ``columns``, a page naming the model, its fingerprint, the protocol and the clip over
+    a table of ``table_rows``; with neither, no Markdown is written.
+
+    Returns:
+        The JSON dict as written.
+    """
+    out, name = Path(out_dir), name or kind
     report = _clean({"kind": kind, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                      "protocol": protocol, "config": config, "checkpoint": checkpoint, "metrics": metrics, **(extra or {})})
-    atomic_write_json(out / f"{kind}.json", report)
-    proto = protocol.get("metric") or protocol.get("protocol") or ""
-    md = (f"# {kind}: {config.get('benchmark', '')}\n\nModel `{config.get('model')}` ({checkpoint})\n\n"
-          f"Protocol: {proto}\n\nClip: {protocol.get('mode', '-')}, {protocol.get('num_frames', '-')} frames\n\n"
-          + markdown_table(_clean(table_rows), columns))
-    atomic_write_text(out / f"{kind}.md", md)
+    atomic_write_json(out / f"{name}.json", report, default=str)
+    if markdown is None and columns is not None:
+        protocol, config = protocol or {}, config or {}
+        proto = protocol.get("metric") or protocol.get("protocol") or ""
+        markdown = (f"# {kind}: {config.get('benchmark', '')}\n\nModel `{config.get('model')}` ({checkpoint})\n\n"
+                    f"Protocol: {proto}\n\nClip: {protocol.get('mode', '-')}, {protocol.get('num_frames', '-')} frames\n\n"
+                    + markdown_table(_clean(table_rows or []), columns))
+    if markdown is not None:
+        atomic_write_text(out / f"{name}.md", markdown)
     return report

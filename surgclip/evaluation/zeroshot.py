@@ -36,7 +36,7 @@ class ZeroShotResult:
         scores: [N, C] cosine scores (NaN rows for skipped frames).
         pred: [N] argmax class (-1 for skipped frames).
         valid: [N] bool, rows that were scored.
-        skipped: counts of skipped rows by reason (``clips.SKIP_REASONS``: missing_file,
+        skipped: counts of skipped rows by reason (of ``utils.SKIP_REASONS``: missing_file,
             undecodable_media, missing_frame); reasons with no skip are absent.
         protocol: how the numbers were computed.
     """

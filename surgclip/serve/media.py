@@ -102,7 +102,8 @@ class MediaLibrary:
         return real, f"image/{'jpeg' if suffix == 'jpg' else suffix}"
 
     def thumbnail_strip(self, clip: dict, count: int = THUMBS_PER_CLIP, height: int = THUMB_HEIGHT) -> bytes:
-        """A JPEG of ``count`` frames spread over ``[start, end]`` of a clip, side by side (cached by clip id)."""
+        """A JPEG of ``count`` frames of a clip side by side (cached by clip id): the frames
+        ``readers.read_clip`` reads for ``[start, end)``, spread over the span of ``sampling.clip_frame_span``."""
         key = (clip["id"], count, height)
         data = self._thumbs.get(key)
         if data is None:
@@ -113,23 +114,21 @@ class MediaLibrary:
     def _render_strip(self, clip: dict, count: int, height: int) -> bytes:
         from PIL import Image
 
-        from ..data.readers import VideoReadError, open_source, seconds_to_frame
-        from ..data.samplers import uniform_indices
+        from ..data.readers import VideoReadError, read_clip
 
         video = clip["video"]
         fps = self.info(video).get("fps")
         frames_folder = self.kind(video) == "frames"
         path = str(self._registered(video)[0]) if frames_folder else self.video_file(video)[0]
+
+        def inside(indices):  # only images that stay inside the folder are read
+            for i in sorted(set(np.asarray(indices).tolist())):
+                self.frame_file(video, i)
+
         try:
-            with self._decode:
-                reader = open_source(path, fps=fps)
-                first = min(seconds_to_frame(clip["start"], reader.fps), reader.num_frames - 1)
-                last = max(first, min(reader.num_frames - 1, seconds_to_frame(clip["end"], reader.fps) - 1))
-                indices = uniform_indices(first, last, count)
-                if frames_folder:  # only images that stay inside the folder are read
-                    for i in sorted(set(np.asarray(indices).tolist())):
-                        self.frame_file(video, i)
-                frames = reader.read(indices)
+            with self._decode:  # the clip's frames as every reader of a clip picks them (readers.read_clip)
+                frames = read_clip(path, float(clip["start"]), float(clip["end"]), count, fps=fps,
+                                   check=inside if frames_folder else None)[1]
         except (VideoReadError, OSError, ValueError) as err:
             raise QueryError(f"cannot read frames of {video!r}: {err}", status=404) from None
         h, w = frames.shape[1:3]

@@ -12,7 +12,8 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from ..checkpoint import save_pretrained
-from ..utils import atomic_path, atomic_write_json, atomic_write_text
+from ..evaluation.reports import write_report
+from ..utils import atomic_path
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -91,7 +92,7 @@ class ExportAndReport(L.Callback):
             metrics = dict(module.last_val_metrics)
         skipped = dict(getattr(module, "skipped_total", {}) or {})
         dropped = dict(getattr(dm, "setup_dropped", {}) or {}) if dm is not None else {}
-        write_report(run_dir, metrics, module, model_dir, best_checkpoint(trainer), skipped, dropped)
+        training_report(run_dir, metrics, module, model_dir, best_checkpoint(trainer), skipped, dropped)
 
 
 def chance_levels(metrics: dict) -> dict[str, float]:
@@ -108,10 +109,11 @@ def chance_levels(metrics: dict) -> dict[str, float]:
     return out
 
 
-def write_report(run_dir: Path, metrics: dict, module: L.LightningModule, model_dir: Path | None,
-                 checkpoint: str | None, skipped: dict | None = None, dropped_rows: dict | None = None) -> None:
+def training_report(run_dir: Path, metrics: dict, module: L.LightningModule, model_dir: Path | None,
+                    checkpoint: str | None, skipped: dict | None = None, dropped_rows: dict | None = None) -> None:
     """report.json (every number + config + skipped training items by reason + caption rows dropped
-    at setup), report.md (headline table), loss_curve.png; prints the headline numbers and the counts."""
+    at setup) and report.md (headline table), both by ``reports.write_report``, and loss_curve.png;
+    prints the headline numbers and the counts."""
     skipped, dropped_rows = skipped or {}, dropped_rows or {}
     chance = chance_levels(metrics)
     rows = [(k, v, chance.get(k)) for k, v in sorted(metrics.items())]
@@ -137,12 +139,11 @@ def write_report(run_dir: Path, metrics: dict, module: L.LightningModule, model_
     lines += ["", skip_line]
     if zs_command:
         lines += ["", "The zero-shot numbers again, from the exported model:", "", f"    {zs_command}"]
-    atomic_write_text(run_dir / "report.md", "\n".join(lines) + "\n")
-    atomic_write_json(run_dir / "report.json", {
-        "metrics": metrics, "chance": chance, "model_dir": str(model_dir), "checkpoint": checkpoint,
-        "skipped_train_items": skipped, "dropped_caption_rows": dropped_rows, "zeroshot_command": zs_command,
-        "hyper_parameters": {k: v for k, v in dict(module.hparams).items()},
-        "model_config": module.model.config}, default=str)
+    write_report(run_dir, "training", metrics, checkpoint=checkpoint, name="report", markdown="\n".join(lines) + "\n",
+                 extra={"chance": chance, "model_dir": str(model_dir), "skipped_train_items": skipped,
+                        "dropped_caption_rows": dropped_rows, "zeroshot_command": zs_command,
+                        "hyper_parameters": {k: v for k, v in dict(module.hparams).items()},
+                        "model_config": module.model.config})
     print("\n" + "\n".join(table + ["", skip_line]))
     headline = []
     for key, label in (("val/v2t_R@1", "held-out retrieval R@1 % (video->text)"),

@@ -11,8 +11,8 @@ import torch
 
 from ..checkpoint import CheckpointMismatchError, load_weights, read_pretrained_dir, read_state_dict, state_dict_diff
 from ..factory import create_model, get_tokenizer
-from ..data.dataset import SKIP_REASONS
 from ..loss import InfoNCELoss, PairMeta
+from ..utils import CLIP_SKIP_REASONS
 from .optim import check_prefixes, freeze_params, param_groups, warmup_cosine
 
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
@@ -75,12 +75,12 @@ class SurgCLIPModule(L.LightningModule):
         self.loss_fn = InfoNCELoss(local_loss=local_loss, multi_positive=multi_positive, mask_overlaps=mask_overlaps)
         self.level_weights = {int(k): float(v) for k, v in (level_loss_weights or {}).items()}
         self._val_video, self._val_text, self._val_keys, self._val_texts = [], [], [], []
-        self._val_skipped = dict.fromkeys(SKIP_REASONS, 0)
+        self._val_skipped = dict.fromkeys(CLIP_SKIP_REASONS, 0)
         self.last_val_metrics: dict[str, float] = {}
         self.last_val_step = -1  # global step the metrics above were computed at
         # bad training items skipped this epoch on this rank, by reason; summed over ranks at epoch end
-        self._skipped = dict.fromkeys(SKIP_REASONS, 0)
-        self.skipped_total: dict[str, int] = dict.fromkeys(SKIP_REASONS, 0)
+        self._skipped = dict.fromkeys(CLIP_SKIP_REASONS, 0)
+        self.skipped_total: dict[str, int] = dict.fromkeys(CLIP_SKIP_REASONS, 0)
 
     def _init_weights(self, source: str) -> None:
         path = Path(source)
@@ -141,7 +141,7 @@ class SurgCLIPModule(L.LightningModule):
         reasons = sorted(self._skipped)
         counts = torch.tensor([float(self._skipped[r]) for r in reasons], device=self.device)
         counts = self.trainer.strategy.reduce(counts, reduce_op="sum")  # every rank, every epoch
-        self._skipped = dict.fromkeys(SKIP_REASONS, 0)
+        self._skipped = dict.fromkeys(CLIP_SKIP_REASONS, 0)
         epoch = {r: int(c) for r, c in zip(reasons, counts.tolist())}
         for r, n in epoch.items():
             self.skipped_total[r] = self.skipped_total.get(r, 0) + n
@@ -165,7 +165,7 @@ class SurgCLIPModule(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._val_video, self._val_text, self._val_keys, self._val_texts = [], [], [], []
-        self._val_skipped = dict.fromkeys(SKIP_REASONS, 0)
+        self._val_skipped = dict.fromkeys(CLIP_SKIP_REASONS, 0)
 
     def on_validation_epoch_end(self) -> None:
         """Retrieval over the whole held-out set (gathered from all ranks, each caption once) and,
@@ -198,7 +198,7 @@ class SurgCLIPModule(L.LightningModule):
             metrics["val/rsum"] = sum(metrics[f"val/{d}_R@{k}"] for d in ("v2t", "t2v") for k in (1, 5, 10))
         metrics["val/num_clips"] = float(video.shape[0])
         # held-out clips that could not be read, by reason, summed over ranks (every rank, every time)
-        reasons = sorted(SKIP_REASONS)
+        reasons = sorted(CLIP_SKIP_REASONS)
         counts = torch.tensor([float(self._val_skipped.get(r, 0)) for r in reasons], device=self.device)
         counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
         metrics["val/skipped"] = float(counts.sum())

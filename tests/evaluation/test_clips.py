@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from surgclip.data.readers import open_source
-from surgclip.data.samplers import window_indices
+from surgclip.sampling import window_indices
 from surgclip.datasets.table import FrameSource, make_table
 from surgclip.evaluation import clips as C
 from surgclip.evaluation.clips import ForwardReads

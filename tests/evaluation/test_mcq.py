@@ -8,7 +8,7 @@ import torch
 from helpers import write_video
 
 from surgclip.cli import main
-from surgclip.data.samplers import sample_indices
+from surgclip.sampling import sample_indices
 from surgclip.evaluation.mcq import MCQError, evaluate_mcq, load_questions, option_texts
 from surgclip.transform import ClipTransform
 

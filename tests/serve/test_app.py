@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from surgclip.data.samplers import uniform_indices
+from surgclip.sampling import uniform_indices
 from surgclip.serve.engine import MAX_K
 
 

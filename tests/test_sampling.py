@@ -1,12 +1,13 @@
-"""Samplers against brute-force properties, for many random spans."""
+"""The time base and the samplers (``surgclip.sampling``) against brute-force properties, for many
+random spans."""
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from surgclip.data.readers import seconds_to_frame
-from surgclip.data.samplers import ClipSpanError, clip_frame_span, sample_indices, window_indices
+from surgclip.sampling import (ClipSpanError, clip_frame_span, frame_to_seconds, sample_indices, seconds_to_frame,
+                               window_indices, window_spans)
 
 
 def test_seconds_to_frame_exact_boundaries():
@@ -174,3 +175,27 @@ def test_past_end_raises_or_clamps():
     with pytest.raises(ValueError, match="unknown sampling mode"):
         sample_indices(0, 1, 25, 4, "bogus")
     assert math.isfinite(1.0)
+
+
+def test_a_window_holds_every_frame_on_screen_during_it():
+    """Frame i is on screen during [i / fps, (i + 1) / fps); a clip [start, end) holds the frames that
+    overlap it: from the one shown at ``start`` to the last one starting before ``end``."""
+    rng = np.random.default_rng(3)
+    for fps in (1, 5, 25, 29.97):
+        for _ in range(300):
+            start = float(rng.uniform(0, 20))
+            end = start + float(rng.choice([rng.uniform(0.01, 10), np.ceil(rng.uniform(0.1, 10) * fps) / fps]))
+            first, last = clip_frame_span(start, end, fps)
+            on_screen = [i for i in range(int(end * fps) + 2)
+                         if frame_to_seconds(i + 1, fps) > start + 1e-9 and frame_to_seconds(i, fps) < end - 1e-9]
+            assert (first, last) == (on_screen[0], on_screen[-1]), (start, end, fps)
+    assert clip_frame_span(0.0, 2.5, 1) == (0, 2) and clip_frame_span(0.0, 3.0, 1) == (0, 2)
+    assert [seconds_to_frame(frame_to_seconds(i, 29.97), 29.97) for i in range(1000)] == list(range(1000))
+    np.testing.assert_array_equal(frame_to_seconds(np.arange(4), 2.0), [0.0, 0.5, 1.0, 1.5])
+
+
+def test_sliding_windows_cover_the_video():
+    assert window_spans(10.0, 4.0, 2.0) == [(0.0, 4.0), (2.0, 6.0), (4.0, 8.0), (6.0, 10.0)]
+    assert window_spans(9.0, 4.0, 2.0)[-1] == (5.0, 9.0) and window_spans(3.0, 4.0, 2.0) == [(0.0, 3.0)]
+    with pytest.raises(ValueError):
+        window_spans(10.0, 0.0, 2.0)

@@ -1,9 +1,16 @@
-"""Frame-index samplers: pure functions of (start_s, end_s, fps, num_frames, mode, rng).
+"""Time base and frame sampling: seconds <-> frame indices, a clip's span of frames, and the pure
+functions that choose a clip's frames. Nothing here reads a file or keeps state; every part of the
+package that turns times into frames (training items, the evaluators, the indexer, extraction,
+``surgclip serve`` thumbnails, ``VideoPreprocessor``) calls these.
 
-Every sampler returns an int64 array of ``num_frames`` frame indices inside ``[first, last]``,
-the inclusive frame span of the clip (``clip_frame_span``): ``first = seconds_to_frame(start_s)``
-and ``last`` is the last frame shown before ``end_s``. Clips shorter than ``num_frames`` frames
-repeat frames (indices stay sorted). Nothing here reads a file or keeps state.
+The time base: frame ``i`` of a source at ``fps`` is on screen during ``[i / fps, (i + 1) / fps)``.
+A clip ``[start_s, end_s)`` holds every frame on screen during it (``clip_frame_span``): from the
+frame shown at ``start_s`` to the last frame that starts before ``end_s``. At 1 fps a clip ending
+at 2.5 s ends on frame 2, which is on screen from 2.0 s to 3.0 s, half of it inside the clip.
+
+Every sampler returns an int64 array of ``num_frames`` frame indices inside ``[first, last]``, the
+clip's inclusive frame span. Clips shorter than ``num_frames`` frames repeat frames (indices stay
+sorted).
 """
 from __future__ import annotations
 
@@ -11,7 +18,29 @@ import math
 
 import numpy as np
 
-from .readers import seconds_to_frame
+
+def seconds_to_frame(t: float, fps: float) -> int:
+    """The frame index shown at time ``t`` seconds: ``floor(t * fps + 1e-6)``.
+
+    Frame ``i`` is on screen during ``[i / fps, (i + 1) / fps)``; the ``1e-6`` absorbs float error
+    so that ``t = i / fps`` maps to ``i``. The package's one seconds -> frame conversion.
+
+    Args:
+        t: time in seconds (finite).
+        fps: frames per second (positive, finite).
+    Returns:
+        The frame index (may exceed the source's length; callers clamp or raise).
+    """
+    if not (math.isfinite(t) and math.isfinite(fps) and fps > 0):
+        raise ValueError(f"seconds_to_frame needs a finite time and a positive finite fps, got t={t}, fps={fps}")
+    return int(math.floor(t * fps + 1e-6))
+
+
+def frame_to_seconds(frame, fps: float):
+    """The time (seconds) at which frame ``frame`` comes on screen: ``frame / fps``; elementwise for
+    a numpy array of frames. ``seconds_to_frame(frame_to_seconds(i, fps), fps) == i``."""
+    return frame / fps
+
 
 MODES = ("uniform", "random", "centered", "online", "dynamic")
 
@@ -23,6 +52,11 @@ class ClipSpanError(ValueError):
 def clip_frame_span(start_s: float, end_s: float, fps: float, num_frames_in_video: int | None = None,
                     end_tolerance_s: float | None = None) -> tuple[int, int]:
     """(first, last) frame indices, inclusive, of the clip ``[start_s, end_s)``.
+
+    ``first = seconds_to_frame(start_s)``, the frame on screen at the start; ``last`` is the last
+    frame that starts before ``end_s``, ``ceil(end_s * fps - 1e-6) - 1``: a frame partly inside the
+    clip belongs to it (at 1 fps, ``[0, 2.5)`` is frames 0..2), and an end on a frame boundary
+    excludes the frame starting there (``[0, 3.0)`` is frames 0..2 too). The span is never empty.
 
     Args:
         start_s, end_s: clip span in seconds; need ``0 <= start_s < end_s``, both finite.
@@ -169,3 +203,21 @@ def sample_indices(start_s: float, end_s: float, fps: float, num_frames: int, mo
         # the published window, inside the span: it slides rather than leave [first, last]
         return first + window_indices(anchor - first, num_frames, step, mode, last - first + 1)
     raise ValueError(f"unknown sampling mode {mode!r}; expected one of {', '.join(MODES)}")
+
+
+def window_spans(duration_s: float, window_s: float, stride_s: float) -> list[tuple[float, float]]:
+    """(start, end) seconds of sliding windows covering ``[0, duration_s)``; the last one is clipped
+    to the end (a video shorter than one window gives one clip)."""
+    if window_s <= 0 or stride_s <= 0:
+        raise ValueError(f"window_s and stride_s must be positive, got {window_s}, {stride_s}")
+    starts = np.arange(0.0, max(duration_s - window_s, 0.0) + 1e-9, stride_s)
+    spans = [(float(s), float(min(s + window_s, duration_s))) for s in starts]
+    if spans and spans[-1][1] < duration_s - 1e-6:
+        spans.append((max(0.0, duration_s - window_s), duration_s))
+    return spans
+
+
+def window_frames(spans: list[tuple[float, float]], fps: float, num_frames: int, total: int) -> np.ndarray:
+    """[n, T] frame indices of each span: ``sample_indices(start, end, fps, T, "uniform")`` inside a
+    source of ``total`` frames, the frames any reader of one of these clips reads."""
+    return np.stack([sample_indices(s, e, fps, num_frames, "uniform", num_frames_in_video=total) for s, e in spans])
