@@ -119,7 +119,8 @@ class ClipDataset(Dataset):
 
     Args:
         table: the selected caption rows.
-        video_root: videos at ``{video_root}/{name}/{name}.mp4`` (used when ``frames_root`` is None).
+        video_root: videos at ``{video_root}/{name}/{name}.mp4`` or ``{video_root}/{name}.mp4`` (used
+            when ``frames_root`` is None).
         frames_root: frame folders at ``{frames_root}/{name}/``; fps from ``frames_fps`` or the
             folder's ``frames.json``.
         frames_fps: the rate the frame folders were extracted at.
@@ -182,7 +183,11 @@ class ClipDataset(Dataset):
         """Where video ``name`` is read from."""
         if self.frames_root is not None:
             return self.frames_root / name
-        return self.video_root / name / f"{name}.mp4"
+        nested = self.video_root / name / f"{name}.mp4"  # the SurgLaVi layout
+        if nested.is_file():
+            return nested
+        flat = self.video_root / f"{name}.mp4"  # a plain folder of videos (``surgclip data import``)
+        return flat if flat.is_file() else nested
 
     def reader(self, name: str) -> FrameReader:
         """An open reader for video ``name`` from this process's cache."""
