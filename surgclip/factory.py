@@ -104,7 +104,8 @@ def load(name_or_path: str | os.PathLike = "SurgCLIP-B", device: str | torch.dev
             float32; the weights stay float32. Stored as ``model.precision``.
         **overrides: architecture config overrides.
     Returns:
-        (model in eval mode, single-image preprocess, tokenizer)
+        (model in eval mode with its inference rewrites installed (``SurgCLIP.prepare_for_inference``;
+        ``model.train()`` removes them), single-image preprocess, tokenizer)
     """
     precision = check_precision(precision)
     device = device or default_device()
@@ -126,7 +127,7 @@ def load(name_or_path: str | os.PathLike = "SurgCLIP-B", device: str | torch.dev
             load_weights(model, read_state_dict(weights), source=str(weights))
     if num_frames is not None:
         model.num_frames = int(num_frames)
-    model = model.to(device).eval().set_precision(precision)
+    model = model.to(device).set_precision(precision).prepare_for_inference()
     return model, ImageTransform(model.preprocess_cfg), get_tokenizer(model.config)
 
 

@@ -4,16 +4,17 @@ from __future__ import annotations
 import contextlib
 import copy
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .compat import mkldnn_bf16_supported
 from .text_encoder import build_text_encoder
 from .transform import PreprocessCfg, ReusableBuffer, normalize_frames
 from .utils import graph_capturing
-from .video_encoder import build_video_encoder, input_conv, normalization_folded_into
+from .video_encoder import DividedBlock, build_video_encoder, input_conv, normalization_folded_into
 
 MIN_TEMPERATURE = 0.01  # logit scale capped at 100, as in CLIP
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -34,11 +35,8 @@ def cpu_has_fast_bf16() -> bool:
     """Whether this CPU runs bf16 matrix products at least as fast as float32 (oneDNN's test for
     AVX512-BF16 / AMX / AVX512 cores). On an AVX2-only CPU (e.g. the AMD EPYC cores CI runs on) a bf16
     matmul is emulated, many times slower than float32 (``eval/bench/bench_peer.py`` prints
-    both rates)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a private probe: absent or failing means "unknown"
-        return True
+    both rates). True where this torch cannot tell (``compat.mkldnn_bf16_supported`` is None)."""
+    return mkldnn_bf16_supported() is not False  # unknown (no probe in this torch): no warning
 
 
 class SurgCLIP(nn.Module):
@@ -58,6 +56,9 @@ class SurgCLIP(nn.Module):
     float32 (text is a few prompts per run, and bf16 there doubled the logit error for no measurable
     gain); the weights stay float32 and the returned embeddings/logits are float32, so callers need
     no change.
+
+    Inference: ``prepare_for_inference`` installs the video tower's inference-only rewrites (same
+    outputs to float rounding); ``surgclip.load`` and the evaluators call it, ``train()`` removes them.
 
     Args:
         config: architecture config (see ``surgclip/model_configs/*.json``).
@@ -103,7 +104,66 @@ class SurgCLIP(nn.Module):
     def set_precision(self, precision: str) -> "SurgCLIP":
         """Set the inference precision (``fp32``, ``bf16``, ``fp16``); returns the model."""
         self.precision = check_precision(precision)
+        if self.inference_rewrites:  # whether the MLP runs in chunks depends on the precision
+            self._install_inference_rewrites()
         return self
+
+    def prepare_for_inference(self) -> "SurgCLIP":
+        """Put the model in eval mode and install its inference-only rewrites; returns the model.
+
+        Each rewrite replaces a computation of the video tower by a cheaper one with the same
+        outputs up to float rounding, for a model that runs forward only. Every divided space-time
+        block (``video_encoder.DividedBlock.prepare_for_inference``) gets:
+
+        - ``fused_temporal_output``: its temporal attention's output projection and ``temporal_fc``,
+          two linears in a row, run as one (``FusedLinearPair``: the product of the two weights,
+          made at each call from the weights as they are, for calls of at least 2 x width tokens);
+        - ``chunked_mlp``: its MLP residual over chunks of ``MLP_CHUNK`` tokens
+          (``ChunkedMLPResidual``), when the tower's weights are float32 on the CPU and the
+          precision is ``fp32`` at this call.
+
+        A layer that a hook watches (forward, backward, or one registered for every module:
+        ``compat.has_hooks``), or that is not the plain layer a rewrite expects (a LoRA wrapper, a
+        subclass), is left as it is: its hooks and wrapper see it run as before. Frame-trunk towers
+        have nothing to rewrite. Gradients reach every weight through the rewrites.
+
+        Idempotent: each call removes the rewrites in place and installs them again, checking the
+        layers, their hooks, device, dtype and precision as they are then; call it again after
+        registering a hook on a layer inside a block or after moving the model to another device or
+        dtype (``set_precision`` does it itself). ``train()`` (any ``train(True)``, Lightning's
+        included) and ``remove_inference_rewrites`` remove them, so training never runs them.
+        ``surgclip.load`` and the evaluators (zero-shot, features, the library indexer, the search
+        engine) make this call; ``inference_rewrites`` says what is installed.
+        """
+        self.eval()
+        self._install_inference_rewrites()
+        return self
+
+    def _install_inference_rewrites(self) -> None:
+        weights = list(self.vision_encoder.parameters())
+        chunk_mlp = self.precision == "fp32" and all(p.device.type == "cpu" and p.dtype == torch.float32
+                                                     for p in weights)
+        for module in self.vision_encoder.modules():
+            if isinstance(module, DividedBlock):
+                module.prepare_for_inference(chunk_mlp=chunk_mlp)
+
+    def remove_inference_rewrites(self) -> "SurgCLIP":
+        """Back to the plain forward everywhere (training mode is left as it is); returns the model."""
+        for module in self.vision_encoder.modules():
+            if isinstance(module, DividedBlock):
+                module.remove_inference_rewrites()
+        return self
+
+    @property
+    def inference_rewrites(self) -> dict[str, int]:
+        """How many layers run each rewrite of ``prepare_for_inference`` now, e.g.
+        ``{"fused_temporal_output": 12, "chunked_mlp": 12}``; empty for the plain forward."""
+        counts: dict[str, int] = {}
+        for module in self.vision_encoder.modules():
+            if isinstance(module, DividedBlock):
+                for name in module.inference_rewrites:
+                    counts[name] = counts.get(name, 0) + 1
+        return counts
 
     def autocast(self, device: torch.device | str) -> contextlib.AbstractContextManager:
         """The autocast context of ``self.precision`` for tensors on ``device`` (a no-op for fp32).
@@ -241,6 +301,21 @@ class SurgCLIP(nn.Module):
         """-> (logits_per_video [B, N], logits_per_text [N, B]) scaled by 1 / temperature."""
         logits = self.encode_video(video) @ self.encode_text(tokens).T * self.logit_scale
         return logits, logits.T
+
+
+def prepare_for_evaluation(model: SurgCLIP) -> Callable[[], None]:
+    """``model.prepare_for_inference()`` for one evaluation run (eval mode, the inference rewrites);
+    returns a function that hands the model back as it came: its training mode again, and the
+    rewrites removed if it had none."""
+    was_training, had_rewrites = model.training, bool(model.inference_rewrites)
+    model.prepare_for_inference()
+
+    def restore() -> None:
+        if not had_rewrites:
+            model.remove_inference_rewrites()
+        model.train(was_training)
+
+    return restore
 
 
 def unpack_tokens(tokens) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .compat import storage_use_count
 from .utils import frame_number, list_frame_files
 
 SURGCLIP_MEAN = (0.5, 0.5, 0.5)
@@ -264,17 +265,14 @@ class ReusableBuffer:
 
     def __init__(self):
         self._buf: torch.Tensor | None = None
-        self._count = getattr(torch._C, "_storage_Use_Count", None)
         self._lock = threading.Lock()  # the check that it is free and the alias that takes it: one step
 
     def __deepcopy__(self, memo) -> "ReusableBuffer":
         return ReusableBuffer()  # a copy of its owner starts without one (the buffer is scratch memory)
 
     def _free(self) -> bool:
-        if self._count is None:
-            return False
-        storage = self._buf.untyped_storage()
-        return self._count(storage._cdata) <= 2  # the buffer's own reference and ``storage``'s
+        count = storage_use_count(self._buf)
+        return count is not None and count <= 1  # the buffer's own reference only
 
     def get(self, shape, device, stride=None) -> torch.Tensor:
         """A float32 tensor of ``shape`` on ``device``, laid out with ``stride`` (default: contiguous)."""

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .utils import graph_capturing
+from .compat import has_hooks
 
 
 def _resize_nearest_1d(embed: torch.Tensor, length: int) -> torch.Tensor:
@@ -24,15 +24,63 @@ def _resize_nearest_1d(embed: torch.Tensor, length: int) -> torch.Tensor:
     return F.interpolate(embed.transpose(1, 2), size=length, mode="nearest").transpose(1, 2)
 
 
-MLP_CHUNK = 1024  # tokens per MLP call in CPU inference (see DividedBlock._mlp_residual)
+MLP_CHUNK = 1024  # tokens per MLP call of a prepared block on a float32 CPU model (see ChunkedMLPResidual)
 
 
-def _has_hooks(module: nn.Module) -> bool:
-    """Whether a forward hook (the module's own or a global one) would see this module run."""
-    from torch.nn.modules import module as m
+class FusedLinearPair:
+    """``second(first(y))`` for two plain ``nn.Linear`` layers in a row, as one linear: weight
+    ``W2 @ W1``, bias ``W2 @ b1 + b2``. Equal to the two linears up to float rounding.
 
-    return bool(module._forward_hooks or module._forward_pre_hooks or getattr(m, "_global_forward_hooks", None) or
-                getattr(m, "_global_forward_pre_hooks", None))
+    The fused weight and bias are made at each call from the weights as they are then (no copy to go
+    stale, whatever changes them; autograd reaches the weights through them), in float32 outside
+    any autocast, then cast to the layers' dtype. Over ``rows`` rows of width ``D`` this replaces
+    two rows x D x D products by one D x D x D and one rows x D x D product, so it is used for calls
+    of at least ``2 * D`` rows; fewer rows run the two linears. The layers themselves are not called
+    (their hooks would not run): ``DividedBlock.prepare_for_inference`` installs this only for
+    unhooked ``nn.Linear`` layers with biases.
+    """
+
+    def __init__(self, first: nn.Linear, second: nn.Linear):
+        self.first, self.second = first, second
+
+    def __call__(self, y: torch.Tensor) -> torch.Tensor:
+        first, second = self.first, self.second
+        if y.numel() // y.shape[-1] < 2 * first.in_features:  # rows
+            return second(first(y))
+        with torch.autocast(first.weight.device.type, enabled=False):
+            w2 = second.weight.float()
+            weight = w2 @ first.weight.float()
+            bias = torch.addmv(second.bias.float(), w2, first.bias.float())
+        return F.linear(y, weight.to(second.weight.dtype), bias.to(second.bias.dtype))
+
+
+class ChunkedMLPResidual:
+    """``x + mlp(norm(x))`` over equal chunks of at most ``chunk`` tokens (the same values to float
+    rounding: every op is per token).
+
+    The MLP's 4x-wide hidden activations of a whole 16-frame clip are tens of MB per call, above
+    glibc's mmap threshold, so each call page-faults fresh buffers in; chunks of about a thousand
+    tokens reuse cached ones and stay closer to the CPU caches. Installed by
+    ``DividedBlock.prepare_for_inference`` only for a float32 model on the CPU with precision
+    ``fp32``: under bf16 autocast oneDNN's product for ``fc2`` (K = 3072, N = 768) runs at a
+    fraction of its rate over chunks of this size, and a GPU gains nothing from chunks.
+    """
+
+    def __init__(self, norm: nn.Module, mlp: nn.Module, chunk: int):
+        self.norm, self.mlp, self.chunk = norm, mlp, int(chunk)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1])
+        rows = flat.shape[0]
+        size = max(1, -(-rows // max(1, -(-rows // self.chunk))))  # equal chunks: no small GEMM left at the end
+        out = torch.empty_like(flat)
+        for start in range(0, rows, size):
+            chunk = flat[start:start + size]
+            out[start:start + size] = chunk + self.mlp(self.norm(chunk))
+        return out.view_as(x)
+
+
+_REWRITES = ("_temporal_output", "_mlp_residual")  # the methods a prepared block replaces
 
 
 class DividedBlock(nn.Module):
@@ -49,6 +97,10 @@ class DividedBlock(nn.Module):
     attention takes a strided view of the same qkv output. The published model instead shuffles
     every block's tokens between the ``(n t)`` and ``(t n)`` orders (six full copies per block), which
     made it, and our first port of it, memory-bound; under bf16 those copies dominated.
+
+    ``forward`` runs one computation, whatever the mode: two of its steps (``_temporal_output``,
+    ``_mlp_residual``) are methods that ``prepare_for_inference`` replaces on this block with
+    cheaper equivalents, and that ``remove_inference_rewrites`` or ``train()`` put back.
     """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, drop_path: float,
@@ -80,34 +132,12 @@ class DividedBlock(nn.Module):
         q, k, v = (t.reshape(B * S, H, T, D // H) for t in qkv.unbind(0))  # a view when B == 1
         out = F.scaled_dot_product_attention(q, k, v)  # [B*S, H, T, d]
         out = out.view(B, S, H, T, D // H).permute(0, 3, 1, 2, 4).reshape(B, T, S, D)
-        fused = self._temporal_output_linear(out.numel() // D)
-        if fused is not None:
-            return F.linear(out, *fused)
-        return self.temporal_fc(self.drop_path(attn.proj(out)))
+        return self._temporal_output(out)
 
-    def _temporal_output_linear(self, tokens: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """In inference, ``temporal_fc(temporal_attn.proj(y))`` as one linear: weight ``W_fc @ W_proj``,
-        bias ``W_fc @ b_proj + b_fc`` (drop-path is the identity there, and two linears in a row are one).
-
-        Over ``tokens`` rows this replaces a tokens x D x D product by a D x D x D one, so it is used
-        when ``tokens >= 2 * D`` (SurgCLIP-B at 16 frames: 3152 tokens, 768 wide, 4.5% of the video
-        tower's FLOPs fewer); the outputs equal the two linears' to float rounding. The fused weight
-        is made on every call, from the weights as they are (no cache to go stale, whatever changed
-        them), in float32 outside any autocast. None (the two linears run) in training, with autograd
-        on, under tracing or ``torch.compile``, or when either layer is not a plain ``nn.Linear`` or
-        has hooks (a LoRA wrapper, a feature hook: they see their layer run).
-        """
-        proj, fc = self.temporal_attn.proj, self.temporal_fc
-        if self.training or torch.is_grad_enabled() or graph_capturing() or tokens < 2 * proj.in_features:
-            return None
-        if type(proj) is not nn.Linear or type(fc) is not nn.Linear or proj.bias is None or fc.bias is None or \
-                _has_hooks(proj) or _has_hooks(fc):
-            return None
-        with torch.autocast(proj.weight.device.type, enabled=False):
-            w_fc = fc.weight.float()
-            weight = w_fc @ proj.weight.float()
-            bias = torch.addmv(fc.bias.float(), w_fc, proj.bias.float())
-        return weight.to(fc.weight.dtype), bias.to(fc.bias.dtype)
+    def _temporal_output(self, y: torch.Tensor) -> torch.Tensor:
+        """The temporal branch's output layers, ``temporal_fc(drop_path(temporal_attn.proj(y)))``
+        (a prepared block runs them as one ``FusedLinearPair``)."""
+        return self.temporal_fc(self.drop_path(self.temporal_attn.proj(y)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, T, 1 + N, D] frame-major tokens (slot 0 = class slot) -> same shape."""
@@ -121,26 +151,52 @@ class DividedBlock(nn.Module):
         return self._mlp_residual(x)
 
     def _mlp_residual(self, x: torch.Tensor) -> torch.Tensor:
-        """x + mlp(norm2(x)); in float32 CPU inference, over equal chunks of at most `MLP_CHUNK` tokens.
+        """``x + drop_path(mlp(norm2(x)))`` (a prepared block may run it as a ``ChunkedMLPResidual``)."""
+        return x + self.drop_path(self.mlp(self.norm2(x)))
 
-        The MLP's 4x-wide hidden activations of one 16-frame clip are tens of MB per call: above
-        glibc's mmap threshold, so every call page-faults fresh buffers in. Chunks of ~1k tokens reuse
-        cached ones and stay closer to the caches (same values to rounding). Not under autocast:
-        oneDNN's bf16 product for ``fc2`` (K = 3072, N = 768) runs at a fraction of its rate over
-        chunks of that size, so the bf16 forward is faster unchunked.
+    @property
+    def inference_rewrites(self) -> tuple[str, ...]:
+        """The rewrites ``prepare_for_inference`` installed and that are still in place:
+        ``"fused_temporal_output"``, ``"chunked_mlp"``; empty for the plain block."""
+        names = {"_temporal_output": "fused_temporal_output", "_mlp_residual": "chunked_mlp"}
+        return tuple(names[n] for n in _REWRITES if n in self.__dict__)
+
+    def prepare_for_inference(self, chunk_mlp: bool = True) -> tuple[str, ...]:
+        """Install this block's inference rewrites (see ``SurgCLIP.prepare_for_inference``); returns
+        ``inference_rewrites``. Idempotent: the rewrites in place are removed first and the layers
+        checked again.
+
+        - ``fused_temporal_output``: ``temporal_attn.proj`` and ``temporal_fc`` as one
+          ``FusedLinearPair`` (drop-path between them is the identity in eval mode), when both are
+          plain ``nn.Linear`` layers with biases and no hook watches either (``compat.has_hooks``):
+          a subclass or wrapper (LoRA) runs as itself.
+        - ``chunked_mlp`` (only with ``chunk_mlp``): the MLP residual as a ``ChunkedMLPResidual`` of
+          ``MLP_CHUNK`` tokens, when no hook watches ``norm2``, ``mlp`` or a layer inside it (a hook
+          would see each chunk instead of the whole input).
+
+        Raises:
+            RuntimeError: the block is in training mode (drop-path and dropout are live there).
         """
-        if self.training or torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != torch.float32 or \
-                torch.is_autocast_enabled("cpu"):
-            return x + self.drop_path(self.mlp(self.norm2(x)))
-        flat = x.reshape(-1, x.shape[-1])
-        if flat.shape[0] == 0:
-            return x.clone()
-        out = torch.empty_like(flat)
-        size = -(-flat.shape[0] // -(-flat.shape[0] // MLP_CHUNK))  # equal chunks: no small GEMM left at the end
-        for start in range(0, flat.shape[0], size):
-            chunk = flat[start:start + size]
-            torch.add(chunk, self.mlp(self.norm2(chunk)), out=out[start:start + size])
-        return out.view_as(x)
+        self.remove_inference_rewrites()
+        if self.training:
+            raise RuntimeError("prepare_for_inference on a block in training mode: call eval() first")
+        proj, fc = self.temporal_attn.proj, self.temporal_fc
+        if all(type(m) is nn.Linear and m.bias is not None and not has_hooks(m) for m in (proj, fc)):
+            self._temporal_output = FusedLinearPair(proj, fc)
+        if chunk_mlp and not any(has_hooks(m) for m in (self.norm2, *self.mlp.modules())):
+            self._mlp_residual = ChunkedMLPResidual(self.norm2, self.mlp, MLP_CHUNK)
+        return self.inference_rewrites
+
+    def remove_inference_rewrites(self) -> None:
+        """Back to the plain block (a no-op on one)."""
+        for name in _REWRITES:
+            self.__dict__.pop(name, None)
+
+    def train(self, mode: bool = True) -> "DividedBlock":
+        """As ``nn.Module.train``; training mode also removes the inference rewrites."""
+        if mode:
+            self.remove_inference_rewrites()
+        return super().train(mode)
 
 
 class DividedSpaceTimeViT(nn.Module):
@@ -373,8 +429,9 @@ def normalization_folded_into(conv: nn.Conv2d, mean, std):
 
         def forward(x: torch.Tensor) -> torch.Tensor:
             if threading.get_ident() == owner:
-                with torch.autocast(x.device.type, enabled=False):
-                    return conv._conv_forward(x.to(folded_w.dtype), folded_w, folded_b)
+                with torch.autocast(x.device.type, enabled=False):  # ``input_conv``'s layer: zero padding
+                    return F.conv2d(x.to(folded_w.dtype), folded_w, folded_b, conv.stride, conv.padding,
+                                    conv.dilation, conv.groups)
             return plain(x)
 
         conv.forward = forward

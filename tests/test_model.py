@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import surgclip
-from helpers import small_model
+from helpers import SMALL_OVERRIDES, small_model
 
 
 @pytest.mark.parametrize("name", surgclip.list_models())
@@ -239,99 +239,201 @@ def _published_block(block, x, B, T):
 
 @pytest.mark.parametrize("chunk", [None, 7])  # 7: the 30 tokens go through the MLP in 5 chunks, the last partial
 def test_frame_major_block_equals_published_block(chunk, monkeypatch):
+    """The plain block, and the prepared one (fused temporal output; with ``chunk``, the MLP in
+    chunks), give the published block's output."""
     from surgclip import video_encoder
     from surgclip.video_encoder import DividedBlock
 
     if chunk:
         monkeypatch.setattr(video_encoder, "MLP_CHUNK", chunk)
-    B, T, S, D = 2, 3, 5, 32
-    block = DividedBlock(D, 4, 4.0, True, 0.0, 1e-6).eval()
+    B, T, S, D = 2, 3, 5, 8  # 30 tokens >= 2 x 8: the prepared block fuses the temporal output
+    block = DividedBlock(D, 2, 4.0, True, 0.0, 1e-6).eval()
     for p in block.parameters():  # non-trivial temporal_fc and biases
         torch.nn.init.normal_(p, std=0.2)
     x = torch.randn(B, T, S, D)  # frame-major; the published layout is (n t): token n * T + t
     with torch.no_grad():
-        ours = block(x)
         ref = _published_block(block, x.transpose(1, 2).reshape(B, S * T, D), B, T)
-    torch.testing.assert_close(ours.transpose(1, 2).reshape(B, S * T, D), ref, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(block(x), ours, rtol=1e-5, atol=1e-5)  # with autograd: the unchunked path
+        plain = block(x)
+        installed = block.prepare_for_inference(chunk_mlp=bool(chunk))
+        prepared = block(x)
+    assert installed == (("fused_temporal_output", "chunked_mlp") if chunk else ("fused_temporal_output",))
+    for ours in (plain, prepared):
+        torch.testing.assert_close(ours.transpose(1, 2).reshape(B, S * T, D), ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(block(x), prepared, rtol=1e-5, atol=1e-5)  # with autograd on: the same rewrites
 
 
-def test_mlp_is_chunked_in_float32_inference_only(monkeypatch):
-    """The MLP runs over chunks of MLP_CHUNK tokens in float32 CPU inference, and over all tokens in one
-    call under bf16 autocast (oneDNN's bf16 products lose half their rate on the chunks), with the
-    same result as the unchunked MLP either way."""
+def test_prepared_block_runs_its_mlp_in_equal_chunks(monkeypatch):
+    """A prepared block runs the MLP over equal chunks of at most MLP_CHUNK tokens, with the plain
+    block's result and gradients; an empty batch passes through; a hook on a layer of the MLP keeps
+    it whole."""
     from surgclip import video_encoder
     from surgclip.video_encoder import DividedBlock
 
     monkeypatch.setattr(video_encoder, "MLP_CHUNK", 7)
     torch.manual_seed(0)
     block = DividedBlock(32, 4, 4.0, True, 0.0, 1e-6).eval()
-    rows = []
-    block.mlp.fc2.register_forward_hook(lambda m, args, out: rows.append(args[0].reshape(-1, args[0].shape[-1]).shape[0]))
     x = torch.randn(2, 3, 5, 32)  # 30 tokens
+    grads = []
+    for prepared in (False, True):
+        block.prepare_for_inference() if prepared else block.remove_inference_rewrites()
+        block.zero_grad()
+        block(x).square().sum().backward()
+        grads.append([p.grad.clone() for p in block.parameters()])
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-5)
+    block.remove_inference_rewrites()
     with torch.no_grad():
-        fp32 = block(x)
-        assert rows == [6, 6, 6, 6, 6]  # equal chunks of at most 7
-        rows.clear()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            bf16 = block(x)
-        assert rows == [30]
-        rows.clear()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=False):
-            x16 = block.to(torch.bfloat16)(x.bfloat16())  # bf16 weights, no autocast: not chunked either
-        assert rows == [30]
-    block.float()
+        plain = block(x)
+        assert block.prepare_for_inference() == ("fused_temporal_output", "chunked_mlp")
+        rows = []
+        block.mlp.fc2.register_forward_hook(lambda m, args, out: rows.append(args[0].reshape(-1, args[0].shape[-1]).shape[0]))
+        chunked = block(x)
+        assert rows == [6, 6, 6, 6, 6]  # equal chunks of at most 7 (the hook came after the call)
+        assert block(x[:0]).shape == (0, 3, 5, 32)
+    torch.testing.assert_close(chunked, plain, rtol=1e-6, atol=1e-6)
+    assert block.prepare_for_inference() == ("fused_temporal_output",)  # hooked fc2: the MLP runs whole again
     rows.clear()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        reference = block(x)  # autograd on: the plain path
-    torch.testing.assert_close(bf16, reference.detach(), rtol=0, atol=0)
-    torch.testing.assert_close(fp32, bf16.float(), rtol=0.05, atol=0.05)
-    assert x16.dtype == torch.bfloat16
+    with torch.no_grad():
+        block(x)
+    assert rows == [30]
 
 
-def test_inference_runs_the_temporal_output_as_one_linear_from_the_current_weights(monkeypatch):
-    """In inference over >= 2 x width tokens, temporal_attn.proj and temporal_fc run as one fused linear,
-    made from the weights as they are on every call: the output equals the two linears' (autograd on)
-    after writes through ``.data`` (no version bump) and after a bf16 autocast call."""
-    from surgclip.video_encoder import DividedBlock
+def test_mlp_chunks_only_for_a_float32_cpu_model_at_fp32():
+    """Whether the MLP runs in chunks is decided when the model is prepared: not at bf16 precision
+    (oneDNN's bf16 products lose half their rate on chunks), again at fp32 (``set_precision``
+    prepares a prepared model again), not for bf16 weights; the temporal output is fused in all."""
+    model = small_model("SurgCLIP-B")
+    assert model.inference_rewrites == {}
+    assert model.prepare_for_inference().inference_rewrites == {"fused_temporal_output": 2, "chunked_mlp": 2}
+    assert model.set_precision("bf16").inference_rewrites == {"fused_temporal_output": 2}
+    assert model.set_precision("fp32").inference_rewrites == {"fused_temporal_output": 2, "chunked_mlp": 2}
+    model.to(torch.bfloat16)
+    assert model.prepare_for_inference().inference_rewrites == {"fused_temporal_output": 2}
+    model.float()
+    model.train()
+    assert model.inference_rewrites == {}
+    assert model.set_precision("bf16").inference_rewrites == {}  # a plain model stays plain
+
+
+def test_fused_temporal_output_reads_the_current_weights():
+    """The fused temporal output is made from the weights as they are at each call: after writes
+    through ``.data`` (no version bump, as an EMA update or a hand-written loader does) and after a
+    bf16 autocast call, it equals the two linears; fewer rows than 2 x width run the two linears;
+    gradients reach both layers' weights."""
+    from surgclip.video_encoder import DividedBlock, FusedLinearPair
 
     torch.manual_seed(0)
     block = DividedBlock(16, 4, 4.0, True, 0.0, 1e-6).eval()
     for p in block.parameters():
         torch.nn.init.normal_(p, std=0.2)
-    fused_calls = []
-    real = DividedBlock._temporal_output_linear
-    monkeypatch.setattr(DividedBlock, "_temporal_output_linear",
-                        lambda self, tokens: fused_calls.append(tokens) or real(self, tokens))
-    x = torch.randn(2, 3, 6, 16)  # 36 tokens >= 2 x 16
+    fused = FusedLinearPair(block.temporal_attn.proj, block.temporal_fc)
+    y = torch.randn(2, 3, 6, 16)  # 36 rows >= 2 x 16
+    calls = []
+    handle = block.temporal_fc.register_forward_hook(lambda *a: calls.append(1))  # counts the plain calls
 
-    def both():
-        with torch.no_grad():
-            fused = block(x)
-        return fused, block(x).detach()  # autograd on: the two linears
+    def two_linears(v):
+        return block.temporal_fc(block.temporal_attn.proj(v))
 
     for change in (None, "data", "autocast"):
         if change == "data":
-            block.temporal_fc.weight.data.mul_(2)  # as an EMA update or a hand-written loader does
+            block.temporal_fc.weight.data.mul_(2)
             block.temporal_attn.proj.bias.data.add_(0.5)
         elif change == "autocast":
             with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-                block(x)  # a bf16 call first: nothing of it stays behind
-        fused, ref = both()
-        torch.testing.assert_close(fused, ref, rtol=1e-5, atol=1e-5)
+                fused(y)  # a bf16 call first: nothing of it stays behind
+        calls.clear()
+        with torch.no_grad():
+            got = fused(y)
+        assert calls == []  # one linear, not the layers
+        torch.testing.assert_close(got, two_linears(y).detach(), rtol=1e-5, atol=1e-5)
+    calls.clear()
     with torch.no_grad():
-        assert real(block, 36) is not None and real(block, 31) is None  # fewer tokens than 2 x width: two linears
-        seen = []
-        handle = block.temporal_fc.register_forward_hook(lambda *a: seen.append(1))
-        assert real(block, 36) is None  # a hooked layer runs as itself
-        block(x)
-        assert seen == [1]
+        fused(y[:, :2, :5])  # 20 rows < 32
+    assert calls == [1]
+    handle.remove()
+    fused(y).square().sum().backward()
+    grads = [block.temporal_fc.weight.grad.clone(), block.temporal_attn.proj.weight.grad.clone()]
+    block.zero_grad()
+    two_linears(y).square().sum().backward()
+    torch.testing.assert_close(grads, [block.temporal_fc.weight.grad, block.temporal_attn.proj.weight.grad],
+                               rtol=1e-4, atol=1e-5)
+
+
+def _surgclip_b_shaped(depth: int = 2, num_frames: int = 8):
+    """SurgCLIP-B's video tower at its width, heads, patch and frame size (fewer blocks and frames),
+    every weight randomised (the temporal branches of blocks after the first start at zero)."""
+    torch.manual_seed(0)
+    model = surgclip.create_model("SurgCLIP-B", vision=dict(depth=depth, num_frames=num_frames),
+                                  text=SMALL_OVERRIDES["SurgCLIP-B"]["text"]).eval()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name != "temp":
+                p.add_(torch.randn(p.shape, generator=g) * 0.02)
+    return model
+
+
+def test_prepared_model_gives_the_plain_models_outputs():
+    """SurgCLIP-B-shaped weights (width 768, 224 px, 8 frames: 1576 tokens, so the temporal output is
+    fused and the MLP runs in 2 chunks), uint8 and float input: the prepared model's frame embeddings
+    equal the plain model's within 1e-5 of their largest magnitude (measured: under 5e-7; float32 has
+    a 6e-8 relative step, and the rewrites change the order of the sums in two products per block).
+    Training mode removes the rewrites; a forward hook on a rewritten layer keeps that layer plain."""
+    model = _surgclip_b_shaped()
+    size = model.preprocess_cfg.image_size
+    g = torch.Generator().manual_seed(2)
+    inputs = {"uint8": torch.randint(0, 256, (1, 8, 3, size, size), dtype=torch.uint8, generator=g),
+              "float": torch.randn(1, 8, 3, size, size, generator=g)}
+    with torch.no_grad():
+        plain = {k: model.encode_video_frames(v) for k, v in inputs.items()}
+        assert model.prepare_for_inference() is model
+        assert model.inference_rewrites == {"fused_temporal_output": 2, "chunked_mlp": 2}
+        model.prepare_for_inference()  # idempotent
+        assert model.inference_rewrites == {"fused_temporal_output": 2, "chunked_mlp": 2}
+        for k, v in inputs.items():
+            prepared = model.encode_video_frames(v)
+            scale = plain[k].abs().max().item()
+            torch.testing.assert_close(prepared, plain[k], rtol=0, atol=1e-5 * scale)
+            assert not torch.equal(prepared, plain[k])  # the rewrites did run
+
+    blocks = model.vision_encoder.model.blocks
+    model.train()  # training: the plain path
+    assert model.inference_rewrites == {} and not blocks[0].__dict__.keys() & {"_temporal_output", "_mlp_residual"}
+    model.eval()
+    seen = []
+    blocks[1].temporal_fc.register_forward_hook(lambda m, args, out: seen.append(out.shape))
+    blocks[0].mlp.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape))
+    model.prepare_for_inference()
+    assert blocks[0].inference_rewrites == ("fused_temporal_output",)
+    assert blocks[1].inference_rewrites == ("chunked_mlp",)
+    with torch.no_grad():
+        hooked = model.encode_video_frames(inputs["float"])
+    assert seen == [(1, 8, 197, 768), (1, 8, 197, 768)]  # each hooked layer ran once, on the whole input
+    torch.testing.assert_close(hooked, plain["float"], rtol=0, atol=1e-5 * plain["float"].abs().max().item())
+
+
+def test_global_hooks_keep_the_plain_forward_and_evaluators_restore_the_model():
+    """A hook registered for every module keeps every layer plain; ``prepare_for_evaluation`` hands
+    the model back in its own training mode, without the rewrites it did not have."""
+    from torch.nn.modules.module import register_module_forward_hook
+
+    from surgclip.model import prepare_for_evaluation
+
+    model = small_model("SurgCLIP-B").train()
+    handle = register_module_forward_hook(lambda *a: None)
+    try:
+        assert model.prepare_for_inference().inference_rewrites == {}
+    finally:
         handle.remove()
-        assert block(x[:0]).shape == (0, 3, 6, 16)  # an empty batch
-    block.train()
-    with torch.no_grad():
-        assert real(block, 36) is None  # training: the two linears (drop-path between them)
-    assert fused_calls  # the forward asked for the fused linear
+    model.train()
+    restore = prepare_for_evaluation(model)
+    assert not model.training and model.inference_rewrites == {"fused_temporal_output": 2, "chunked_mlp": 2}
+    restore()
+    assert model.training and model.inference_rewrites == {}
+    model.prepare_for_inference()
+    prepare_for_evaluation(model)()
+    assert not model.training and model.inference_rewrites  # a prepared model stays prepared
+    with pytest.raises(RuntimeError, match="training mode: call eval"):
+        model.vision_encoder.model.blocks[0].train().prepare_for_inference()
 
 
 @pytest.mark.parametrize("pooling", ["cls", "mean"])

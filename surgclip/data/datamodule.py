@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
+from ..compat import unstarted_loader_iterator
 from ..transform import ClipTransform, PreprocessCfg
 from .batch_pool import BatchPool
 from .dataset import ClipDataset, PaddedCollate, worker_init
@@ -100,9 +101,9 @@ class EpochLoader(DataLoader):
     """
 
     def __iter__(self):
-        it = self._iterator if self.persistent_workers else None
+        it = unstarted_loader_iterator(self) if self.persistent_workers else None
         epoch = getattr(self.sampler, "epoch", None)
-        if it is not None and getattr(it, "_num_yielded", None) == 0 and getattr(self, "_iter_epoch", None) == epoch:
+        if it is not None and getattr(self, "_iter_epoch", None) == epoch:
             return it
         it = super().__iter__()
         self._iter_epoch = epoch

@@ -27,6 +27,7 @@ from ..sampling import ClipSpanError
 from ..transform import clip_batch_layout, stack_clips
 from ..utils import CLIP_SKIP_REASONS
 from .readers import FrameCache, FrameReader, VideoReadError, open_source, read_clip, skip_reason
+from .worker_memory import keep_freed_memory
 
 
 class BadItemError(RuntimeError):
@@ -364,43 +365,6 @@ class PaddedCollate:
         batch["valid"] = torch.tensor([not it.get("skipped") for it in items], dtype=torch.bool)
         batch["skipped"] = skipped
         return batch
-
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
-# the environment's own say over the same settings (glibc's variables and tunables for them)
-_MALLOC_ENV = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
-_MALLOC_TUNABLES = ("glibc.malloc.trim_threshold", "glibc.malloc.mmap_threshold", "glibc.malloc.top_pad",
-                    "glibc.malloc.mmap_max")
-
-
-def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 512 << 20) -> bool:
-    """Make glibc's malloc keep freed memory in this process for the next allocation; True if it was set.
-
-    Every training item allocates a few MB (its decoded frames, the resized clip, the flipped one)
-    and frees them. By default glibc serves such blocks with a fresh ``mmap`` (or gives the top of
-    its heap back to the kernel when they are freed), so each item touches new pages: hundreds of
-    page faults per clip, and kernel time that is a large share of a DataLoader worker's CPU. Blocks
-    under ``mmap_threshold`` (32 MiB, the most glibc's own adaptive threshold would reach) come from
-    the heap instead, and it is trimmed only above ``trim_threshold``, so an item reuses the pages
-    the items before it freed. The cost is that a worker keeps its peak heap until it exits.
-
-    Only for processes that do nothing else (the DataLoader workers). Does nothing off glibc, or
-    when the environment sets these itself: ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_MMAP_THRESHOLD_``,
-    ``MALLOC_TOP_PAD_``, ``MALLOC_MMAP_MAX_``, or the same ``glibc.malloc.*`` in ``GLIBC_TUNABLES``.
-    """
-    import ctypes
-    import platform
-
-    tunables = os.environ.get("GLIBC_TUNABLES", "")
-    if platform.libc_ver()[0] != "glibc" or any(k in os.environ for k in _MALLOC_ENV) or \
-            any(t in tunables for t in _MALLOC_TUNABLES):
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold))) and \
-        bool(mallopt(_M_TRIM_THRESHOLD, int(trim_threshold)))
 
 
 def worker_init(worker_id: int) -> None:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..datasets.table import FrameTable
+from ..model import prepare_for_evaluation
 from ..transform import ClipTransform
 from ..utils import atomic_path, atomic_write_json
 from .clips import clip_encoder, iter_clip_batches, read_ahead
@@ -87,8 +88,7 @@ def extract_features(model, table: FrameTable, cache_dir, num_frames: int | None
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(videos), desc="features", unit="video")
-    was_training = model.training
-    model.eval()
+    restore = prepare_for_evaluation(model)  # eval mode and the inference rewrites until restore()
     for video in videos:
         rows = np.flatnonzero(table.video == video)
         path = cache / f"{_safe(video)}.safetensors"
@@ -117,7 +117,7 @@ def extract_features(model, table: FrameTable, cache_dir, num_frames: int | None
             bar.update(1)
     if bar is not None:
         bar.close()
-    model.train(was_training)
+    restore()
     return feats, valid, dict(skipped)
 
 

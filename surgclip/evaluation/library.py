@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..data.readers import VideoReadError, open_source, skip_reason
+from ..model import prepare_for_evaluation
 from ..sampling import ClipSpanError, window_frames, window_spans
 from ..tokenizer import tokenize
 from ..transform import ClipTransform, stack_clips
@@ -106,6 +107,7 @@ def index_library(model, sources: list[Path], index_dir, window_s: float = 4.0, 
             from tqdm.auto import tqdm
 
             iterator = tqdm(sources, desc="index", unit="video")
+        restore = prepare_for_evaluation(model)  # eval mode and the inference rewrites, for every video
         for path in iterator:
             path = Path(path)
             vid = video_id(path)
@@ -120,6 +122,7 @@ def index_library(model, sources: list[Path], index_dir, window_s: float = 4.0, 
                 continue
             index.add_video(vid, emb, spans, dict(info, window_s=window_s, stride_s=stride_s, num_frames=num_frames))
             report["added"].append(vid)
+        restore()
         index.save()  # an index with no readable video still exists, recording the model
         report.update(failed_by_reason=dict(report["failed_by_reason"]), num_clips=len(index),
                       search=index.active_kind(), ivf=index.meta["ivf"])

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..datasets.table import FrameTable
+from ..model import prepare_for_evaluation
 from ..tokenizer import tokenize
 from ..transform import ClipTransform
 from . import metrics as M
@@ -90,8 +91,7 @@ def embed_table(model, table: FrameTable, num_frames: int | None = None, mode: s
     num_frames = int(num_frames or model.num_frames)
     if num_frames == 1:
         mode = "frame"
-    was_training = model.training
-    model.eval()
+    restore = prepare_for_evaluation(model)  # eval mode and the inference rewrites until restore()
     # a per-frame tower runs each frame's trunk once, however many overlapping clips hold it
     transform, encode = clip_encoder(model, ClipTransform(model.preprocess_cfg, normalize=False), num_frames, mode, device)
     emb = None
@@ -114,7 +114,7 @@ def embed_table(model, table: FrameTable, num_frames: int | None = None, mode: s
     finally:
         if bar is not None:
             bar.close()
-        model.train(was_training)
+        restore()
     if emb is None:
         emb = np.full((len(table), 1), np.nan, dtype=np.float32)
     clip = {"mode": mode, "num_frames": 1 if mode == "frame" else num_frames, "stride_s": stride_s}

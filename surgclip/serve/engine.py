@@ -79,6 +79,7 @@ class SearchEngine:
     def __init__(self, model, tokenizer, index, model_source: str, max_k: int = MAX_K,
                  max_query_chars: int = MAX_QUERY_CHARS, cache_size: int = 1024):
         self.model, self.tokenizer, self.index = model, tokenizer, index
+        model.prepare_for_inference()  # the engine's own model from now on: eval mode, inference rewrites
         self.model_source, self.max_k, self.max_query_chars = str(model_source), max_k, max_query_chars
         self._text_cache = LRU(cache_size)
         self._lock = threading.Lock()  # one forward pass at a time: the threadpool must not oversubscribe 2 cores
