@@ -32,7 +32,7 @@ def keep_freed_memory(mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int 
     and frees them. By default glibc serves such blocks with a fresh ``mmap`` (or gives the top of
     its heap back to the kernel when they are freed), so each item touches new pages: hundreds of
     page faults per clip, and kernel time that is a large share of a DataLoader worker's CPU. Blocks
-    under ``mmap_threshold`` (32 MiB, the most glibc's own adaptive threshold would reach) come from
+    under ``mmap_threshold`` (default ``32 << 20``, the most glibc's own adaptive threshold would reach) come from
     the heap instead, and it is trimmed only above ``trim_threshold``, so an item reuses the pages
     the items before it freed. The cost is that a worker keeps its peak heap until it exits.
 
