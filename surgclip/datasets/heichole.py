@@ -20,7 +20,7 @@ import numpy as np
 from ..sampling import frame_to_seconds
 from ..utils import VIDEO_EXTENSIONS, atomic_write_json, atomic_write_text
 from .layout import LoadOptions, attach_sources, numbered, read_fps_json, split_ids
-from .parsing import class_id, guard, parse_int, split_lines
+from .parsing import frame_class_row, guard, parse_int, split_lines
 from .protocols import task_classes
 from .table import FrameTable, LabelFileError, check_fps, make_table
 
@@ -55,9 +55,7 @@ def read_heichole_phase(path, classes: list[str], label_fps: float = 25.0, video
     for n, parts in _rows(path):
         if len(parts) != 2:
             raise LabelFileError(path, n, f"expected 2 comma-separated fields (frame, phase id), found {len(parts)}")
-        frame = parse_int(parts[0], path, n, "frame index", minimum=0)
-        rows.append((video, frame_to_seconds(frame, fps), frame,
-                     class_id(parse_int(parts[1], path, n, "phase id"), classes, path, n)))
+        rows.append(frame_class_row(video, parts[0], parts[1], path, n, fps, classes, "phase id"))
     return make_table("heichole/phase", classes, rows, label_fps=fps)
 
 

@@ -12,6 +12,7 @@ import pickle
 import re
 from pathlib import Path
 
+from ..sampling import frame_to_seconds
 from .table import LabelFileError
 
 TRAILING_NUMBER = re.compile(r"(\d+)(?=\D*$)")  # the last run of digits of a name
@@ -140,6 +141,13 @@ class _NoGlobals(pickle.Unpickler):
     def find_class(self, module, name):
         raise UnsafePickleError(f"{self.path}: refused to load global {module}.{name} "
                                 f"(only plain dicts, lists, str and numbers are read)")
+
+
+def frame_class_row(video: str, frame_text: str, label_text: str, path, line: int, fps: float,
+                    classes: list[str], what: str) -> tuple:
+    """``(video, time_s, frame, class id)`` of a ``frame,class id`` label row; errors name ``file:line``."""
+    frame = parse_int(frame_text, path, line, "frame index", minimum=0)
+    return video, frame_to_seconds(frame, fps), frame, class_id(parse_int(label_text, path, line, what), classes, path, line)
 
 
 def safe_load_pickle(path) -> dict:

@@ -10,10 +10,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..sampling import frame_to_seconds
 from ..utils import VIDEO_EXTENSIONS, atomic_write_text
 from .layout import LoadOptions, attach_sources, numbered, read_fps_json, split_ids
-from .parsing import class_id, guard, lines, parse_int
+from .parsing import frame_class_row, guard, lines
 from .protocols import task_classes
 from .table import FrameTable, LabelFileError, check_fps, make_table
 
@@ -36,9 +35,7 @@ def read_sarrarp50(path, classes: list[str], label_fps: float = 60.0, video: str
         parts = [p.strip() for p in re.split(r"[,\t ]+", line)]
         if len(parts) != 2:
             raise LabelFileError(path, n, f"expected 'frame_idx,action_id', found {line[:60]!r}")
-        frame = parse_int(parts[0], path, n, "frame index", minimum=0)
-        rows.append((video, frame_to_seconds(frame, fps), frame,
-                     class_id(parse_int(parts[1], path, n, "action id"), classes, path, n)))
+        rows.append(frame_class_row(video, parts[0], parts[1], path, n, fps, classes, "action id"))
     return make_table("sarrarp50/action", classes, rows, label_fps=fps)
 
 
