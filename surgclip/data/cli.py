@@ -1,4 +1,4 @@
-"""``surgclip data stats | splits | import | extract-frames | sample`` (the last two also answer to their old
+"""``surgclip data stats | splits | import | pack | extract-frames | sample`` (the last two also answer to their old
 top-level names, aliases in ``surgclip.cli``)."""
 from __future__ import annotations
 
@@ -30,6 +30,29 @@ def register(subparsers) -> None:
     i.add_argument("--level", default="1", help="level of rows without one: 1/task, 2/step, 3/phase (default 1)")
     i.add_argument("--skip-bad", action="store_true", help="skip bad rows and count them instead of failing")
     i.set_defaults(func=_cmd_import)
+
+    k = sub.add_parser("pack", help="selected captions' frames -> WebDataset tar shards for streaming training "
+                       "(resumable; a folder or s3:// URL)")
+    k.add_argument("--db", required=True, help="captions SQLite file")
+    src = k.add_mutually_exclusive_group(required=True)
+    src.add_argument("--videos", help="video root ({name}/{name}.mp4 or {name}.mp4)")
+    src.add_argument("--frames", help="frame-folder root ({name}/000000.jpg ... with frames.json)")
+    k.add_argument("--frames-fps", type=float, default=None, help="rate of the frame folders (default: frames.json)")
+    k.add_argument("--out", required=True, help="folder or fsspec URL (s3://bucket/prefix) to write the shards to")
+    k.add_argument("--fps", type=float, default=1.0, help="frames kept per second of caption (default 1)")
+    k.add_argument("--min-frames", type=int, default=16, help="at least this many frames per caption (default 16)")
+    k.add_argument("--max-frames", type=int, default=64, help="at most this many frames per caption (default 64)")
+    k.add_argument("--size", type=int, default=224, help="stored short side in pixels, 0 = keep (default 224)")
+    k.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
+    k.add_argument("--shard-size", type=int, default=1000, help="captions per shard (default 1000)")
+    k.add_argument("--workers", type=int, default=2)
+    k.add_argument("--levels", default="1,2,3", help="caption levels to pack, as training selects them (default 1,2,3)")
+    k.add_argument("--text-field", default="caption", choices=("caption", "raw_narration"))
+    k.add_argument("--no-clean", action="store_true", help="keep captions as written (training's clean_captions: false)")
+    k.add_argument("--min-duration", type=float, default=0.0)
+    k.add_argument("--max-duration", type=float, default=500.0)
+    k.add_argument("--skip-errors", action="store_true", help="skip and count invalid caption rows instead of failing")
+    k.set_defaults(func=_cmd_pack)
 
     e = sub.add_parser("extract-frames", help="videos -> numbered frame folders (resumable)")
     e.add_argument("src", help="a video, a folder of videos, or a {name}/{name}.mp4 tree")
@@ -77,8 +100,24 @@ def _cmd_import(args) -> int:
     print(f"{args.out}: {res['captions']} captions ({levels}) over {res['videos']} videos")
     if res["skipped"]:
         print(f"skipped bad rows: {res['skipped']}")
-    print(f"train on it: surgclip train fit -c configs/sample.yaml --data.root null --data.db_path {args.out} "
-          f"--data.video_root {args.videos} --model.zeroshot_root null")
+    print(f"train on it: surgclip train fit -c configs/base.yaml -c configs/sample.yaml --data.root null "
+          f"--data.paths.db_path {args.out} "
+          f"--data.paths.video_root {args.videos} --model.zeroshot.root null")
+    return 0
+
+
+def _cmd_pack(args) -> int:
+    from .pack import PackSettings, format_manifest, pack
+
+    settings = PackSettings(fps=args.fps, min_frames=args.min_frames, max_frames=args.max_frames, size=args.size,
+                            quality=args.quality, shard_captions=args.shard_size)
+    levels = [int(x) for x in args.levels.split(",") if x.strip()]
+    manifest = pack(args.db, args.out, video_root=args.videos, frames_root=args.frames, frames_fps=args.frames_fps,
+                    settings=settings, levels=levels, min_duration=args.min_duration, max_duration=args.max_duration,
+                    text_field=args.text_field, clean=not args.no_clean, skip_errors=args.skip_errors,
+                    workers=args.workers)
+    print(f"{args.out}: " + format_manifest(manifest))
+    print(f"train from it: surgclip train fit -c configs/sample.yaml --data.read_from shards --data.shards {args.out}")
     return 0
 
 

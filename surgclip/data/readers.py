@@ -516,7 +516,18 @@ def _jpeg_frame_header(data: bytes) -> tuple[int, int, int, int] | None:
 
 
 def _read_rgb(path: Path) -> np.ndarray:
-    """One frame image -> uint8 [H, W, 3]; a broken file is a VideoReadError naming it.
+    """One frame image file -> uint8 [H, W, 3] (``decode_image`` of its bytes); a missing or broken
+    file is a VideoReadError naming it."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise VideoReadError(f"cannot read frame image {path}: {err}") from err
+    return decode_image(data, path)
+
+
+def decode_image(data: bytes, where) -> np.ndarray:
+    """One encoded frame image (JPEG, PNG, ...) -> uint8 [H, W, 3]; broken data is a VideoReadError
+    naming ``where`` (the file, or the shard member, it came from).
 
     An 8-bit colour or greyscale JPEG within PIL's decompression-bomb limit (read from its frame
     header, ``_jpeg_frame_header``) is decoded by torchvision's libjpeg-turbo op straight into a
@@ -528,7 +539,6 @@ def _read_rgb(path: Path) -> np.ndarray:
     from PIL import Image
 
     try:
-        data = path.read_bytes()
         header = _jpeg_frame_header(data)
         op = None
         if header is not None and header[0] == 8 and header[3] in (1, 3) and \
@@ -548,7 +558,7 @@ def _read_rgb(path: Path) -> np.ndarray:
             raise OSError(re.sub(r"^\w+, \S+:\d+, ", "", str(err).strip().splitlines()[0])) from err
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         # PIL signals broken files with all of these (e.g. SyntaxError "broken PNG file")
-        raise VideoReadError(f"cannot read frame image {path}: {err}") from err
+        raise VideoReadError(f"cannot read frame image {where}: {err}") from err
 
 
 def probe_frame_size(path: Path) -> tuple[int, int] | None:
