@@ -94,6 +94,30 @@ def state_dict_diff(expected: dict[str, torch.Tensor], state_dict: dict[str, tor
     return "; ".join(p for p in parts if p)
 
 
+# (what a checkpoint's keys look like, prefixes that must all be present), most specific first
+_LAYOUTS = (
+    ("CAMMA's SurgVLP / HecVL / PeskaVLP (ResNet-50 + Bio_ClinicalBERT; the three share one layout)",
+     ("backbone_img.model.", "backbone_text.model.")),
+    ("SurgCLIP-B (the published surgclip_beta.pth, or saved by surgclip)", ("vision_encoder.model.", "temp")),
+    ("a Hugging Face SigLIP model (MedSigLIP)", ("vision_model.", "text_model.", "logit_bias")),
+    ("an open_clip / OpenAI CLIP model", ("visual.", "token_embedding.")),
+    ("a surgclip model with a per-frame trunk (SurgVLP/HecVL/PeskaVLP, CLIP, MedSigLIP or tiny as saved by "
+     "surgclip)", ("vision_encoder.trunk.", "text_encoder.")),
+)
+
+
+def describe_layout(keys) -> str:
+    """Which architecture a checkpoint's keys look like, for error messages (``"unknown ..."`` if none)."""
+    keys = [k for k in keys]
+    for prefix in ("model.", "module."):
+        if keys and all(k.startswith(prefix) for k in keys):
+            keys = [k[len(prefix):] for k in keys]
+    for name, prefixes in _LAYOUTS:
+        if all(any(k == p or k.startswith(p) for k in keys) for p in prefixes):
+            return name
+    return f"no architecture surgclip knows (first keys: {', '.join(sorted(keys)[:5]) or 'none'})"
+
+
 def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "state dict") -> None:
     """Load ``state_dict`` strictly: every key used, none missing, every shape equal.
 
@@ -108,7 +132,8 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: 
     diff = state_dict_diff(model.state_dict(), state_dict)
     if diff:
         model_name = getattr(model, "name", type(model).__name__)
-        raise CheckpointMismatchError(f"{source} does not fit model {model_name!r}: {diff}")
+        raise CheckpointMismatchError(f"{source} does not fit model {model_name!r}: {diff}. Its keys look like "
+                                      f"{describe_layout(state_dict)}")
     model.load_state_dict(state_dict, strict=True)
 
 

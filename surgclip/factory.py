@@ -11,7 +11,10 @@ import torch
 
 from .checkpoint import is_pretrained_dir, load_weights, read_pretrained_dir, read_state_dict
 from .model import SurgCLIP, check_precision
-from .pretrained import resolve_weights
+from .baselines import ALIASES, FOLDER_MODELS
+from .baselines import siglip
+from .baselines.camma import load_camma_weights
+from .pretrained import DEFAULT_TAG, resolve_weights
 from .tokenizer import build_tokenizer
 from .transform import ImageTransform
 from .utils import default_device
@@ -26,8 +29,11 @@ def list_models() -> list[str]:
 
 
 def available_models() -> list[str]:
-    """Model names ``load`` accepts (published API)."""
-    return list_models()
+    """Model names ``load`` accepts: the architectures, their aliases (``CLIP``) and the models read
+    from a folder of files (``MedSigLIP``)."""
+    from .baselines import ALIASES, FOLDER_MODELS
+
+    return sorted(set(list_models()) | set(ALIASES) | set(FOLDER_MODELS))
 
 
 def deep_update(base: dict, overrides: dict) -> dict:
@@ -43,9 +49,13 @@ def deep_update(base: dict, overrides: dict) -> dict:
 
 def get_model_config(name: str, **overrides) -> dict:
     """The architecture config of ``name`` with ``overrides`` deep-merged in."""
-    path = MODEL_CONFIG_DIR / f"{name}.json"
+    from .baselines import ALIASES, FOLDER_MODELS
+
+    if name in FOLDER_MODELS:
+        raise ValueError(f"{name} is built from its own files: use surgclip.load({name!r}, pretrained=FOLDER)")
+    path = MODEL_CONFIG_DIR / f"{ALIASES.get(name, name)}.json"
     if not path.is_file():
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())} "
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(available_models())} "
                          f"(or pass a directory written by save_pretrained)")
     config = json.loads(path.read_text())
     config["name"] = name
@@ -93,11 +103,15 @@ def load(name_or_path: str | os.PathLike = "SurgCLIP-B", device: str | torch.dev
     """Load a model for inference (published SurgCLIP API).
 
     Args:
-        name_or_path: a registered name (``SurgCLIP-B``, ``CLIP-B-16``, ``tiny``), a directory
-            written by ``save_pretrained`` (also as ``local-dir:/path``), or ``hf-hub:org/repo``.
+        name_or_path: a registered name (``SurgCLIP-B``, ``CLIP`` = ``CLIP-B-16``, ``SurgVLP``,
+            ``HecVL``, ``PeskaVLP``, ``MedSigLIP``, ``tiny``), a directory written by
+            ``save_pretrained`` (also as ``local-dir:/path``), or ``hf-hub:org/repo``.
         device: default ``cuda`` if available, else ``cpu``.
-        pretrained: weights for a named model: a path, a tag or a registered file name. ``SurgCLIP-B``
-            defaults to its published weights; ``tiny`` and the others default to random weights.
+        pretrained: weights for a named model: a path, a tag or a registered file name. ``SurgCLIP-B``,
+            ``SurgVLP``, ``HecVL`` and ``PeskaVLP`` default to their published weights (CAMMA's
+            ``{name}.pth``, loaded strictly in their key layout: ``baselines.camma``); ``MedSigLIP``
+            takes the folder of ``google/medsiglip-448`` (``baselines.siglip``); ``CLIP`` loads
+            open_clip's ``openai`` weights; ``tiny`` defaults to random weights.
         num_frames: clip length the model is used with (default: the model's own).
         precision: ``"fp32"`` (default), ``"bf16"`` (CPU and GPU) or ``"fp16"`` (GPU only): the
             ``encode_*`` methods and ``forward`` then run under ``torch.autocast`` and still return
@@ -120,15 +134,36 @@ def load(name_or_path: str | os.PathLike = "SurgCLIP-B", device: str | torch.dev
         load_weights(model, state_dict, source=f"{path}")
     elif Path(path).is_dir():
         raise FileNotFoundError(f"{path} is a directory but holds no surgclip_config.json (write one with save_pretrained)")
+    elif path in FOLDER_MODELS:
+        model = load_folder_model(path, pretrained, **overrides)
     else:
         model = create_model(path, **overrides)
-        if pretrained is not None or path == "SurgCLIP-B":
+        if pretrained is not None or path in DEFAULT_TAG:
             weights, _ = resolve_weights(path, pretrained)
-            load_weights(model, read_state_dict(weights), source=str(weights))
+            state_dict = read_state_dict(weights)
+            if model.config.get("checkpoint_format") == "camma":
+                load_camma_weights(model, state_dict, source=str(weights))
+            else:
+                load_weights(model, state_dict, source=str(weights))
     if num_frames is not None:
         model.num_frames = int(num_frames)
     model = model.to(device).set_precision(precision).prepare_for_inference()
     return model, ImageTransform(model.preprocess_cfg), get_tokenizer(model.config)
+
+
+def load_folder_model(name: str, pretrained=None, **overrides) -> SurgCLIP:
+    """A model built and loaded from a folder of files (MedSigLIP: its config, weights and tokenizer
+    as the hub publishes them; ``baselines.siglip``).
+
+    Raises:
+        WeightsNotFoundError naming the hub id, its licence and where to put the files.
+    """
+    if name != "MedSigLIP":
+        raise ValueError(f"unknown folder model {name!r}; known: {', '.join(FOLDER_MODELS)}")
+    folder = siglip.medsiglip_folder(pretrained)
+    model = create_model(deep_update(siglip.siglip_config(folder, name=name), overrides), seed=None)
+    siglip.load_siglip_weights(model, siglip.read_siglip_state_dict(folder), source=str(folder))
+    return model
 
 
 def _hub_snapshot(repo: str) -> str:

@@ -78,8 +78,11 @@ class SurgCLIP(nn.Module):
         self.vision_layernorm = nn.LayerNorm(vision_width, eps=ln_eps) if ln_eps else nn.Identity()
         embed_dim = config.get("embed_dim")
         self.vision_proj = nn.Linear(vision_width, embed_dim) if embed_dim else nn.Identity()
-        self.text_proj = nn.Linear(text_width, embed_dim) if embed_dim else nn.Identity()
+        # ``text_proj: false``: the text tower's features are already in the joint space (CAMMA's models)
+        self.text_proj = nn.Linear(text_width, embed_dim) if embed_dim and config.get("text_proj", True) else nn.Identity()
         self.embed_dim = embed_dim or vision_width
+        if not isinstance(self.text_proj, nn.Linear) and embed_dim and text_width != embed_dim:
+            raise ValueError(f"text_proj: false needs a text tower of width embed_dim={embed_dim}; it has {text_width}")
         temperature = config.get("temperature", 0.07)
         if clip_model is not None and config["open_clip"].get("pretrained"):
             temperature = float(1.0 / clip_model_logit_scale(clip_model))

@@ -24,7 +24,27 @@ PRETRAINED: dict[str, dict[str, dict]] = {
         },
     },
 }
-DEFAULT_TAG = {"SurgCLIP-B": "beta"}
+# CAMMA's releases (their package's download links): a zip holding the state dict ``{Model}.pth``.
+for _name in ("SurgVLP", "HecVL", "PeskaVLP"):
+    PRETRAINED[_name] = {"camma": {
+        "file": f"{_name}.pth",
+        "url": {"SurgVLP": "https://seafile.unistra.fr/f/93757ace1bfc47248e1e/?dl=1",
+                "HecVL": "https://seafile.unistra.fr/f/3b9b9207068a4b03bc2a/?dl=1",
+                "PeskaVLP": "https://seafile.unistra.fr/f/65a2b1bf113e428280d0/?dl=1"}[_name],
+        "archive": "zip",
+        "sha256": None,  # not published upstream
+        "format": "camma",
+        "licence": "CAMMA (University of Strasbourg): see github.com/CAMMA-public/SurgVLP",
+    }}
+DEFAULT_TAG = {"SurgCLIP-B": "beta", "SurgVLP": "camma", "HecVL": "camma", "PeskaVLP": "camma"}
+# Tokenizer vocabularies that are not shipped in the package (resolved like weights).
+VOCAB_FILES: dict[str, dict] = {
+    "Bio_ClinicalBERT": {
+        "file": "Bio_ClinicalBERT-vocab.txt",
+        "url": "https://huggingface.co/emilyalsentzer/Bio_ClinicalBERT/resolve/main/vocab.txt",
+        "sha256": None,
+    },
+}
 DOWNLOAD_TIMEOUT_S = 20
 
 
@@ -81,21 +101,36 @@ def resolve_weights(model: str, pretrained: str | os.PathLike | None = None) -> 
         raise WeightsNotFoundError(
             f"weights {str(pretrained)!r} for {model}: no such file, and not a registered tag "
             f"(registered for {model}: {known or 'none'})")
+    return resolve_file(model, record, "weights"), record
+
+
+def resolve_file(owner: str, record: dict, what: str = "weights") -> Path:
+    """The cached file of ``record`` (``file``, ``url``, optional ``sha256`` and ``archive: zip``),
+    downloaded (checked, written atomically) when absent and online.
+
+    Raises:
+        WeightsNotFoundError: offline or on a failed download, naming the file, its URL and where to put it.
+    """
     cached = cache_dir() / record["file"]
     if cached.is_file():
         _verify(cached, record)
-        return cached, record
-    where = (f"Download {record['url']} and save it as {cached} (or set SURGCLIP_CACHE to the folder holding "
-             f"{record['file']}, or pass pretrained='/path/to/{record['file']}')")
+        return cached
+    zipped = " (a zip archive: unzip it)" if record.get("archive") == "zip" else ""
+    where = (f"Download {record['url']}{zipped} and save {record['file']} as {cached} (or set SURGCLIP_CACHE to "
+             f"the folder holding {record['file']}" + (", or pass pretrained='/path/to/" + record["file"] + "')"
+                                                        if what == "weights" else ")"))
     if is_offline():
-        raise WeightsNotFoundError(f"{model} weights {record['file']!r} are not in the cache and downloads are off "
+        raise WeightsNotFoundError(f"{owner} {what} {record['file']!r} are not in the cache and downloads are off "
                                    f"(offline mode). {where}.")
     try:
-        _download(record["url"], cached)
-    except OSError as err:
-        raise WeightsNotFoundError(f"{model} weights {record['file']!r} could not be downloaded ({err}). {where}.") from err
+        if record.get("archive") == "zip":
+            _download_zip_member(record["url"], record["file"], cached)
+        else:
+            _download(record["url"], cached)
+    except (OSError, ValueError) as err:
+        raise WeightsNotFoundError(f"{owner} {what} {record['file']!r} could not be downloaded ({err}). {where}.") from err
     _verify(cached, record)
-    return cached, record
+    return cached
 
 
 def _verify(path: Path, record: dict) -> None:
@@ -110,3 +145,20 @@ def _download(url: str, dest: Path) -> None:
         with open(tmp, "wb") as f:
             while block := response.read(1 << 20):
                 f.write(block)
+
+
+def _download_zip_member(url: str, member: str, dest: Path) -> None:
+    """Download a zip archive and keep only its entry named ``member`` (any folder), as ``dest``."""
+    import tempfile
+    import zipfile
+
+    with tempfile.TemporaryDirectory(dir=dest.parent if dest.parent.is_dir() else None) as tmp:
+        archive = Path(tmp) / "download.zip"
+        _download(url, archive)
+        with zipfile.ZipFile(archive) as z:
+            names = [n for n in z.namelist() if Path(n).name == member]
+            if not names:
+                raise ValueError(f"{url} holds no {member} (entries: {z.namelist()[:10]})")
+            with z.open(names[0]) as src, atomic_path(dest) as out, open(out, "wb") as f:
+                while block := src.read(1 << 20):
+                    f.write(block)

@@ -40,17 +40,27 @@ class HFTextEncoder(nn.Module):
 
     Args:
         config: keyword arguments of the model's config class (e.g. BertConfig fields).
-        pooling: ``"cls"`` (first token) or ``"mean"`` (masked mean over tokens).
+        pooling: ``"cls"`` (first token), ``"mean"`` (masked mean over tokens) or ``"camma"``
+            (CAMMA's SurgVLP / HecVL / PeskaVLP sentence embedding: the last ``last_n_layers``
+            hidden states summed, each summed over the attended tokens ``[CLS] .. [SEP]`` and divided
+            by the full context length L. CAMMA sums each word's word pieces into one word vector,
+            pads the words with zero vectors to L slots and averages the slots, which is the same
+            number: a sum of sums over the same tokens, divided by L).
         pad_id: id of the padding token, used to rebuild the mask when none is given.
         pretrained: optional HF name or local path to initialise the weights from.
+        last_n_layers: hidden states summed by ``pooling="camma"`` (4 in CAMMA's models).
     """
 
-    def __init__(self, config: dict, pooling: str = "cls", pad_id: int = 0, pretrained: str | None = None):
+    POOLINGS = ("cls", "mean", "camma")
+
+    def __init__(self, config: dict, pooling: str = "cls", pad_id: int = 0, pretrained: str | None = None,
+                 last_n_layers: int = 4):
         super().__init__()
         from transformers import AutoConfig, AutoModel
 
-        if pooling not in ("cls", "mean"):
-            raise ValueError(f"unknown text pooling {pooling!r}; expected 'cls' or 'mean'")
+        if pooling not in self.POOLINGS:
+            raise ValueError(f"unknown text pooling {pooling!r}; expected one of {', '.join(self.POOLINGS)}")
+        self.last_n_layers = int(last_n_layers)
         config = dict(config)
         model_type = config.pop("model_type", "bert")
         hf_config = AutoConfig.for_model(model_type, **config)
@@ -78,13 +88,29 @@ class HFTextEncoder(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         if attention_mask is None:
             attention_mask = (input_ids != self.pad_id).long()
+        return self.encode(attention_mask, input_ids=input_ids)
+
+    def encode(self, attention_mask: torch.Tensor, input_ids: torch.Tensor | None = None,
+               inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """Pooled features [N, width] of token ids [N, L] or token embeddings [N, L, W] (CoOp's
+        spliced prompts) under ``attention_mask`` [N, L]; the pooling sees the full length L."""
+        full = attention_mask.shape[1]
         length = used_length(attention_mask)
-        if length < input_ids.shape[1]:  # trailing columns that are padding in every row: not computed
-            input_ids, attention_mask = input_ids[:, :length], attention_mask[:, :length]
-        hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if length < full:  # trailing columns that are padding in every row: not computed
+            attention_mask = attention_mask[:, :length]
+            input_ids = input_ids[:, :length] if input_ids is not None else None
+            inputs_embeds = inputs_embeds[:, :length] if inputs_embeds is not None else None
+        camma = self.pooling == "camma"
+        out = self.transformer(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                               output_hidden_states=camma)
+        mask = attention_mask.unsqueeze(-1)
+        if camma:
+            layers = torch.stack(out.hidden_states[-self.last_n_layers:]).sum(0)
+            return (layers * mask.to(layers.dtype)).sum(1) / full
+        hidden = out.last_hidden_state
         if self.pooling == "cls":
             return hidden[:, 0]
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        mask = mask.to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
 
@@ -114,7 +140,8 @@ def build_text_encoder(cfg: dict, clip_model: nn.Module | None = None) -> nn.Mod
     """Build a text tower from the ``text`` section of an architecture config.
 
     Args:
-        cfg: ``{"type": "hf", "config": {...}, "pooling": "cls"}`` or ``{"type": "open_clip"}``.
+        cfg: ``{"type": "hf", "config": {...}, "pooling": "cls"}``, ``{"type": "open_clip"}`` or
+            ``{"type": "hf_siglip", "config": {...}}``.
         clip_model: the open_clip model for ``type: open_clip``.
     """
     cfg = dict(cfg)
@@ -125,4 +152,8 @@ def build_text_encoder(cfg: dict, clip_model: nn.Module | None = None) -> nn.Mod
         if clip_model is None:
             raise ValueError("text tower 'open_clip' needs the open_clip model")
         return OpenCLIPTextEncoder(clip_model)
-    raise ValueError(f"unknown text tower type {kind!r}; expected 'hf' or 'open_clip'")
+    if kind == "hf_siglip":  # a Hugging Face SigLIP text tower (MedSigLIP)
+        from .baselines.siglip import SiglipTextEncoder
+
+        return SiglipTextEncoder(**cfg)
+    raise ValueError(f"unknown text tower type {kind!r}; expected 'hf', 'open_clip' or 'hf_siglip'")

@@ -27,6 +27,14 @@ def _check_texts(texts: str | Sequence[str]) -> list[str]:
     return texts
 
 
+def _registered_vocab(name: str) -> Path | None:
+    """A vocabulary registered as a downloadable file (``pretrained.VOCAB_FILES``: Bio_ClinicalBERT's, which
+    is not shipped), resolved like weights: cache, else download; offline a clear error."""
+    from .pretrained import VOCAB_FILES, resolve_file
+
+    return resolve_file(name, VOCAB_FILES[name], "vocabulary") if name in VOCAB_FILES else None
+
+
 class BertTokenizer:
     """WordPiece tokenizer for BERT text towers (lower-cased, accents stripped).
 
@@ -42,7 +50,7 @@ class BertTokenizer:
         from tokenizers import BertWordPieceTokenizer
         from tokenizers.processors import TemplateProcessing
 
-        path = VOCABS.get(vocab, Path(vocab))
+        path = VOCABS.get(vocab) or _registered_vocab(vocab) or Path(vocab)
         if not path.is_file():
             raise FileNotFoundError(f"BERT vocabulary not found: {path} (known names: {sorted(VOCABS)})")
         self._tok = BertWordPieceTokenizer(str(path), lowercase=True)
@@ -86,6 +94,33 @@ class OpenCLIPTokenizer:
         return {"type": "open_clip", "model": self.model, "context_length": self.context_length}
 
 
+class HFTokenizer:
+    """A Hugging Face tokenizer read from a local folder (MedSigLIP's), padded to ``context_length``.
+
+    Args:
+        path: folder holding the tokenizer files (``tokenizer.json`` / ``tokenizer_config.json`` ...).
+        context_length: tokens per text; every text is padded to it (SigLIP towers pool the last
+            position, so they are run on texts padded as in training).
+    """
+
+    def __init__(self, path: str, context_length: int = 64):
+        from transformers import AutoTokenizer
+
+        if not Path(path).is_dir():
+            raise FileNotFoundError(f"tokenizer folder not found: {path}")
+        self._tok = AutoTokenizer.from_pretrained(str(path))
+        self.path, self.context_length = str(path), int(context_length)
+        self.pad_id = int(self._tok.pad_token_id or 0)
+
+    def __call__(self, texts: str | Sequence[str], context_length: int | None = None) -> torch.LongTensor:
+        enc = self._tok(_check_texts(texts), padding="max_length", truncation=True,
+                        max_length=context_length or self.context_length, return_tensors="pt")
+        return enc["input_ids"].long()
+
+    def config(self) -> dict:
+        return {"type": "hf", "path": self.path, "context_length": self.context_length}
+
+
 def build_tokenizer(cfg: dict):
     """Tokenizer from the ``tokenizer`` section of an architecture config."""
     cfg = dict(cfg)
@@ -94,7 +129,9 @@ def build_tokenizer(cfg: dict):
         return BertTokenizer(**cfg)
     if kind == "open_clip":
         return OpenCLIPTokenizer(**cfg)
-    raise ValueError(f"unknown tokenizer type {kind!r}; expected 'bert' or 'open_clip'")
+    if kind == "hf":
+        return HFTokenizer(**cfg)
+    raise ValueError(f"unknown tokenizer type {kind!r}; expected 'bert', 'open_clip' or 'hf'")
 
 
 def tokenize(texts: str | Sequence[str], tokenizer, device: str | torch.device = "cpu", max_length: int = 77,

@@ -355,8 +355,14 @@ def build_video_encoder(cfg: dict, clip_model: nn.Module | None = None) -> nn.Mo
         width = int(trunk.output_dim)
     elif "timm" in cfg:
         trunk, width = _timm_trunk(dict(cfg["timm"]))
+    elif "hf_siglip" in cfg:  # a Hugging Face SigLIP image tower (MedSigLIP)
+        from .baselines.siglip import SiglipImageTrunk
+
+        trunk = SiglipImageTrunk(cfg["hf_siglip"])
+        width = trunk.width
     else:
-        raise ValueError(f"vision config needs 'temporal: divided', 'timm' or 'open_clip'; got keys {sorted(cfg)}")
+        raise ValueError(f"vision config needs 'temporal: divided', 'timm', 'open_clip' or 'hf_siglip'; "
+                         f"got keys {sorted(cfg)}")
     return FrameEncoder(trunk, width, temporal, temporal_cfg)
 
 

@@ -19,6 +19,11 @@ SMALL_OVERRIDES = {
                  embed_dim=16, preprocess=dict(image_size=32)),
     "CLIP-B-16": dict(open_clip=dict(pretrained=None)),
 }
+for _camma in ("SurgVLP", "HecVL", "PeskaVLP"):  # ResNet-18 trunk, small BERT, the shipped vocabulary
+    SMALL_OVERRIDES[_camma] = dict(
+        vision=dict(timm=dict(model="resnet18")), embed_dim=32, tokenizer=dict(vocab="bert-base-uncased"),
+        text=dict(config=dict(vocab_size=30522, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                              intermediate_size=64)), preprocess=dict(image_size=32))
 
 
 def small_model(name: str, **extra):

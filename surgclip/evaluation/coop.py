@@ -49,7 +49,9 @@ class _TextTowerAdapter:
             self.kind = "open_clip"
             self.embedding = tower.clip.token_embedding
         else:
-            raise TypeError(f"CoOp supports the Hugging Face and open_clip text towers, not {type(tower).__name__}")
+            raise TypeError(f"CoOp needs a text tower that takes token embeddings (the Hugging Face BERT tower of "
+                            f"SurgCLIP-B, tiny, SurgVLP, HecVL, PeskaVLP, or open_clip's of CLIP); model "
+                            f"{getattr(model, 'name', '?')!r} has {type(tower).__name__}, which does not")
         self.model, self.tower = model, tower
         self.width = int(self.embedding.weight.shape[1])
 
@@ -59,16 +61,8 @@ class _TextTowerAdapter:
     def pooled(self, embeds: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """embeds [C, L, W] (spliced), ids [C, L] (spliced, context slots = pad), mask [C, L] -> [C, text width]."""
         tower = self.tower
-        if self.kind == "hf":
-            from ..text_encoder import used_length
-
-            n = used_length(mask)  # the trailing all-padding columns change nothing (see used_length)
-            embeds, mask = embeds[:, :n], mask[:, :n]
-            hidden = tower.transformer(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
-            if tower.pooling == "cls":
-                return hidden[:, 0]
-            m = mask.unsqueeze(-1).to(hidden.dtype)
-            return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+        if self.kind == "hf":  # the tower's own pooling (cls, mean or CAMMA's layer sum)
+            return tower.encode(mask, inputs_embeds=embeds)
         from open_clip.transformer import text_global_pool
 
         clip = tower.clip
