@@ -3,13 +3,14 @@ and the package's one list each of media file suffixes and of the reasons an ite
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
 import re
 import secrets
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, TypeVar
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")  # frame images (lower case)
 # video files, in the order a layout tries ``<video>.<ext>`` (lower case)
@@ -223,3 +224,21 @@ def graph_capturing() -> bool:
     compiler = getattr(torch, "compiler", None)
     compiling = getattr(compiler, "is_compiling", None) or getattr(torch._dynamo, "is_compiling", lambda: False)
     return torch.jit.is_tracing() or torch.jit.is_scripting() or bool(compiling())
+
+
+G = TypeVar("G")
+
+
+def as_group(cls: type[G], value: G | dict | None, name: str) -> G:
+    """``value`` as a ``cls`` instance: None -> defaults, a dict -> its fields (unknown keys are an error)."""
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, dict):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"unknown option(s) {unknown} in {name}; known: {sorted(known)}")
+        return cls(**value)
+    raise TypeError(f"{name} must be a {cls.__name__} or a dict, got {type(value).__name__}")

@@ -110,7 +110,7 @@ def test_lightning_trains_on_cuda_in_bf16_mixed_as_on_cpu(tmp_path):
     gradient's sign, which bf16 flips for gradients near zero)."""
     def run(accelerator, precision):
         L.seed_everything(0)
-        module = SurgCLIPModule(model="tiny", model_overrides=TINY_TRAIN, warmup_steps=2, lr=1e-3)
+        module = SurgCLIPModule(model="tiny", model_overrides=TINY_TRAIN, optim={"warmup_steps": 2, "lr": 1e-3})
         start = torch.cat([p.detach().flatten().clone() for p in module.model.parameters()])
         L.Trainer(accelerator=accelerator, devices=1, precision=precision, max_steps=3, logger=False,
                   enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,

@@ -44,7 +44,7 @@ def test_save_pretrained_follows_umask(tmp_path, mask):
 
 @pytest.mark.parametrize("mask", UMASKS, ids=oct)
 def test_training_export_follows_umask(tmp_path, mask):
-    module = SurgCLIPModule(model="tiny", model_overrides=TINY_TRAIN, warmup_steps=1, lr=1e-3)
+    module = SurgCLIPModule(model="tiny", model_overrides=TINY_TRAIN, optim={"warmup_steps": 1, "lr": 1e-3})
     trainer = L.Trainer(
         accelerator="cpu", devices=1, max_epochs=2, limit_train_batches=1, limit_val_batches=1,
         num_sanity_val_steps=0, log_every_n_steps=1, enable_progress_bar=False, enable_model_summary=False,

@@ -142,7 +142,7 @@ def datamodule_rate(root: Path, num_frames: int, size: int, workers: int, clips:
     """(clips/s including worker start-up, as an epoch pays it; clips/s after the first batch;
     CPU s per clip after the first batch, all workers + the main process).
 
-    ``frame_cache_mb``: the workers keep decoded frames (``data.frame_cache_mb``), and the timing starts
+    ``frame_cache_mb``: the workers keep decoded frames (``data.loader.frame_cache_mb``), and the timing starts
     after one whole untimed epoch, as a training run's later epochs see them: the same persistent
     workers, each epoch in a new order (the epoch comes from a stand-in for the trainer).
     """
@@ -150,7 +150,7 @@ def datamodule_rate(root: Path, num_frames: int, size: int, workers: int, clips:
 
     dm = SurgLaViDataModule(root=str(root), read_from=source, num_frames=num_frames, batch_size=batch,
                             num_workers=workers, levels=[1, 2, 3] if (root / "manifest.json").is_file() else [1],
-                            uint8_video=uint8_video, frame_cache_mb=frame_cache_mb)
+                            loader={"uint8_video": uint8_video, "frame_cache_mb": frame_cache_mb})
     from surgclip import get_tokenizer
 
     dm.set_model(get_tokenizer("tiny"), {"image_size": size})
@@ -212,7 +212,7 @@ def in_process_parts(root: Path, num_frames: int, size: int, clips: int, batch: 
     from surgclip.data.dataset import PaddedCollate
 
     dm = SurgLaViDataModule(root=str(root), read_from=source, num_frames=num_frames, batch_size=batch, num_workers=0,
-                            levels=[1, 2, 3] if (root / "manifest.json").is_file() else [1], uint8_video=True)
+                            levels=[1, 2, 3] if (root / "manifest.json").is_file() else [1], loader={"uint8_video": True})
     from surgclip import get_tokenizer
 
     dm.set_model(get_tokenizer("tiny"), {"image_size": size})
@@ -327,7 +327,7 @@ def main() -> int:
     p.add_argument("--source", choices=("videos", "frames"), default="videos",
                    help="read the sample's videos/ or its frames/ (the real clips have videos only)")
     p.add_argument("--frame-cache-mb", type=float, default=0.0,
-                   help="with --source frames: decoded frames kept per worker (data.frame_cache_mb; the embedded "
+                   help="with --source frames: decoded frames kept per worker (data.loader.frame_cache_mb; the embedded "
                         "default uses 512), timed after one untimed epoch")
     p.add_argument("--realdata", default=str(REPO.parent / "shared" / "realdata"))
     p.add_argument("--sample", default=str(REPO / "data" / "sample"))

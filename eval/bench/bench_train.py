@@ -83,7 +83,7 @@ def lightning_loop(name: str, overrides: dict, batch: dict, steps: int, warmup: 
         def on_train_end(self, trainer, module):
             self.elapsed = time.perf_counter() - self.start
 
-    module = SurgCLIPModule(model=name, model_overrides=overrides, lr=1e-5, warmup_steps=0,
+    module = SurgCLIPModule(model=name, model_overrides=overrides, optim={"lr": 1e-5, "warmup_steps": 0},
                             grad_checkpointing=grad_ckpt)
     timer = Timer()
     trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=warmup + steps, logger=False, precision=precision,

@@ -19,7 +19,7 @@ timeout 240 "$py" -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tai
 echo "== 2. bench_gpu.py"
 timeout 200 "$py" eval/bench/bench_gpu.py 2>&1 | tee "$out/bench_gpu.log"
 echo "== 3. the embedded default on the GPU, bf16-mixed"
-timeout 300 surgclip train -c configs/sample.yaml --trainer.accelerator gpu --trainer.precision bf16-mixed 2>&1 | grep -v "^Epoch\|it/s\]" | tail -25 | tee "$out/train.log"
+timeout 300 surgclip train -c configs/base.yaml -c configs/sample.yaml --trainer.accelerator gpu --trainer.precision bf16-mixed 2>&1 | grep -v "^Epoch\|it/s\]" | tail -25 | tee "$out/train.log"
 report=$(ls -t runs/sample/version_*/report.json 2>/dev/null | head -1)
 if [ -n "$report" ]; then
   cmd=$("$py" -c "import json, sys; print(json.load(open(sys.argv[1]))['zeroshot_command'])" "$report")

@@ -27,7 +27,7 @@ BENCHES = {
                    "loops at once as there are workers)", "≥ 0.8×"),
     "bench_open": ("A training read from a reader opened for it: decord's against ours over the MP4's own index",
                    "none of its own (the data goal's reads)"),
-    "embedded_default": ("The embedded default, `surgclip train -c configs/sample.yaml` (recorded with "
+    "embedded_default": ("The embedded default, `surgclip train -c configs/base.yaml -c configs/sample.yaml` (recorded with "
                          "`python eval/bench/results.py record-run RUN_DIR`)",
                          "≤ 5 min from the command; ≤ 1.5× the bare compute"),
     "bench_train": ("Training step: Lightning + InfoNCE against a bare PyTorch loop; bf16 autocast against fp32",

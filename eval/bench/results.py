@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     rec = sub.add_parser("record-run", help="append a finished `surgclip train` run (timing.json + report.json)")
     rec.add_argument("run_dir", type=Path, help="the run's log dir, e.g. runs/sample/version_0")
-    rec.add_argument("--command", default="surgclip train -c configs/sample.yaml", help="the training command that ran")
+    rec.add_argument("--command", default="surgclip train -c configs/base.yaml -c configs/sample.yaml", help="the training command that ran")
     rec.add_argument("--wall-s", type=float, help="seconds from the command's start to its end (e.g. from `time`)")
     rec.add_argument("--max-rss-gb", type=float, help="the command's max RSS (e.g. from /usr/bin/time -v)")
     rec.add_argument("--out", type=Path, default=default_path("embedded_default"))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 import lightning as L
@@ -26,6 +27,7 @@ from ..transform import ClipTransform, PreprocessCfg
 from .batch_pool import BatchPool
 from .dataset import ClipDataset, PaddedCollate, worker_init
 from .db import CaptionDB, ClipTable
+from .options import CaptionOptions, DataPaths, LoaderOptions, as_group
 from .sample import DEFAULT_ROOT, ensure_sample
 
 log = logging.getLogger(__name__)
@@ -124,55 +126,41 @@ class SurgLaViDataModule(L.LightningDataModule):
 
     Args:
         root: a sample-style root (``captions.sqlite``, ``videos/``, ``frames/``, ``splits.json``);
-            the default sample is generated on first use. None: ``db_path`` and ``video_root`` or
-            ``frames_root`` are required (splits from ``splits_file`` or seeded).
+            the default sample is generated on first use. None: ``paths.db_path`` and
+            ``paths.video_root`` or ``paths.frames_root`` are required.
         read_from: under ``root``, read clips from its ``videos`` (H.264 files) or its ``frames``
             (frame folders written by ``extract-frames``: the fast path).
-        db_path, video_root, frames_root: override the paths under ``root``; with ``frames_root``
-            clips are read from frame folders (fps: ``frames_fps`` or each folder's ``frames.json``).
         model_name: tokenizer and preprocessing from ``surgclip.get_tokenizer`` /
             ``get_model_config(model_name)["preprocess"]`` (or call ``set_model``).
         num_frames: frames per clip (T).
         levels: caption levels used (1 task, 2 step, 3 phase).
         level_weights: per-level sampling weights for training; None = one mixed pool.
         level_every: level -> k: include that level in training only every k-th epoch.
-        splits_file: JSON {"train": [...], "val": [...], "test": [...]} of video names
-            (default: ``root/splits.json`` if present, else a seeded 90/10 split).
         batch_size: GLOBAL batch size; divided by the number of devices in ``setup``.
         num_workers: DataLoader workers.
         train_sampling: sampler mode for training (``random`` | ``dynamic`` | ``uniform`` ...).
-        text_field: ``caption`` (enhanced) or ``raw_narration``; clean_captions: released cleaning.
-        min_duration, max_clip_s: clip duration bounds in seconds.
         skip_errors: skip and count bad items (reported per epoch) instead of raising.
         seed: split and sampling seed.
-        uint8_video: batches carry resized/augmented uint8 video [B,T,3,S,S] and the model
-            normalises it (``SurgCLIP.encode_video`` takes uint8 frames and folds the normalisation
-            into its patch embedding): a quarter of the bytes between processes, no float work in the
-            workers and one pass over the frames in the main process instead of four.
-        frame_cache_mb: with frame folders, decoded training frames kept per worker process (MiB;
-            with ``num_workers=0``, by the main process): a persistent training worker decodes a
-            frame once while it fits instead of every epoch. Each worker keeps its own, so the memory
-            is up to ``num_workers`` x this (validation and test read without one). 0 (default)
-            keeps none.
-        worker_start: how workers start: ``forkserver`` (default: forked from a clean, preloaded
-            server, so decoder threads of the main process are never forked mid-lock), ``spawn``
-            or ``fork`` (fastest start; can deadlock once the main process has decoded video).
+        paths: ``DataPaths`` (database, media and splits outside ``root``).
+        captions: ``CaptionOptions`` (which caption rows are selected).
+        loader: ``LoaderOptions`` (worker start, uint8 batches, frame cache, pinned memory).
     """
 
-    def __init__(self, root: str | None = DEFAULT_ROOT, read_from: str = "videos", db_path: str | None = None,
-                 video_root: str | None = None,
-                 frames_root: str | None = None, frames_fps: float | None = None, model_name: str = "tiny",
+    def __init__(self, root: str | None = DEFAULT_ROOT, read_from: str = "videos", model_name: str = "tiny",
                  num_frames: int = 8, levels: list[int] = [1, 2, 3],  # noqa: B006 (LightningCLI needs a literal)
                  level_weights: dict[int, float] | None = None, level_every: dict[int, int] | None = None,
-                 splits_file: str | None = None, batch_size: int = 8, num_workers: int = 0,
-                 train_sampling: str = "random", text_field: str = "caption", clean_captions: bool = True,
-                 min_duration: float = 0.0, max_clip_s: float = 500.0, skip_errors: bool = False, seed: int = 0,
-                 pin_memory: bool = False, worker_start: str = "forkserver", uint8_video: bool = False,
-                 frame_cache_mb: float = 0.0):
+                 batch_size: int = 8, num_workers: int = 0, train_sampling: str = "random",
+                 skip_errors: bool = False, seed: int = 0, paths: DataPaths | None = None,
+                 captions: CaptionOptions | None = None, loader: LoaderOptions | None = None):
         super().__init__()
         if read_from not in ("videos", "frames"):
             raise ValueError(f"data.read_from must be 'videos' or 'frames', got {read_from!r}")
-        self.save_hyperparameters()
+        self.paths = as_group(DataPaths, paths, "data.paths")
+        self.captions = as_group(CaptionOptions, captions, "data.captions")
+        self.loader = as_group(LoaderOptions, loader, "data.loader")
+        # hyper-parameters hold plain values (checkpoints load with weights_only)
+        self.save_hyperparameters(ignore=["paths", "captions", "loader"])
+        self.hparams.update(paths=asdict(self.paths), captions=asdict(self.captions), loader=asdict(self.loader))
         self.levels = [int(x) for x in levels]
         self.level_weights = {int(k): float(v) for k, v in (level_weights or {}).items()} or None
         self.level_every = {int(k): int(v) for k, v in (level_every or {}).items()} or None
@@ -201,28 +189,28 @@ class SurgLaViDataModule(L.LightningDataModule):
 
     # -- paths ---------------------------------------------------------------------------------
     def _paths(self) -> tuple[Path, Path | None, Path | None, Path | None]:
-        hp = self.hparams
+        hp, paths = self.hparams, self.paths
         if hp.root is None:  # the GPU configs: every path given on its own
-            if not hp.db_path or not (hp.video_root or hp.frames_root):
-                raise ValueError("data.root is null: give data.db_path and data.video_root or data.frames_root "
-                                 "(or a sample-style data.root)")
+            if not paths.db_path or not (paths.video_root or paths.frames_root):
+                raise ValueError("data.root is null: give data.paths.db_path and data.paths.video_root or "
+                                 "data.paths.frames_root (or a sample-style data.root)")
             root = None
         else:
             root = Path(hp.root)
-            if hp.db_path is None and root == Path(DEFAULT_ROOT) and not (root / "manifest.json").is_file():
+            if paths.db_path is None and root == Path(DEFAULT_ROOT) and not (root / "manifest.json").is_file():
                 ensure_sample(root, seed=0)
-        db = Path(hp.db_path) if hp.db_path else root / "captions.sqlite"
+        db = Path(paths.db_path) if paths.db_path else root / "captions.sqlite"
         # an explicit frames_root or video_root wins over the root's folder named by read_from
-        frames = Path(hp.frames_root) if hp.frames_root else None
-        if frames is None and not hp.video_root and root is not None and hp.read_from == "frames":
+        frames = Path(paths.frames_root) if paths.frames_root else None
+        if frames is None and not paths.video_root and root is not None and hp.read_from == "frames":
             frames = root / "frames"
             if not frames.is_dir():
                 raise FileNotFoundError(f"data.read_from is 'frames' but {frames} does not exist: make it with "
-                                        f"`surgclip extract-frames {root / 'videos'} {frames} --size 0`, or read "
+                                        f"`surgclip data extract-frames {root / 'videos'} {frames} --size 0`, or read "
                                         f"the videos (data.read_from: videos)")
-        videos = Path(hp.video_root) if hp.video_root else (root / "videos" if frames is None else None)
-        if hp.splits_file:
-            splits = Path(hp.splits_file)
+        videos = Path(paths.video_root) if paths.video_root else (root / "videos" if frames is None else None)
+        if paths.splits_file:
+            splits = Path(paths.splits_file)
         else:
             splits = root / "splits.json" if root is not None and (root / "splits.json").is_file() else None
         return db, videos, frames, splits
@@ -257,8 +245,9 @@ class SurgLaViDataModule(L.LightningDataModule):
             return
         self._ensure_model()
         db, videos, frames, splits_path = self._paths()
-        table = CaptionDB(db).select(levels=self.levels, min_duration=hp.min_duration, max_duration=hp.max_clip_s,
-                                     text_field=hp.text_field, clean=hp.clean_captions, skip_errors=hp.skip_errors)
+        cap = self.captions
+        table = CaptionDB(db).select(levels=self.levels, min_duration=cap.min_duration, max_duration=cap.max_clip_s,
+                                     text_field=cap.text_field, clean=cap.clean, skip_errors=hp.skip_errors)
         self.setup_dropped = dict(table.dropped)
         if table.dropped:
             log.warning("skipped %d invalid caption rows at setup: %s", sum(table.dropped.values()), table.dropped)
@@ -267,13 +256,13 @@ class SurgLaViDataModule(L.LightningDataModule):
         for split, mode in (("train", hp.train_sampling), ("val", "uniform"), ("test", "uniform")):
             keep = np.isin(names, list(splits[split])) if len(names) else np.zeros(0, bool)
             self.datasets[split] = ClipDataset(
-                table.subset(keep), video_root=videos, frames_root=frames, frames_fps=hp.frames_fps,
+                table.subset(keep), video_root=videos, frames_root=frames, frames_fps=self.paths.frames_fps,
                 num_frames=hp.num_frames, mode=mode,
                 # items stay uint8; the collate normalises a whole batch at once (or, with
                 # uint8_video, the model does after the transfer)
                 transform=ClipTransform(self.preprocess_cfg, train=split == "train", normalize=False),
                 skip_errors=hp.skip_errors, seed=hp.seed,
-                frame_cache_mb=hp.frame_cache_mb if split == "train" else 0.0)  # read every epoch
+                frame_cache_mb=self.loader.frame_cache_mb if split == "train" else 0.0)  # read every epoch
         if len(self.datasets["train"]) == 0:
             raise ValueError(f"no training clips: {db} at levels {self.levels} with splits "
                              f"{splits_path or 'seeded'} selects none")
@@ -295,15 +284,15 @@ class SurgLaViDataModule(L.LightningDataModule):
         return EpochLoader(self.datasets[split], batch_size=self.batch_size_per_device, sampler=sampler,
                           shuffle=False, num_workers=workers,
                           collate_fn=PaddedCollate(self.tokenizer, self._blank(), pool=pool,
-                                                   normalize=None if hp.uint8_video else self.preprocess_cfg),
-                          pin_memory=hp.pin_memory, drop_last=split == "train" and sampler is not None and
+                                                   normalize=None if self.loader.uint8_video else self.preprocess_cfg),
+                          pin_memory=self.loader.pin_memory, drop_last=split == "train" and sampler is not None and
                           len(sampler) >= self.batch_size_per_device,
                           persistent_workers=workers > 0, prefetch_factor=prefetch if workers else None,
                           # its own generator: creating an iterator never draws from the global RNG,
                           # so dropout etc. repeat exactly after a resume
                           generator=torch.Generator().manual_seed(hp.seed),
                           worker_init_fn=worker_init if workers else None,
-                          multiprocessing_context=_worker_context(hp.worker_start) if workers else None)
+                          multiprocessing_context=_worker_context(self.loader.worker_start) if workers else None)
 
     def _cached(self, split: str, loader: DataLoader) -> DataLoader:
         """Keep a loader whose workers persist, to hand out again next epoch."""

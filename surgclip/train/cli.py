@@ -1,20 +1,27 @@
 """``surgclip train``: LightningCLI over SurgCLIPModule + SurgLaViDataModule.
 
-    surgclip train -c configs/sample.yaml                 # = surgclip train fit -c ...
-    surgclip train fit -c configs/surgclip_b.yaml --trainer.devices 8 --trainer.num_nodes 2
-    surgclip train fit -c configs/sample.yaml --print_config
-    surgclip train fit -c configs/sample.yaml --ckpt_path runs/sample/version_0/checkpoints/last.ckpt
+Configs compose: ``configs/base.yaml`` (loggers, checkpoints, export) first, then a per-model file
+that sets only what differs (later files win; ``callbacks+:`` appends)::
+
+    surgclip train -c configs/base.yaml -c configs/sample.yaml       # = surgclip train fit -c ...
+    surgclip train fit -c configs/base.yaml -c configs/surgclip_b.yaml --trainer.devices 8
+    surgclip train fit -c configs/base.yaml -c configs/sample.yaml --print_config
+    surgclip train fit -c configs/base.yaml -c configs/sample.yaml --ckpt_path runs/sample/version_0/checkpoints/last.ckpt
+
+``name`` names the run: a logger whose ``name`` is null logs under it (``runs/NAME/version_K``);
+its default is the model's name.
 """
 from __future__ import annotations
 
 import sys
 import warnings
+from typing import Optional
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("train", help="pretrain with LightningCLI (surgclip train -c configs/sample.yaml)",
+    p = subparsers.add_parser("train", help="pretrain with LightningCLI (surgclip train -c configs/base.yaml -c configs/sample.yaml)",
                               add_help=False)
     p.set_defaults(func=lambda args: train_main(sys.argv[2:]))
 
@@ -28,6 +35,12 @@ def _cli_class():
         def add_arguments_to_parser(self, parser) -> None:
             # the data pipeline tokenizes and preprocesses for the model being trained
             parser.link_arguments("model.model", "data.model_name")
+            parser.add_argument("--name", type=Optional[str], default=None,
+                                help="the run's name: loggers with name null log under it (default: the model's name)")
+
+        def before_instantiate_classes(self) -> None:
+            config = self.config[self.subcommand] if self.subcommand else self.config
+            name_loggers(config)
 
         def instantiate_trainer(self, **kwargs):
             plugins = list(kwargs.get("plugins") or [])
@@ -37,6 +50,17 @@ def _cli_class():
             return super().instantiate_trainer(**kwargs)
 
     return SurgCLIPCLI
+
+
+def name_loggers(config) -> None:
+    """Give every configured logger whose ``name`` is null the run's name (``config.name``, default
+    the model's name)."""
+    name = config.get("name") or config.model.model
+    loggers = config.trainer.get("logger")
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        init_args = getattr(logger, "init_args", None)
+        if init_args is not None and "name" in init_args and init_args.name is None:
+            init_args.name = name
 
 
 def train_main(argv: list[str] | None = None) -> int:

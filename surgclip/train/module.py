@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import shlex
 import zlib
+from dataclasses import asdict
 from pathlib import Path
 
 import lightning as L
@@ -14,6 +15,7 @@ from ..factory import create_model, get_tokenizer
 from ..loss import InfoNCELoss, PairMeta
 from ..utils import CLIP_SKIP_REASONS
 from .optim import check_prefixes, freeze_params, param_groups, warmup_cosine
+from .options import LossOptions, OptimOptions, ZeroShotOptions, as_group
 
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 ZEROSHOT_CLIP_STRIDE_S = 0.5  # seconds between the frames of a zero-shot validation clip
@@ -31,39 +33,27 @@ class SurgCLIPModule(L.LightningModule):
         model: architecture name (``tiny``, ``SurgCLIP-B``, ``CLIP-B-16``).
         model_overrides: architecture config overrides (deep-merged).
         init_from: initial weights: a ``save_pretrained`` directory or a checkpoint file.
-        optimizer: ``adamw`` | ``adam`` | ``sgd``.
-        lr, weight_decay, betas, eps: optimiser settings (no decay on norms, biases, embeddings, temperature).
-        warmup_steps, min_lr_ratio: linear warmup then cosine decay to ``min_lr_ratio * lr``.
-        lr_scale: per-module learning-rate factors, e.g. ``{"vision_encoder": 0.1}`` for pretrained towers.
         freeze: module prefixes to freeze, e.g. ``["text_encoder"]`` (frozen here, before any DDP/FSDP
             wrapping, so the wrapper never waits for their gradients).
+        lr_scale: per-module learning-rate factors, e.g. ``{"vision_encoder": 0.1}`` for pretrained towers.
         grad_checkpointing: recompute activations in backward to save memory.
-        local_loss, multi_positive, mask_overlaps: see ``InfoNCELoss``.
-        level_loss_weights: per-level loss weights, e.g. ``{1: 1.0, 2: 0.5, 3: 0.5}``.
-        zeroshot_root: a Cholec80-layout folder (e.g. the sample's ``cholec80``) scored zero-shot each
-            validation epoch; None to skip.
-        zeroshot_prompts: prompt set name for that benchmark.
-        zeroshot_stride_s: score one labelled frame every this many seconds (the clips' own frames are
-            ``ZEROSHOT_CLIP_STRIDE_S`` apart; the report prints the ``surgclip zeroshot`` command that
-            repeats the scoring on the exported model).
         seed: re-seeds all RNGs at each epoch start (seed + epoch) so a resumed run repeats exactly.
+        optim: ``OptimOptions`` (optimiser, learning rate, schedule).
+        loss: ``LossOptions`` (InfoNCE variants, per-level loss weights).
+        zeroshot: ``ZeroShotOptions`` (the benchmark scored each validation epoch; off by default).
     """
 
     def __init__(self, model: str = "tiny", model_overrides: dict | None = None, init_from: str | None = None,
-                 optimizer: str = "adamw", lr: float = 3e-4, weight_decay: float = 0.05,
-                 betas: tuple[float, float] = (0.9, 0.98), eps: float = 1e-6, warmup_steps: int = 50,
-                 min_lr_ratio: float = 0.01, lr_scale: dict[str, float] | None = None, freeze: list[str] | None = None,
-                 grad_checkpointing: bool = False, local_loss: bool = False, multi_positive: bool = True,
-                 mask_overlaps: bool = True, level_loss_weights: dict[int, float] | None = None,
-                 zeroshot_root: str | None = None, zeroshot_prompts: str = "camma", zeroshot_stride_s: float = 2.0,
-                 seed: int = 0):
+                 freeze: list[str] | None = None, lr_scale: dict[str, float] | None = None,
+                 grad_checkpointing: bool = False, seed: int = 0, optim: OptimOptions | None = None,
+                 loss: LossOptions | None = None, zeroshot: ZeroShotOptions | None = None):
         super().__init__()
-        self.save_hyperparameters()
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {sorted(OPTIMIZERS)}")
-        for level in (level_loss_weights or {}):
-            if int(level) not in (1, 2, 3):
-                raise ValueError(f"unknown level {level!r} in level_loss_weights; levels are 1 (task), 2 (step), 3 (phase)")
+        self.optim = as_group(OptimOptions, optim, "model.optim")
+        self.loss = as_group(LossOptions, loss, "model.loss")
+        self.zeroshot = as_group(ZeroShotOptions, zeroshot, "model.zeroshot")
+        # hyper-parameters hold plain values (checkpoints load with weights_only)
+        self.save_hyperparameters(ignore=["optim", "loss", "zeroshot"])
+        self.hparams.update(optim=asdict(self.optim), loss=asdict(self.loss), zeroshot=asdict(self.zeroshot))
         self.model = create_model(model, seed=seed, **(model_overrides or {}))
         if init_from:
             self._init_weights(init_from)
@@ -72,8 +62,9 @@ class SurgCLIPModule(L.LightningModule):
         if grad_checkpointing:
             self.model.set_grad_checkpointing(True)
         self.tokenizer = get_tokenizer(self.model.config)
-        self.loss_fn = InfoNCELoss(local_loss=local_loss, multi_positive=multi_positive, mask_overlaps=mask_overlaps)
-        self.level_weights = {int(k): float(v) for k, v in (level_loss_weights or {}).items()}
+        self.loss_fn = InfoNCELoss(local_loss=self.loss.local_loss, multi_positive=self.loss.multi_positive,
+                                   mask_overlaps=self.loss.mask_overlaps)
+        self.level_weights = {int(k): float(v) for k, v in (self.loss.level_weights or {}).items()}
         self._val_video, self._val_text, self._val_keys, self._val_texts = [], [], [], []
         self._val_skipped = dict.fromkeys(CLIP_SKIP_REASONS, 0)
         self.last_val_metrics: dict[str, float] = {}
@@ -207,7 +198,7 @@ class SurgCLIPModule(L.LightningModule):
         if metrics["val/skipped"] and self.trainer.is_global_zero:
             print(f"validation: skipped {int(metrics['val/skipped'])} held-out clips "
                   f"({', '.join(f'{r}: {int(n)}' for r, n in zip(reasons, counts.tolist()) if n)})")
-        if self.hparams.zeroshot_root and not self.trainer.sanity_checking:
+        if self.zeroshot.root and not self.trainer.sanity_checking:
             zs, failure = None, None
             if self.trainer.is_global_zero:
                 try:
@@ -235,10 +226,9 @@ class SurgCLIPModule(L.LightningModule):
         from ..evaluation.zeroshot import evaluate_zero_shot
 
         if getattr(self, "_zs_table", None) is None:
-            hp = self.hparams
-            self._zs_table = load_benchmark("cholec80", hp.zeroshot_root, split="all",
-                                            eval_fps=1.0 / hp.zeroshot_stride_s)
-            self._zs_prompts = get_prompts(load_protocol("cholec80"), hp.zeroshot_prompts, self._zs_table.classes)
+            zs = self.zeroshot
+            self._zs_table = load_benchmark("cholec80", zs.root, split="all", eval_fps=1.0 / zs.stride_s)
+            self._zs_prompts = get_prompts(load_protocol("cholec80"), zs.prompts, self._zs_table.classes)
         result = evaluate_zero_shot(self.model, self.tokenizer, self._zs_table, self._zs_prompts,
                                     num_frames=self.model.num_frames, mode="centered", stride_s=ZEROSHOT_CLIP_STRIDE_S)
         out = {f"val/zeroshot_{k}": float(result.metrics[k]) for k in ("accuracy", "f1", "global_accuracy")
@@ -254,28 +244,28 @@ class SurgCLIPModule(L.LightningModule):
 
     def zero_shot_command(self, model_dir: str | os.PathLike) -> str | None:
         """The ``surgclip eval zeroshot`` command that scores exported weights exactly as validation does."""
-        hp = self.hparams
-        if not hp.zeroshot_root:
+        zs = self.zeroshot
+        if not zs.root:
             return None
-        args = ["surgclip", "eval", "zeroshot", "--benchmark", "cholec80", "--root", str(hp.zeroshot_root),
-                "--split", "all", "--model", str(model_dir), "--prompts", str(hp.zeroshot_prompts),
-                "--eval-fps", str(1.0 / hp.zeroshot_stride_s), "--stride-s", str(ZEROSHOT_CLIP_STRIDE_S),
+        args = ["surgclip", "eval", "zeroshot", "--benchmark", "cholec80", "--root", str(zs.root),
+                "--split", "all", "--model", str(model_dir), "--prompts", str(zs.prompts),
+                "--eval-fps", str(1.0 / zs.stride_s), "--stride-s", str(ZEROSHOT_CLIP_STRIDE_S),
                 "--num-frames", str(self.model.num_frames), "--mode", "centered", "--metrics", "surglavi"]
         return shlex.join(args)
 
     # ---- optimisation
     def configure_optimizers(self):
-        hp = self.hparams
-        groups = param_groups(self.model, hp.lr, hp.weight_decay, hp.lr_scale)
+        opt = self.optim
+        groups = param_groups(self.model, opt.lr, opt.weight_decay, self.hparams.lr_scale)
         for g in groups:
             g.pop("names")
-        kwargs = {"betas": tuple(hp.betas), "eps": hp.eps} if hp.optimizer != "sgd" else {"momentum": 0.9}
-        if hp.optimizer != "sgd" and self.device.type in ("cpu", "cuda"):
+        kwargs = {"betas": tuple(opt.betas), "eps": opt.eps} if opt.optimizer != "sgd" else {"momentum": 0.9}
+        if opt.optimizer != "sgd" and self.device.type in ("cpu", "cuda"):
             # one fused kernel over all parameters: a per-parameter loop is a visible share of a small model's CPU step
             kwargs["fused"] = True
-        optimizer = OPTIMIZERS[hp.optimizer](groups, lr=hp.lr, **kwargs)
+        optimizer = OPTIMIZERS[opt.optimizer](groups, lr=opt.lr, **kwargs)
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(hp.warmup_steps, total, hp.min_lr_ratio))
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(opt.warmup_steps, total, opt.min_lr_ratio))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def on_train_epoch_start(self) -> None:

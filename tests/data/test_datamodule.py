@@ -256,7 +256,7 @@ def test_frame_cache_gives_the_same_batches_and_decodes_less(small_sample, monke
     monkeypatch.setattr(readers, "_read_rgb", lambda p: decoded.append(p) or real(p))
     runs = {}
     for mb in (0, 64):
-        dm = dm_for(small_sample, read_from="frames", frame_cache_mb=mb, uint8_video=True)
+        dm = dm_for(small_sample, read_from="frames", loader={"frame_cache_mb": mb, "uint8_video": True})
         dm.setup()
         decoded.clear()
         runs[mb] = []
@@ -280,7 +280,7 @@ from surgclip import get_tokenizer
 from surgclip.data.datamodule import SurgLaViDataModule
 
 dm = SurgLaViDataModule(root=sys.argv[1], read_from="videos", num_frames=4, batch_size=2, num_workers=2,
-                        levels=[1, 2, 3], worker_start="fork")
+                        levels=[1, 2, 3], loader={"worker_start": "fork"})
 dm.set_model(get_tokenizer("tiny"), {"image_size": 32})
 dm.setup()
 loader = dm.train_dataloader()

@@ -1,4 +1,4 @@
-"""End to end: ``surgclip train -c configs/sample.yaml`` on a small sample, then load the export."""
+"""End to end: ``surgclip train -c configs/base.yaml -c configs/sample.yaml`` on a small sample, then load the export."""
 import json
 import shlex
 
@@ -16,15 +16,15 @@ from surgclip.evaluation.metrics import retrieval_chance, retrieval_metrics
 from surgclip.evaluation.zeroshot import evaluate_zero_shot
 from surgclip.train.cli import train_main
 
-CONFIG = str(REPO / "configs" / "sample.yaml")
+BASE, CONFIG = str(REPO / "configs" / "base.yaml"), str(REPO / "configs" / "sample.yaml")
 
 
 @pytest.mark.slow
 def test_train_exports_and_reports(small_sample, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    rc = train_main(["-c", CONFIG, "--data.root", str(small_sample), "--data.num_workers", "0",
-                     "--data.batch_size", "8", "--model.zeroshot_root", str(small_sample / "cholec80"),
-                     "--model.zeroshot_stride_s", "4", "--trainer.max_epochs", "2",
+    rc = train_main(["-c", BASE, "-c", CONFIG, "--data.root", str(small_sample), "--data.num_workers", "0",
+                     "--data.batch_size", "8", "--model.zeroshot.root", str(small_sample / "cholec80"),
+                     "--model.zeroshot.stride_s", "4", "--trainer.max_epochs", "2",
                      "--trainer.check_val_every_n_epoch", "1", "--trainer.limit_train_batches", "3"])
     assert rc == 0
     run = next((tmp_path / "runs" / "sample").glob("version_*"))
@@ -76,10 +76,10 @@ def test_train_exports_and_reports(small_sample, tmp_path, monkeypatch, capsys):
 def test_print_config_and_bad_model(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as stop:
-        train_main(["-c", CONFIG, "--print_config"])
+        train_main(["-c", BASE, "-c", CONFIG, "--print_config"])
     assert stop.value.code == 0
     printed = capsys.readouterr().out
     assert "model: tiny" in printed and "class_path: surgclip.train.callbacks.ExportAndReport" in printed
-    rc = train_main(["-c", CONFIG, "--model.model", "SurgCLIP-Z", "--data.root", str(tmp_path / "none")])
+    rc = train_main(["-c", BASE, "-c", CONFIG, "--model.model", "SurgCLIP-Z", "--data.root", str(tmp_path / "none")])
     assert rc == 1
     assert "unknown model 'SurgCLIP-Z'" in capsys.readouterr().err

@@ -25,7 +25,7 @@ import torch
 import surgclip
 from conftest import REPO
 
-CONFIG = str(REPO / "configs" / "sample.yaml")
+BASE, CONFIG = str(REPO / "configs" / "base.yaml"), str(REPO / "configs" / "sample.yaml")
 TINY = {"num_frames": 2, "embed_dim": 16, "preprocess": {"image_size": 32},
         "vision": {"timm": {"img_size": 32, "patch_size": 16, "embed_dim": 32, "depth": 1, "num_heads": 2},
                    "temporal_cfg": {"heads": 2, "num_frames": 2}},
@@ -64,7 +64,7 @@ def test_level_sampler_deals_global_batches_to_ranks():
 def _cli(cwd, *args, devices=1, timeout=300):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests" / "train")]),
            "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "surgclip.cli", "train", "fit", "-c", CONFIG, "--trainer.accelerator", "cpu",
+    cmd = [sys.executable, "-m", "surgclip.cli", "train", "fit", "-c", BASE, "-c", CONFIG, "--trainer.accelerator", "cpu",
            "--trainer.devices", str(devices), "--trainer.strategy", "ddp" if devices > 1 else "auto", *args]
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
@@ -88,12 +88,12 @@ def test_two_processes_match_one_resume_freeze_and_skips(small_sample, tmp_path)
     with sqlite3.connect(broken) as con:
         con.executemany("UPDATE captions SET start_time = 9000, end_time = 9001 WHERE caption_id = ?",
                         [(i,) for i in bad_ids])
-    common = ["--data.root", str(small_sample), "--data.db_path", str(broken), "--data.skip_errors", "true",
+    common = ["--data.root", str(small_sample), "--data.paths.db_path", str(broken), "--data.skip_errors", "true",
               "--data.num_workers", "0", "--data.batch_size", str(BATCH), "--data.num_frames", "2",
-              "--model.model_overrides", json.dumps(TINY), "--model.warmup_steps", "2",
-              "--model.min_lr_ratio", "1.0",  # flat after warmup: the 2-epoch run and the 3-epoch one share a schedule
+              "--model.model_overrides", json.dumps(TINY), "--model.optim.warmup_steps", "2",
+              "--model.optim.min_lr_ratio", "1.0",  # flat after warmup: the 2-epoch run and the 3-epoch one share a schedule
               "--model.freeze", "[text_encoder]", "--model.lr_scale", "{vision_encoder: 0.5}",
-              "--model.zeroshot_root", str(small_sample / "cholec80"), "--model.zeroshot_stride_s", "8",
+              "--model.zeroshot.root", str(small_sample / "cholec80"), "--model.zeroshot.stride_s", "8",
               "--trainer.limit_train_batches", str(STEPS), "--trainer.limit_val_batches", "2",
               "--trainer.check_val_every_n_epoch", "1", "--trainer.log_every_n_steps", "1",
               "--trainer.logger", json.dumps([{"class_path": "lightning.pytorch.loggers.CSVLogger",

@@ -8,8 +8,9 @@ from surgclip.train.optim import param_groups, warmup_cosine
 from helpers import TINY_TRAIN, synthetic_datamodule
 
 
-def _module(**kwargs):
-    return SurgCLIPModule(model="tiny", model_overrides=TINY_TRAIN, warmup_steps=2, lr=1e-3, **kwargs)
+def _module(optim: dict | None = None, **kwargs):
+    return SurgCLIPModule(model="tiny", model_overrides=TINY_TRAIN, optim={"warmup_steps": 2, "lr": 1e-3, **(optim or {})},
+                          **kwargs)
 
 
 def _trainer(tmp_path, **kwargs):
@@ -72,11 +73,13 @@ def test_resume_from_another_model_names_the_keys(tmp_path):
 
 def test_bad_configuration_is_named():
     with pytest.raises(ValueError, match=r"unknown optimizer 'lamb'; choose one of \['adam', 'adamw', 'sgd'\]"):
-        _module(optimizer="lamb")
+        _module(optim={"optimizer": "lamb"})
     with pytest.raises(ValueError, match=r"unknown model 'tinyy'"):
         SurgCLIPModule(model="tinyy")
     with pytest.raises(ValueError, match=r"unknown level 4"):
-        _module(level_loss_weights={4: 1.0})
+        _module(loss={"level_weights": {4: 1.0}})
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['lr_rate'\] in model.optim"):
+        _module(optim={"lr_rate": 1.0})
     with pytest.raises(ValueError, match=r"no parameters under 'visual'"):
         param_groups(_module().model, 1e-3, 0.1, lr_scale={"visual": 0.1})
 
@@ -106,7 +109,7 @@ def test_warmup_cosine_schedule():
 
 
 def test_level_weights_and_per_level_logging():
-    module = _module(level_loss_weights={1: 1.0, 2: 0.0, 3: 0.0})
+    module = _module(loss={"level_weights": {1: 1.0, 2: 0.0, 3: 0.0}})
     dm = synthetic_datamodule(module.tokenizer)
     batch = next(iter(dm.train_dataloader()))
     out = module.model_step(batch)
@@ -151,7 +154,7 @@ def test_uint8_batches_train_as_their_normalised_float_batches(small_sample):
     batches = {}
     for uint8 in (False, True):
         dm = SurgLaViDataModule(root=str(small_sample), model_name="tiny", num_frames=2, batch_size=4,
-                                num_workers=0, uint8_video=uint8)
+                                num_workers=0, loader={"uint8_video": uint8})
         dm.set_model(module.tokenizer, module.model.preprocess_cfg.to_dict())
         dm.setup("fit")
         batches[uint8] = next(iter(dm.train_dataloader()))

@@ -26,8 +26,8 @@ def test_skips_are_counted_by_reason_and_batches_keep_their_size(small_sample, t
                           "ORDER BY caption_id LIMIT 1").fetchone()[0]
         con.execute("UPDATE captions SET start_time = 9000, end_time = 9001 WHERE caption_id = ?", (bad,))
 
-    dm = SurgLaViDataModule(root=None, db_path=str(db), video_root=str(videos),
-                            splits_file=str(small_sample / "splits.json"), model_name="tiny", num_frames=2,
+    dm = SurgLaViDataModule(root=None, paths={"db_path": str(db), "video_root": str(videos),
+                                                     "splits_file": str(small_sample / "splits.json")}, model_name="tiny", num_frames=2,
                             levels=[3], batch_size=1, skip_errors=True)
     dm.set_model(lambda texts: torch.zeros(len(texts), 4, dtype=torch.long), {"image_size": 32})
     dm.setup("fit")
@@ -75,9 +75,10 @@ def test_validation_skips_reach_the_val_metrics(small_sample, tmp_path):
              "vision": {"timm": {"img_size": 32, "patch_size": 16, "embed_dim": 32, "depth": 1, "num_heads": 2},
                         "temporal_cfg": {"heads": 2, "num_frames": 2}},
              "text": {"config": {"hidden_size": 32, "num_hidden_layers": 1}}}
-    module = SurgCLIPModule(model="tiny", model_overrides=small, zeroshot_root=None)
-    dm = SurgLaViDataModule(root=None, db_path=str(small_sample / "captions.sqlite"), video_root=str(videos),
-                            splits_file=str(tmp_path / "splits.json"), num_frames=2, batch_size=8, skip_errors=True)
+    module = SurgCLIPModule(model="tiny", model_overrides=small)
+    dm = SurgLaViDataModule(root=None, paths={"db_path": str(small_sample / "captions.sqlite"),
+                                                     "video_root": str(videos), "splits_file": str(tmp_path / "splits.json")},
+                            num_frames=2, batch_size=8, skip_errors=True)
     L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
               enable_model_summary=False).validate(module, datamodule=dm, verbose=False)
     names = np.asarray(dm.datasets["val"].table.video_name)

@@ -20,7 +20,7 @@ class Snapshot(L.Callback):
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])  # bf16-mixed: trains on CPU, timed under autocast
 def test_run_timer_writes_elapsed_and_bare_compute(tmp_path, precision):
     L.seed_everything(0)
-    module = SurgCLIPModule(model="tiny", model_overrides=TINY_TRAIN, warmup_steps=1, lr=1e-3)
+    module = SurgCLIPModule(model="tiny", model_overrides=TINY_TRAIN, optim={"warmup_steps": 1, "lr": 1e-3})
     snap, timer = Snapshot(), RunTimer(bare_steps=2, warmup=1, keep_batches=2)
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path,
@@ -50,7 +50,7 @@ class SlowClips(SyntheticClips):
 
 def test_run_timer_splits_elapsed_into_steps_data_wait_validation(tmp_path, capsys):
     L.seed_everything(0)
-    module = SurgCLIPModule(model="tiny", model_overrides=TINY_TRAIN, warmup_steps=1, lr=1e-3)
+    module = SurgCLIPModule(model="tiny", model_overrides=TINY_TRAIN, optim={"warmup_steps": 1, "lr": 1e-3})
     dm = synthetic_datamodule(module.tokenizer, n=24)
     dm.train, dm.val = SlowClips(0.005, n=24), SlowClips(0.1, n=8, seed=99)  # 3 x 8 x 5 ms to load; 0.8 s to validate
     timer = RunTimer(bare_steps=1, warmup=0, keep_batches=1)
@@ -78,7 +78,7 @@ def test_run_timer_rejects_bad_arguments():
 
 def _fit_two_epochs(tmp_path, callbacks):
     L.seed_everything(0)
-    module = SurgCLIPModule(model="tiny", model_overrides=TINY_TRAIN, warmup_steps=1, lr=1e-3)  # text dropout 0.1
+    module = SurgCLIPModule(model="tiny", model_overrides=TINY_TRAIN, optim={"warmup_steps": 1, "lr": 1e-3})  # text dropout 0.1
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path,
                         max_epochs=2, limit_train_batches=3, limit_val_batches=0, num_sanity_val_steps=0,
