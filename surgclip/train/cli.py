@@ -41,6 +41,10 @@ def _cli_class():
         def before_instantiate_classes(self) -> None:
             config = self.config[self.subcommand] if self.subcommand else self.config
             name_loggers(config)
+            if self.subcommand == "fit" and not has_export(config):
+                print("surgclip train: note: no surgclip.train.callbacks.ExportAndReport callback is configured, so "
+                      "the run exports no model and writes no report; compose with configs/base.yaml first "
+                      "(surgclip train -c configs/base.yaml -c YOUR.yaml)", file=sys.stderr)
 
         def instantiate_trainer(self, **kwargs):
             plugins = list(kwargs.get("plugins") or [])
@@ -61,6 +65,15 @@ def name_loggers(config) -> None:
         init_args = getattr(logger, "init_args", None)
         if init_args is not None and "name" in init_args and init_args.name is None:
             init_args.name = name
+
+
+def has_export(config) -> bool:
+    """Whether the trainer's callbacks include ``ExportAndReport``."""
+    callbacks = config.trainer.get("callbacks") or []
+    for callback in callbacks if isinstance(callbacks, list) else [callbacks]:
+        if str(getattr(callback, "class_path", "")).endswith("ExportAndReport"):
+            return True
+    return False
 
 
 def train_main(argv: list[str] | None = None) -> int:

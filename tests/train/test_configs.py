@@ -99,6 +99,16 @@ def test_composition_appends_callbacks_and_names_the_loggers(tmp_path, monkeypat
     assert config.trainer.logger[0].init_args.name == "run7"
 
 
+def test_a_model_file_without_the_base_is_told_it_exports_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    overrides, frames = SHRINK["tiny"]
+    rc = train_main(["fit", "-c", str(REPO / "configs" / "sample.yaml"), *CPU, "--data.root", "/nonexistent",
+                     "--model.model_overrides", json.dumps(overrides), "--trainer.fast_dev_run", "1"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "no surgclip.train.callbacks.ExportAndReport callback is configured" in err
+    assert "compose with configs/base.yaml first" in err
+
+
 def test_null_root_without_paths_names_the_options(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     overrides, _ = SHRINK["SurgCLIP-B"]
