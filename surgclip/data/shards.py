@@ -127,7 +127,9 @@ class Store:
         except FileNotFoundError:
             raise
         except Exception as err:  # botocore/aiohttp errors: a message naming the URL, not the secrets
-            raise ShardError(f"{self.where(name)}: {what} failed ({type(err).__name__}: {str(err)[:300]})") from None
+            hint = (" - the store refused the credentials: check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and "
+                    "AWS_ENDPOINT_URL" if isinstance(err, PermissionError) else "")
+            raise ShardError(f"{self.where(name)}: {what} failed ({type(err).__name__}: {str(err)[:300]}){hint}") from None
 
     def exists(self, name: str) -> bool:
         if self.local:
@@ -198,7 +200,7 @@ class Store:
                 fd = self._fds[name] = os.open(self.path(name), os.O_RDONLY)
             return [os.pread(fd, e - s, s) for s, e in zip(starts, ends)]
         path = self.path(name)
-        return self._remote("reading", name, self.fs.cat_ranges, [path] * len(starts), starts, ends, None, "raise")
+        return self._remote("reading", name, lambda: self.fs.cat_ranges([path] * len(starts), starts, ends, on_error="raise"))
 
 
 # -- the index of a packed folder -----------------------------------------------------------------
@@ -246,8 +248,8 @@ def load_index(url: str) -> ShardIndex:
     store = Store(url)
     try:
         manifest = store.read_json(MANIFEST)
-    except FileNotFoundError:
-        raise ShardError(f"{store.where(MANIFEST)} not found: {url} holds no packed shards "
+    except FileNotFoundError as err:
+        raise ShardError(f"{store.where(MANIFEST)} not found ({err}): {url} holds no packed shards "
                          f"(make them with `surgclip data pack --out {url}`)") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ShardError(f"{store.where(MANIFEST)}: not a {FORMAT} manifest (format {manifest.get('format')!r})"
@@ -361,3 +363,29 @@ class ShardDataset(ClipDataset):
             self._warned.add((shard, reason))
             log.warning("shard data skipped (%s): %s", reason, err)
         return reason
+
+
+def training_rows(index: ShardIndex, levels, videos, text_field: str = "caption", clean: bool = True,
+                  min_duration: float = 0.0, max_duration: float = 500.0) -> ShardIndex:
+    """The packed rows training selects: the given levels and videos (a split), within the duration
+    bounds.
+
+    Raises:
+        ShardError: the pack's selection cannot give what training asks for (a level it did not
+            pack, another text field or cleaning, narrower duration bounds), naming both.
+    """
+    sel, where = index.manifest.get("selection", {}), index.store.where(MANIFEST)
+    missing = sorted(set(int(lv) for lv in levels) - set(sel.get("levels", [])))
+    if missing:
+        raise ShardError(f"training asks for level(s) {missing}; {where} packed levels {sel.get('levels')}")
+    for key, want in (("text_field", text_field), ("clean", bool(clean))):
+        if sel.get(key) != want:
+            raise ShardError(f"training reads {key}={want!r}; {where} was packed with {key}={sel.get(key)!r}")
+    if sel.get("min_duration", 0.0) > min_duration or sel.get("max_duration", 500.0) < max_duration:
+        raise ShardError(f"training keeps clips of {min_duration}-{max_duration} s; {where} packed "
+                         f"{sel.get('min_duration')}-{sel.get('max_duration')} s")
+    t = index.table
+    dur = t.end_s - t.start_s
+    keep = (np.isin(t.level, list(levels)) & np.isin(np.asarray(t.video_name, dtype=object), list(videos))
+            & (dur > min_duration) & (dur <= max_duration))
+    return index.subset(keep)
