@@ -35,7 +35,9 @@ class SiglipImageTrunk(nn.Module):
         from transformers import SiglipVisionConfig, SiglipVisionModel
 
         cfg = SiglipVisionConfig(**config)
-        self.vision_model = SiglipVisionModel(cfg).vision_model
+        tower = SiglipVisionModel(cfg)
+        # transformers 5: the model is the tower (SiglipModel.vision_model); 4.x: it wraps it in .vision_model
+        self.vision_model = getattr(tower, "vision_model", tower)
         self.width = int(cfg.hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -52,7 +54,8 @@ class SiglipTextEncoder(nn.Module):
         from transformers import SiglipTextConfig, SiglipTextModel
 
         cfg = SiglipTextConfig(**config)
-        self.text_model = SiglipTextModel(cfg).text_model
+        tower = SiglipTextModel(cfg)
+        self.text_model = getattr(tower, "text_model", tower)  # as the image tower
         self.width = int(getattr(cfg, "projection_size", None) or cfg.hidden_size)
         self.pad_id = pad_id
 
