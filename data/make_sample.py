@@ -1,4 +1,4 @@
-"""Generate the bundled sample dataset (thin wrapper over ``surgclip.data.sample.make_sample``).
+"""Generate the bundled sample dataset (thin wrapper over ``surgclip.sample.make_sample``).
 
     python data/make_sample.py [--out data/sample] [--seed 0] [--videos 34]
 """

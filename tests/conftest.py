@@ -53,7 +53,7 @@ def tiny_model():
 @pytest.fixture(scope="session")
 def small_sample(tmp_path_factory) -> Path:
     """A 5-video sample dataset (3 train, 1 val, 1 test; seed 0), generated once per session."""
-    from surgclip.data.sample import make_sample
+    from surgclip.sample import make_sample
 
     return make_sample(tmp_path_factory.mktemp("sample") / "s", seed=0, num_videos=5, workers=1)
 

@@ -9,6 +9,8 @@ Python runs on the way are not edges.
 - ``surgclip.datasets`` reaches nothing of ``surgclip.evaluation``, ``surgclip.train`` or
   ``surgclip.serve``, and of ``surgclip.data`` only the media layer ``surgclip.data.readers``
   (which reaches no dataset or evaluation code);
+- the synthetic sample generator ``surgclip.sample`` reaches no evaluation, training or serving code,
+  and only the DataModule (default root) and ``surgclip data sample`` import it;
 - the core, the package itself and its top-level modules (model, transform, sampling, tokenizer,
   factory, checkpoint, utils, ...) but not ``surgclip.cli``, which dispatches to every area, reaches
   none of ``surgclip.data``, ``.evaluation``, ``.train``, ``.serve`` or ``.datasets``;
@@ -23,11 +25,14 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYERED = ("surgclip.evaluation", "surgclip.datasets")
 DATASETS_MAY_NOT_REACH = ("surgclip.evaluation", "surgclip.train", "surgclip.serve")
 DATASETS_MAY_USE_OF_DATA = {"surgclip.data.readers"}
-AREAS = ("surgclip.data", "surgclip.evaluation", "surgclip.train", "surgclip.serve", "surgclip.datasets")
+AREAS = ("surgclip.data", "surgclip.evaluation", "surgclip.train", "surgclip.serve", "surgclip.datasets", "surgclip.sample")
+# the synthetic sample generator is its own package: it reaches no evaluation, training or serving code,
+# and only these use it (the default ``data.root`` is generated on first use; ``surgclip data sample``)
+SAMPLE = "surgclip.sample"
+SAMPLE_USERS = {"surgclip.data.datamodule", "surgclip.data.cli"}
 NOT_CORE = {"surgclip.cli"}  # the command line dispatches to every area
 # Import cycles left in place, each as the modules it runs through, with the reason it stays.
-# (None: the last one, surgclip.data.sample <-> surgclip.data.sample_benchmarks, was cut by having
-# sample.py render the benchmark procedures and hand them to write_sample_benchmarks.)
+# (None.)
 ALLOWED_CYCLES: list[tuple[str, ...]] = []
 
 
@@ -176,6 +181,18 @@ def test_the_core_reaches_no_area(graph):
     assert not any(m.startswith(tuple(a + "." for a in AREAS)) or m in AREAS for m in core)
     bad = core_violations(graph, core)
     assert not bad, f"the core imports the areas: {bad}"
+
+
+def test_the_sample_generator_stands_apart(graph):
+    inside = lambda m: m == SAMPLE or m.startswith(SAMPLE + ".")  # noqa: E731
+    sample = [m for m in graph if inside(m)]
+    assert {"surgclip.sample.generate", "surgclip.sample.benchmarks"} <= set(sample)
+    for module in sample:
+        bad = sorted(m for m in reachable(graph, module)
+                     if m.startswith(("surgclip.evaluation", "surgclip.train", "surgclip.serve")))
+        assert not bad, f"{module} reaches {bad}"
+    users = sorted(m for m in graph if not inside(m) and any(inside(n) for n in graph[m]))
+    assert set(users) <= SAMPLE_USERS, users
 
 
 def test_no_import_cycle_but_the_allowed_ones(graph):

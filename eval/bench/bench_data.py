@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 from surgclip.data.db import CaptionDB  # noqa: E402
 from surgclip.data.datamodule import SurgLaViDataModule  # noqa: E402
 from surgclip.sampling import sample_indices  # noqa: E402
-from surgclip.data.sample import SCHEMA_SQL, ensure_sample  # noqa: E402
+from surgclip.sample import SCHEMA_SQL, ensure_sample  # noqa: E402
 
 from results import Recorder, add_out_argument  # noqa: E402  (eval/bench/results.py)
 

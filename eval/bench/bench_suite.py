@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 import surgclip
-from surgclip.data.sample import ensure_sample
+from surgclip.sample import ensure_sample
 from surgclip.cli import main
 
 from results import Recorder, add_out_argument  # eval/bench/results.py

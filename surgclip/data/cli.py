@@ -142,7 +142,7 @@ def _cmd_extract(args) -> int:
 def _cmd_sample(args) -> int:
     import time
 
-    from .sample import make_sample
+    from ..sample import make_sample
 
     t0 = time.time()
     root = make_sample(args.out, seed=args.seed, num_videos=args.videos)

@@ -28,7 +28,7 @@ from .batch_pool import BatchPool
 from .dataset import ClipDataset, PaddedCollate, worker_init
 from .db import CaptionDB, ClipTable
 from .options import CaptionOptions, DataPaths, LoaderOptions, as_group
-from .sample import DEFAULT_ROOT, ensure_sample
+from ..sample import DEFAULT_ROOT, ensure_sample
 
 log = logging.getLogger(__name__)
 

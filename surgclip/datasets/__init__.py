@@ -11,7 +11,7 @@
   ``predictions_{dataset}.csv`` files.
 - ``load(root, protocol, split, task, opts) -> FrameTable``: read a root in the released layout.
 - ``write_sample(out, procedures)``: write a tiny copy of that layout under ``out`` from the
-  sample's rendered procedures (``surgclip.data.sample_benchmarks``); None when it has none.
+  sample's rendered procedures (``surgclip.sample.benchmarks``); None when it has none.
 
 Shared code lives in ``table`` (FrameTable), ``parsing`` (label-file parsing), ``layout`` (load
 options, split ids, frame sources), ``protocols`` (classes and prompts of a task) and ``pathcsv``

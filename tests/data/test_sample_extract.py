@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from surgclip.data.readers import open_source
-from surgclip.data.sample import PHASES, frame_labels, make_sample, plan_video, render_video
-from surgclip.data.sample_text import CHOLEC80_PROMPTS, TOOLS
+from surgclip.sample.generate import PHASES, frame_labels, make_sample, plan_video, render_video
+from surgclip.sample.text import CHOLEC80_PROMPTS, TOOLS
 
 
 def test_layout_and_cholec80_files(small_sample):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .sample_text import PHASES, TOOLS
+from .text import PHASES, TOOLS
 
 DURATION = 10.0  # seconds per synthetic procedure
 BENCH_SIZE = 112
