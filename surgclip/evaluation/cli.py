@@ -26,7 +26,12 @@ def register(subparsers) -> None:
                                            "(zeroshot, linear-probe, coop, cvs, mcq, retrieval)")
     model_args(p)
     metrics_arg(p)
-    p.add_argument("--suite", default=None, help="'surglavi' (the SurgLaVi results table) or a suite YAML file")
+    p.add_argument("--suite", default=None, help="'surglavi' (the SurgLaVi results table) or a suite YAML file; "
+                                                  "--model may list several models (a row each), e.g. "
+                                                  "SurgCLIP-B,PeskaVLP,HecVL,SurgVLP,MedSigLIP,CLIP; NAME=WEIGHTS gives "
+                                                  "a model its weights file or folder")
+    p.add_argument("--published", action="store_true",
+                   help="with --suite: show the SurgLaVi README's published numbers under each row, labelled as published")
     p.add_argument("--from-predictions", default=None, metavar="DIR",
                    help="rescore a folder of predictions_*.csv files (ours or the SurgLaVi code's) into the table")
     p.add_argument("--aggregate", default="video", choices=["video", "global"],
@@ -36,7 +41,8 @@ def register(subparsers) -> None:
     p.add_argument("--splits", default=None, help="MultiBypass140 splits JSON from 'surgclip data splits'")
     p.add_argument("--data-root", default=None, help="folder holding one sub-folder per benchmark (see README)")
     p.add_argument("--out", default="reports/suite", help="folder for table.md, table.csv, table.json and per-cell reports")
-    p.add_argument("--prompts", default=None, help="prompt set for every cell (default: each task's default)")
+    p.add_argument("--prompts", default=None, help="prompt set for every cell (default: each model's authors' set where "
+                                                   "the task has it, e.g. camma for CAMMA's models, else the task's default)")
     p.add_argument("--split", default=None, help="split for every cell (default: each entry's)")
     p.add_argument("--mode", default="centered", choices=["centered", "online", "frame"])
     p.add_argument("--stride-s", type=float, default=1.0, help="seconds between clip frames")
@@ -81,9 +87,10 @@ def register(subparsers) -> None:
     p.add_argument("--index", required=True, help="index directory (created or extended)")
     p.add_argument("--window-s", type=float, default=4.0)
     p.add_argument("--stride-s", type=float, default=2.0)
-    p.add_argument("--kind", default=None, choices=["auto", "exact", "flat", "ivf"],
-                   help="search structure: auto (exact below 300k clips, IVF above; the default for a new index), "
-                        "exact (flat = exact) or ivf; default for an existing index: its recorded choice")
+    p.add_argument("--kind", default=None, choices=["auto", "exact", "flat", "ivf", "pq"],
+                   help="search structure: auto (exact below 300k clips, IVF to 1M, then IVF-PQ codes re-ranked "
+                        "exactly against the memory-mapped floats; the default for a new index), exact (flat = "
+                        "exact), ivf or pq; default for an existing index: its recorded choice")
     p.add_argument("--frames-fps", type=float, default=None, help="fps of frame folders")
     p.set_defaults(func=cmd_index)
 
@@ -291,6 +298,15 @@ def cmd_index(args) -> int:
         ivf = report["ivf"]
         print(f"  IVF: {ivf['nlist']} lists, nprobe {ivf['nprobe']}, recall@10 {ivf['recall@10']} against exact search "
               f"(trained on {ivf['trained_on']} clips)")
+    if report.get("pq"):
+        pq = report["pq"]
+        print(f"  IVF-PQ: {pq['nlist']} lists, {pq['code_bytes']}-byte codes, nprobe {pq['nprobe']}, exact re-rank of "
+              f"{pq['rerank']} candidates, recall@10 {pq['recall@10']} against exact search (trained on "
+              f"{pq['trained_on']} clips)")
+    if report.get("kind") in ("ivf", "pq") and report["search"] == "exact" and report["num_clips"]:
+        print(f"  note: --kind {report['kind']} needs at least {report['min_clips']} clips to train its quantizer "
+              f"(k-means wants >= 39 points per centroid); this index holds {report['num_clips']}, so it is "
+              f"searched exactly until it grows past that", file=sys.stderr)
     if report["failed"] and not report["added"]:
         print(f"surgclip index: error: no video could be indexed in this run ({reasons})", file=sys.stderr)
         return 1

@@ -17,7 +17,8 @@ def metrics_arg(p) -> None:
 
 def model_args(p) -> None:
     """``--model``, ``--device``, ``--num-frames``, ``--batch-size``, ``--precision``."""
-    p.add_argument("--model", default="tiny", help="model name or save_pretrained directory")
+    p.add_argument("--model", default="tiny", help="model name (surgclip models), save_pretrained directory, or "
+                                                   "NAME=WEIGHTS (a weights file or folder for a named model)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--num-frames", type=int, default=None, help="frames per clip (default: the model's)")
     p.add_argument("--batch-size", type=int, default=8)
@@ -25,8 +26,11 @@ def model_args(p) -> None:
 
 
 def load_model(args):
-    """(model, preprocess, tokenizer) of ``--model`` on ``--device`` at ``--precision``."""
-    return load(args.model, device=args.device, num_frames=args.num_frames, precision=args.precision)
+    """(model, preprocess, tokenizer) of ``--model`` on ``--device`` at ``--precision``; ``--model NAME=WEIGHTS``
+    loads a registered model (SurgVLP, PeskaVLP, MedSigLIP, ...) from that weights file or folder."""
+    name, _, weights = str(args.model).partition("=")
+    return load(name, device=args.device, num_frames=args.num_frames, precision=args.precision,
+                pretrained=weights or None)
 
 
 def config_of(args) -> dict:
