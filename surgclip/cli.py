@@ -40,12 +40,17 @@ def register(subparsers) -> None:
 
 
 def _cmd_models(args) -> int:
-    from .factory import list_models
+    from .baselines import ALIASES, MODELS
+    from .factory import available_models
     from .pretrained import cache_dir, list_pretrained
 
-    for name in list_models():
-        tags = [t for _, t in list_pretrained(name)]
-        print(f"{name:12s} pretrained: {', '.join(tags) or '-'}")
+    for name in available_models():
+        tags = [t for _, t in list_pretrained(ALIASES.get(name, name))]
+        info = MODELS.get(name)
+        alias = f" (= {ALIASES[name]})" if name in ALIASES else ""
+        print(f"{name:12s} pretrained: {', '.join(tags) or '-'}{alias}")
+        if info:
+            print(f"{'':12s} {info['source']}; licence: {info['licence']}; needs: {info['weights']}")
     print(f"weights cache: {cache_dir()}")
     return 0
 
