@@ -19,6 +19,30 @@ case "$LOCATION" in
   *) echo "wheel smoke: surgclip imported from $LOCATION, not from the venv" >&2; exit 1 ;;
 esac
 "$WORK/venv/bin/surgclip" sample --out "$WORK/s" --videos 3
+# what a plain `pip install surgclip` has: no web stack, no docs tooling (their imports are refused)
+mkdir -p "$WORK/plain"
+cat > "$WORK/plain/sitecustomize.py" <<'PY'
+import sys
+REFUSED = ("fastapi", "starlette", "uvicorn", "mkdocs", "mkdocstrings")
+class Hide:  # every finder, blind to the refused packages: they are not found, as when not installed
+    def __init__(self, finder):
+        self.finder = finder
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in REFUSED or not hasattr(self.finder, "find_spec"):
+            return None
+        return self.finder.find_spec(name, path, target)
+    def __getattr__(self, attr):
+        return getattr(self.finder, attr)
+sys.meta_path[:] = [Hide(f) for f in sys.meta_path]
+PY
+PYTHONPATH="$WORK/plain" "$WORK/venv/bin/python" -c 'import surgclip; m, p, t = surgclip.load("tiny"); import sys; assert "fastapi" not in sys.modules'
+PYTHONPATH="$WORK/plain" "$WORK/venv/bin/surgclip" eval zeroshot --benchmark cholec80 --root "$WORK/s/cholec80" \
+    --split all --model tiny --num-frames 2 --limit 2 --out "$WORK/zs" | tail -2
+test -s "$WORK/zs/zeroshot.json" && test -s "$WORK/zs/predictions_cholec80.csv" || { echo "wheel smoke: eval zeroshot wrote no report" >&2; exit 1; }
+if PYTHONPATH="$WORK/plain" "$WORK/venv/bin/surgclip" serve --index "$WORK/none" 2>"$WORK/serve.err"; then
+  echo "wheel smoke: serve ran without its web stack" >&2; exit 1
+fi
+grep -q "surgclip\[serve\]" "$WORK/serve.err" || { echo "wheel smoke: serve did not name its extra" >&2; cat "$WORK/serve.err" >&2; exit 1; }
 "$WORK/venv/bin/surgclip" eval --suite surglavi --data-root "$WORK/s/benchmarks" --model tiny \
     --num-frames 2 --limit 4 --out "$WORK/table"
 grep -q "CholecT50 triplet ivt mAP" "$WORK/table/table.md"
