@@ -224,8 +224,9 @@ class ShardIndex:
     sizes: np.ndarray
 
     def subset(self, keep: np.ndarray) -> "ShardIndex":
-        """Rows where ``keep`` (bool [N]) is true; the frame arrays are shared."""
-        idx = np.flatnonzero(keep)
+        """Rows where ``keep`` (bool [N]) is true, or the rows ``keep`` (int [M]) lists in that order;
+        the frame arrays are shared."""
+        idx = np.flatnonzero(keep) if np.asarray(keep).dtype == bool else np.asarray(keep, dtype=np.int64)
         return ShardIndex(self.store, self.manifest, self.table.subset(idx), self.shard[idx], self.first[idx],
                           self.count[idx], self.offsets, self.sizes)
 
@@ -368,7 +369,8 @@ class ShardDataset(ClipDataset):
 def training_rows(index: ShardIndex, levels, videos, text_field: str = "caption", clean: bool = True,
                   min_duration: float = 0.0, max_duration: float = 500.0) -> ShardIndex:
     """The packed rows training selects: the given levels and videos (a split), within the duration
-    bounds.
+    bounds, in caption_id order (as ``CaptionDB.select`` gives them: the same seed then deals the
+    same captions in the same order as from the videos or frame folders).
 
     Raises:
         ShardError: the pack's selection cannot give what training asks for (a level it did not
@@ -388,4 +390,5 @@ def training_rows(index: ShardIndex, levels, videos, text_field: str = "caption"
     dur = t.end_s - t.start_s
     keep = (np.isin(t.level, list(levels)) & np.isin(np.asarray(t.video_name, dtype=object), list(videos))
             & (dur > min_duration) & (dur <= max_duration))
-    return index.subset(keep)
+    rows = np.flatnonzero(keep)
+    return index.subset(rows[np.argsort(t.caption_id[rows], kind="stable")])
