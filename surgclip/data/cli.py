@@ -117,7 +117,9 @@ def _cmd_pack(args) -> int:
                     text_field=args.text_field, clean=not args.no_clean, skip_errors=args.skip_errors,
                     workers=args.workers)
     print(f"{args.out}: " + format_manifest(manifest))
-    print(f"train from it: surgclip train fit -c configs/sample.yaml --data.read_from shards --data.shards {args.out}")
+    media = f"--data.paths.frames_root {args.frames}" if args.frames else f"--data.paths.video_root {args.videos}"
+    print(f"train from it: surgclip train fit -c configs/base.yaml -c configs/sample.yaml --data.root null "
+          f"--data.paths.db_path {args.db} {media} --data.read_from shards --data.shards {args.out}")
     return 0
 
 

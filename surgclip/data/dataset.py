@@ -115,6 +115,19 @@ class DecodeSize:
         return f"DecodeSize({self.image_size}, {self.resize!r}, train={self.train}, min_scale={self.min_scale})"
 
 
+def source_path(name: str, video_root: Path | None = None, frames_root: Path | None = None) -> Path:
+    """Where video ``name`` is read from: its frame folder ``{frames_root}/{name}/`` when frames_root
+    is given, else ``{video_root}/{name}/{name}.mp4`` (the SurgLaVi layout) or, when only it exists,
+    ``{video_root}/{name}.mp4`` (a plain folder of videos, as ``surgclip data import`` takes them)."""
+    if frames_root is not None:
+        return Path(frames_root) / name
+    nested = Path(video_root) / name / f"{name}.mp4"
+    if nested.is_file():
+        return nested
+    flat = Path(video_root) / f"{name}.mp4"
+    return flat if flat.is_file() else nested
+
+
 class ClipDataset(Dataset):
     """Clips of a ClipTable read from video files or frame folders.
 
@@ -181,14 +194,8 @@ class ClipDataset(Dataset):
         return int(self._epoch.value)
 
     def source_path(self, name: str) -> Path:
-        """Where video ``name`` is read from."""
-        if self.frames_root is not None:
-            return self.frames_root / name
-        nested = self.video_root / name / f"{name}.mp4"  # the SurgLaVi layout
-        if nested.is_file():
-            return nested
-        flat = self.video_root / f"{name}.mp4"  # a plain folder of videos (``surgclip data import``)
-        return flat if flat.is_file() else nested
+        """Where video ``name`` is read from (``source_path``)."""
+        return source_path(name, self.video_root, self.frames_root)
 
     def reader(self, name: str) -> FrameReader:
         """An open reader for video ``name`` from this process's cache."""

@@ -3,7 +3,7 @@
 
 One pass over the rows that training selects (``CaptionDB.select`` with the same levels, duration
 bounds, text field and cleaning): each row's clip is read by ``readers.read_clip`` from its video
-file or frame folder (the source path as ``ClipDataset`` finds it), ``num_frames(duration)`` frames
+file or frame folder (``dataset.source_path``, where training finds it), ``num_frames(duration)`` frames
 spread uniformly over ``[start, end)``, resized to a short side of ``size`` pixels and JPEG-encoded.
 
 The plan is fixed before any work: rows sorted by (video, start, caption_id) are cut into shards
@@ -16,6 +16,7 @@ at any moment ends, when run again, with every row exactly once. A folder that h
 """
 from __future__ import annotations
 
+import functools
 import io
 import math
 import os
@@ -31,9 +32,9 @@ import numpy as np
 
 from ..sampling import ClipSpanError, clip_frame_span
 from ..utils import SKIP_REASONS, folder_lock, sha256_file
-from .dataset import ClipDataset
+from .dataset import source_path
 from .db import CaptionDB, ClipTable
-from .readers import VideoReadError, open_source, read_clip
+from .readers import VideoReadError, open_source, read_clip, skip_reason
 from .shards import (FORMAT, MANIFEST, ShardError, Store, index_name, row_key, sha256_json, shard_name)
 
 
@@ -124,8 +125,7 @@ def pack_shard(job: dict) -> dict:
     their reason; any other error propagates.
     """
     settings = PackSettings(**job["settings"])
-    finder = ClipDataset(ClipTable(np.zeros(0, np.int64), [], np.zeros(0, np.int64), np.zeros(0), np.zeros(0), [],
-                                   np.zeros(0), []), video_root=job["video_root"], frames_root=job["frames_root"])
+    where = functools.partial(source_path, video_root=job["video_root"], frames_root=job["frames_root"])
     size_rule = None
     if settings.size:
         def size_rule(h, w, s=settings.size):  # FFmpeg scales while converting: no full-size frames
@@ -139,7 +139,7 @@ def pack_shard(job: dict) -> dict:
             if name != reader_name:
                 reader, reader_name, reader_err = None, name, None
                 try:
-                    reader = open_source(finder.source_path(name), fps=job["frames_fps"], size=size_rule)
+                    reader = open_source(where(name), fps=job["frames_fps"], size=size_rule)
                 except VideoReadError as err:
                     reader_err = err
             try:
@@ -151,11 +151,8 @@ def pack_shard(job: dict) -> dict:
                 idx, frames = read_clip(reader, row["start_s"], row["end_s"], n, "uniform",
                                         end_tolerance_s=job["end_tolerance_s"])
             except (VideoReadError, ClipSpanError) as err:
-                path = finder.source_path(name)
-                from .readers import skip_reason
-
                 skipped.append({"caption_id": row["caption_id"], "video_id": name,
-                                "reason": skip_reason(path, err) or "undecodable_media", "error": str(err)[:300]})
+                                "reason": skip_reason(where(name), err) or "undecodable_media", "error": str(err)[:300]})
                 continue
             key = row_key(row["caption_id"])
             meta = dict(row, fps=n / (row["end_s"] - row["start_s"]), num_frames=n, source_fps=float(reader.fps),

@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 from conftest import require
 
-from surgclip.data.dataset import SKIPPED
 from surgclip.data.pack import PackSettings, pack
 from surgclip.data.readers import decode_image
-from surgclip.data.shards import ShardDataset, ShardError, load_index, row_key, training_rows
+from surgclip.data.shards import ShardDataset, ShardError, load_index, training_rows
 from surgclip.sampling import sample_indices
 
 from .test_pack import make_corpus
