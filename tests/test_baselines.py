@@ -170,7 +170,7 @@ def test_coop_says_which_towers_it_cannot_use(tmp_path):
 
     _tiny_siglip(tmp_path)
     model, _, tokenizer = surgclip.load("MedSigLIP", device="cpu", pretrained=tmp_path)
-    with pytest.raises(TypeError, match="MedSigLIP.*SiglipTextEncoder, which does not"):
+    with pytest.raises(ValueError, match="MedSigLIP.*SiglipTextEncoder, which does not"):
         make_prompts(model, tokenizer, ["a"], n_ctx=2)
 
 

@@ -49,7 +49,7 @@ class _TextTowerAdapter:
             self.kind = "open_clip"
             self.embedding = tower.clip.token_embedding
         else:
-            raise TypeError(f"CoOp needs a text tower that takes token embeddings (the Hugging Face BERT tower of "
+            raise ValueError(f"CoOp needs a text tower that takes token embeddings (the Hugging Face BERT tower of "
                             f"SurgCLIP-B, tiny, SurgVLP, HecVL, PeskaVLP, or open_clip's of CLIP); model "
                             f"{getattr(model, 'name', '?')!r} has {type(tower).__name__}, which does not")
         self.model, self.tower = model, tower

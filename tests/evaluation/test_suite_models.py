@@ -105,3 +105,22 @@ def test_unknown_model_lists_the_known_ones(small_sample, tmp_path, capsys):
                  "--out", str(tmp_path), "--model", "tiny,SurgVLP2"]) == 1
     assert re.search(r"unknown model 'SurgVLP2'", capsys.readouterr().err)
     assert parse_models("SurgVLP=/w/SurgVLP.pth, CLIP") == [("SurgVLP", "/w/SurgVLP.pth"), ("CLIP", None)]
+
+
+def test_linear_probe_and_coop_take_a_camma_model_and_coop_names_what_it_cannot_take(small_sample, tmp_path, capsys):
+    from test_baselines import _tiny_siglip
+
+    surgclip.save_pretrained(surgclip.create_model("HecVL", **SMALL_OVERRIDES["HecVL"]), tmp_path / "hecvl")
+    bench = small_sample / "benchmarks" / "autolaparo"
+    common = ["--benchmark", "autolaparo", "--root", str(bench), "--seeds", "0"]
+    assert main(["eval", "linear-probe", *common, "--limit", "3", "--model", str(tmp_path / "hecvl"), "--percents", "100",
+                 "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "lp")]) == 0
+    probe = json.loads((tmp_path / "lp" / "linear_probe.json").read_text())
+    assert probe["metrics"]["100.0"]["runs"][0]["num_train_frames"] > 0
+    assert main(["eval", "coop", *common, "--model", str(tmp_path / "hecvl"), "--shots", "1", "--epochs", "2",
+                 "--n-ctx", "2", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "coop")]) == 0
+    assert (tmp_path / "coop" / "coop.json").is_file()
+    _tiny_siglip(tmp_path / "siglip")
+    assert main(["eval", "coop", *common, "--model", f"MedSigLIP={tmp_path / 'siglip'}", "--shots", "1",
+                 "--epochs", "2", "--cache", str(tmp_path / "cache2"), "--out", str(tmp_path / "coop2")]) == 1
+    assert "CoOp needs a text tower that takes token embeddings" in capsys.readouterr().err
