@@ -373,8 +373,8 @@ def write_table(out: Path, name: str, rows: list[dict], entries, skipped, failed
         else:
             values = [r["status"]] + ["-"] * (len(entries) - 1)
         md.append("| " + " | ".join([r["model"]] + values) + " |")
-        if pub is not None:
-            theirs = pub["rows"].get(r["model"], {})
+        theirs = pub["rows"].get(r["model"]) if pub is not None else None
+        if theirs:  # models the README publishes numbers for
             md.append("| " + " | ".join([f"{r['model']} (published)"] + [theirs.get(e["column"], "n/a") for e in entries])
                       + " |")
     md += ["", f"Values in %. Metric convention `{convention}`: {CONVENTIONS[convention]}.", "",
