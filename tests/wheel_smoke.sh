@@ -49,4 +49,12 @@ grep -q "CholecT50 triplet ivt mAP" "$WORK/table/table.md"
 if grep -q " - " <(sed -n 5p "$WORK/table/table.md" | cut -d'|' -f3-); then
   echo "wheel smoke: a column of the table is empty" >&2; exit 1
 fi
+# a row per model; rows whose weights are absent (none are shipped) say what they need
+SURGCLIP_CACHE="$WORK/empty-cache" HF_HOME="$WORK/hf" "$WORK/venv/bin/surgclip" eval --suite surglavi \
+    --data-root "$WORK/s/benchmarks" --model tiny,PeskaVLP,MedSigLIP --num-frames 2 --limit 2 --out "$WORK/table3" \
+    >/dev/null 2>"$WORK/table3.err"
+for row in "| tiny | " "| PeskaVLP | needs files" "| MedSigLIP | needs files"; do
+  grep -qF "$row" "$WORK/table3/table.md" || { echo "wheel smoke: no row '$row' in the three-model table" >&2; exit 1; }
+done
+grep -q "PeskaVLP.pth" "$WORK/table3/table.md" || { echo "wheel smoke: PeskaVLP's row does not name its file" >&2; exit 1; }
 echo "wheel smoke: OK ($(sed -n 5p "$WORK/table/table.md"))"
