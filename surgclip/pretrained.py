@@ -120,7 +120,7 @@ def resolve_file(owner: str, record: dict, what: str = "weights") -> Path:
              f"the folder holding {record['file']}" + (", or pass pretrained='/path/to/" + record["file"] + "')"
                                                         if what == "weights" else ")"))
     if is_offline():
-        raise WeightsNotFoundError(f"{owner} {what} {record['file']!r} are not in the cache and downloads are off "
+        raise WeightsNotFoundError(f"{owner} {what} {record['file']!r}: not in the cache, and downloads are off "
                                    f"(offline mode). {where}.")
     try:
         if record.get("archive") == "zip":
@@ -128,7 +128,7 @@ def resolve_file(owner: str, record: dict, what: str = "weights") -> Path:
         else:
             _download(record["url"], cached)
     except (OSError, ValueError) as err:
-        raise WeightsNotFoundError(f"{owner} {what} {record['file']!r} could not be downloaded ({err}). {where}.") from err
+        raise WeightsNotFoundError(f"{owner} {what} {record['file']!r}: could not be downloaded ({err}). {where}.") from err
     _verify(cached, record)
     return cached
 

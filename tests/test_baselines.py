@@ -77,7 +77,7 @@ def test_camma_weights_offline_name_file_and_url(tmp_path, monkeypatch):
     monkeypatch.setenv("SURGCLIP_CACHE", str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(surgclip.WeightsNotFoundError,
-                       match=r"SurgVLP weights 'SurgVLP.pth'.*offline.*https://seafile.unistra.fr/f/93757ace1bfc47248e1e.*"
+                       match=r"SurgVLP weights 'SurgVLP.pth': not in the cache.*offline.*https://seafile.unistra.fr/f/93757ace1bfc47248e1e.*"
                              r"zip.*" + str(tmp_path / "SurgVLP.pth")):
         surgclip.load("SurgVLP", device="cpu", **SMALL_OVERRIDES["SurgVLP"])
 
@@ -180,3 +180,22 @@ def test_clip_row_is_open_clip_vit_b16_and_names_are_listed():
     assert {"CLIP", "MedSigLIP", "SurgVLP", "HecVL", "PeskaVLP", "SurgCLIP-B", "tiny"} <= set(surgclip.available_models())
     with pytest.raises(ValueError, match="known models: .*HecVL.*MedSigLIP"):
         surgclip.create_model("SurgVLP2")
+
+
+def test_camma_release_zip_is_unpacked_to_the_checkpoint(tmp_path, monkeypatch):
+    import zipfile
+
+    from surgclip.pretrained import resolve_file
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("SURGCLIP_OFFLINE", raising=False)
+    monkeypatch.setenv("SURGCLIP_CACHE", str(tmp_path / "cache"))
+    with zipfile.ZipFile(tmp_path / "release.zip", "w") as z:  # as CAMMA's links serve it: the .pth in a folder
+        z.writestr("PeskaVLP/readme.txt", "x")
+        z.writestr("PeskaVLP/PeskaVLP.pth", b"weights bytes")
+    record = {"file": "PeskaVLP.pth", "url": (tmp_path / "release.zip").as_uri(), "archive": "zip"}
+    path = resolve_file("PeskaVLP", record)
+    assert path == tmp_path / "cache" / "PeskaVLP.pth" and path.read_bytes() == b"weights bytes"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["PeskaVLP.pth"]  # no archive or temporary left
+    with pytest.raises(surgclip.WeightsNotFoundError, match="holds no HecVL.pth"):
+        resolve_file("HecVL", {**record, "file": "HecVL.pth"})
