@@ -156,7 +156,7 @@ def load_folder_model(name: str, pretrained=None, **overrides) -> SurgCLIP:
     as the hub publishes them; ``baselines.siglip``).
 
     Raises:
-        WeightsNotFoundError naming the hub id, its licence and where to put the files.
+        WeightsNotFoundError: naming the hub id, its licence and where to put the files.
     """
     if name != "MedSigLIP":
         raise ValueError(f"unknown folder model {name!r}; known: {', '.join(FOLDER_MODELS)}")

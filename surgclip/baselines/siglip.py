@@ -103,7 +103,7 @@ def medsiglip_folder(pretrained: str | os.PathLike | None) -> Path:
     Hugging Face cache (downloaded there when online and the licence is accepted).
 
     Raises:
-        WeightsNotFoundError naming the hub id, the licence and where to put the files.
+        WeightsNotFoundError: naming the hub id, the licence and where to put the files.
     """
     from ..pretrained import WeightsNotFoundError, cache_dir, is_offline
 
@@ -149,7 +149,7 @@ def load_siglip_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], s
     ``text_model.*``, ``logit_scale``, ``logit_bias``); ``temp`` becomes ``1 / exp(logit_scale)``.
 
     Raises:
-        CheckpointMismatchError naming missing, unexpected and mis-shaped keys.
+        CheckpointMismatchError: naming missing, unexpected and mis-shaped keys.
     """
     from ..checkpoint import CheckpointMismatchError, describe_layout, state_dict_diff
 

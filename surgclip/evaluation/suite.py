@@ -148,7 +148,7 @@ def parse_models(text: str) -> list[tuple[str, str | None]]:
     ``save_pretrained`` folders or ``hf-hub:`` ids, each optionally ``NAME=WEIGHTS`` (a file or folder).
 
     Raises:
-        SuiteError naming an unknown model and listing the known ones, or a model named twice.
+        SuiteError: naming an unknown model and listing the known ones, or a model named twice.
     """
     from ..factory import available_models
 
