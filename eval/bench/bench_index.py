@@ -1,18 +1,26 @@
-"""Clip-index build time, search latency and recall@10 against exact search, on synthetic clustered
-unit embeddings (like clip embeddings of long videos), at N stored clips.
+"""Clip-index benches on synthetic clustered unit embeddings (like clip embeddings of long videos).
 
-Rows per size N (all timed in this one process; ratios are against the fastest exact search):
-  exact-torch   matmul + topk (what ``ClipIndex`` uses for exact search)
-  exact-faiss   FAISS IndexFlatIP
-  ivf nprobe=P  FAISS IndexIVFFlat, nlist = ivf_nlist(N), for each P in --nprobes
-  hnsw ef=E     FAISS IndexHNSWFlat (M=32), for each E in --efs (only with --hnsw; slow to build)
-  ClipIndex     the shipped index, --kind auto, grown video by video (append cost per video, the
-                search it chose and its recall)
+Default (archive scale): for each N in --sizes, a ``ClipIndex`` is grown video by video through
+``ClipIndex.add_video`` with ``kind="auto"`` (the code path of ``surgclip index``), each video's
+embeddings generated on the fly (never all in RAM; the shards are the only copy on disk). Exact
+neighbours of the queries come from a streaming scan of the shards (``ClipIndex.exact_scan``).
+Each kind is then searched by a fresh process (one query at a time), which reports its latency,
+recall@10 and RSS. One results row per (size, kind), figures ``size, kind, chosen, build_s,
+disk_bytes, rss_mb, p50_ms, p95_ms, recall_at_10`` (``chosen``: the kind ``auto`` picked; the
+``exact`` row is searched only where the floats fit in --exact-max-gb)::
 
-    python eval/bench/bench_index.py --sizes 100000 1000000 --dim 256 --queries 200
+    python eval/bench/bench_index.py --sizes 1000000,5000000,18000000 --dim 256 --out FILE
+
+``--compare`` runs the older in-RAM comparison instead (rows per FAISS structure: exact-torch,
+exact-faiss, IVF-Flat per nprobe, HNSW per efSearch with --hnsw, then ClipIndex grown by videos)::
+
+    python eval/bench/bench_index.py --compare --sizes 100000 1000000 --dim 256 --queries 200
 """
 import argparse
+import json
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -51,9 +59,147 @@ def row(n, name, build, per_q, recall, base):
                      ratio_of="fastest exact ms/query / this ms/query")
 
 
+def sizes(values) -> list[int]:
+    """--sizes as given: space- and/or comma-separated integers."""
+    return [int(v) for part in values for v in str(part).split(",") if v.strip()]
+
+
+def video_embeddings(v: int, per: int, centres: np.ndarray, seed: int) -> np.ndarray:
+    """[per, d] unit vectors of synthetic video ``v``: ``synthetic``'s clusters, seeded by (seed, v)."""
+    rng = np.random.default_rng([seed, v])
+    d = centres.shape[1]
+    x = centres[rng.integers(0, len(centres), per)] + 0.5 * rng.standard_normal((per, d)).astype(np.float32)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def dir_bytes(path: Path, suffixes=None) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and
+               (suffixes is None or "".join(f.suffixes[-1:]) in suffixes and ".pq" not in f.name and ".ivf" not in f.name))
+
+
+def proc_status() -> dict:
+    """VmRSS, VmHWM and RssAnon of this process in MB."""
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, val = line.partition(":")
+            if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+                out[key] = int(val.split()[0]) / 1024
+    return out
+
+
+def search_worker(args) -> None:
+    """Open the index fresh, search each query alone, print one JSON line (latency, recall, RSS)."""
+    import faiss
+
+    from surgclip.evaluation.index import ClipIndex, recall_at_k
+
+    faiss.omp_set_num_threads(args.threads)
+    q = np.load(args.worker[2])
+    exact = np.load(args.worker[3])
+    t0 = time.perf_counter()
+    index = ClipIndex(args.worker[0], kind=None if args.worker[1] == "auto" else args.worker[1])
+    index.search(q[:1], 10)  # opening: codes (or floats) read and checked
+    open_s = time.perf_counter() - t0
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(args.threads)
+    times, got = [], []
+    for i in range(len(q)):
+        t = time.perf_counter()
+        hits = index.search(q[i:i + 1], 10)[0]
+        times.append(time.perf_counter() - t)
+        got.append([h["id"] for h in hits])
+    st = proc_status()
+    print(json.dumps({"kind": index.active_kind(), "open_s": open_s, "p50_ms": 1000 * float(np.percentile(times, 50)),
+                      "p95_ms": 1000 * float(np.percentile(times, 95)), "recall_at_10": recall_at_k(np.array(got), exact),
+                      "rss_mb": st.get("VmRSS"), "peak_rss_mb": st.get("VmHWM"), "rss_anon_mb": st.get("RssAnon"),
+                      "rss_file_mb": st.get("RssFile")}), flush=True)
+
+
+def archive(args) -> None:
+    """The archive-scale bench (see the module docstring)."""
+    import faiss
+    import torch
+
+    from surgclip.evaluation.index import AUTO_IVF_MIN_CLIPS, AUTO_PQ_MIN_CLIPS, ClipIndex
+
+    faiss.omp_set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(args.seed)
+    centres = rng.standard_normal((1000, args.dim)).astype(np.float32)
+    print(f"threads {args.threads}, dim {args.dim}, {args.queries} single queries, k=10; auto: exact below "
+          f"{AUTO_IVF_MIN_CLIPS}, IVF below {AUTO_PQ_MIN_CLIPS}, IVF-PQ + exact re-rank above", flush=True)
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_index_"))
+    fp = {"model": "synthetic", "config_hash": "0" * 16, "embed_dim": args.dim, "weights_hash": "0" * 64}
+    for n in sizes(args.sizes):
+        ix = work / f"ix-{n}"
+        shutil.rmtree(ix, ignore_errors=True)
+        try:
+            index = ClipIndex(ix, fingerprint=fp, kind="auto")
+            per, t0, train_s = args.clips_per_video, time.perf_counter(), []
+            for v, lo in enumerate(range(0, n, per)):
+                m = min(per, n - lo)
+                before = (index.meta["ivf"], index.meta["pq"])
+                t = time.perf_counter()
+                index.add_video(f"v{v:06d}", video_embeddings(v, m, centres, args.seed),
+                                [(2.0 * i, 2.0 * i + 4) for i in range(m)])
+                if (index.meta["ivf"], index.meta["pq"]) != before:
+                    train_s.append(round(time.perf_counter() - t, 1))
+                    print(f"  {lo + m} clips: trained {index.active_kind()} in {train_s[-1]} s "
+                          f"({index.meta['pq'] or index.meta['ivf']})", flush=True)
+            build_s = time.perf_counter() - t0
+            chosen = index.active_kind()
+            del index
+            reader = ClipIndex(ix)
+            qids = np.sort(rng.choice(n, args.queries, replace=False))
+            q = reader.gather(qids) + 0.1 * rng.standard_normal((args.queries, args.dim)).astype(np.float32)
+            q = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+            t = time.perf_counter()
+            _, exact = reader.exact_scan(q, 10)
+            scan_s = time.perf_counter() - t
+            del reader
+            np.save(work / "q.npy", q)
+            np.save(work / "exact.npy", exact)
+            print(f"{n}: built in {build_s:.0f} s (trainings {train_s} s), auto chose {chosen}; exact streaming "
+                  f"scan of {args.queries} queries {scan_s:.1f} s", flush=True)
+            kinds = ["exact"] if n * args.dim * 4 <= args.exact_max_gb * 2 ** 30 else []
+            if chosen != "exact":
+                kinds.append("auto")
+            for kind in kinds:
+                out = subprocess.run([sys.executable, __file__, "--worker", str(ix), kind, str(work / "q.npy"),
+                                      str(work / "exact.npy"), "--threads", str(args.threads)],
+                                     capture_output=True, text=True)
+                if out.returncode:
+                    raise RuntimeError(f"search worker ({kind}) failed: {out.stderr[-2000:]}")
+                res = json.loads(out.stdout.strip().splitlines()[-1])
+                name = res.pop("kind")
+                disk = dir_bytes(ix) if name != "exact" else dir_bytes(ix, {".npy", ".jsonl"}) + \
+                    (ix / "manifest.json").stat().st_size
+                figures = {"size": n, "kind": name, "chosen": name == chosen, "build_s": build_s,
+                           "disk_bytes": disk, **res}
+                if name != "exact":
+                    meta = json.loads((ix / "manifest.json").read_text())[name if name in ("ivf", "pq") else "ivf"]
+                    figures.update(nprobe=meta["nprobe"], rerank=meta.get("rerank"), trainings_s=train_s)
+                else:
+                    figures["scan_s_all_queries"] = scan_s
+                print(json.dumps(figures), flush=True)
+                RECORDER.add(f"{n} {name}", figures, size=n, kind=name, chosen=name == chosen)
+        finally:
+            if not args.keep:
+                shutil.rmtree(ix, ignore_errors=True)
+
+
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--sizes", nargs="+", type=int, default=[100_000, 1_000_000])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", nargs="+", default=["100000", "1000000"],
+                    help="clip counts, space- or comma-separated")
+    ap.add_argument("--compare", action="store_true", help="the in-RAM comparison of FAISS structures")
+    ap.add_argument("--workdir", default=None, help="archive mode: where indexes are built (default: a temp dir)")
+    ap.add_argument("--keep", action="store_true", help="archive mode: keep the built index (workdir/ix-N)")
+    ap.add_argument("--exact-max-gb", type=float, default=6.0,
+                    help="archive mode: search the exact kind only where N x dim x 4 bytes fits this")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--worker", nargs=4, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--dim", type=int, default=256)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--nprobes", nargs="+", type=int, default=[4, 8, 16, 32, 64])
@@ -63,8 +209,12 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     add_out_argument(ap, __file__)
     args = ap.parse_args()
+    if args.worker:
+        return search_worker(args)
     global RECORDER
     RECORDER = Recorder(__file__, args.out)
+    if not args.compare:
+        return archive(args)
     import faiss
     import torch
 
@@ -76,7 +226,7 @@ def main():
     print(f"threads {args.threads}, dim {args.dim}, {args.queries} queries per search call, k=10; "
           f"ratio = fastest exact ms/query / this ms/query; auto switches to IVF at {AUTO_IVF_MIN_CLIPS} clips")
     print(f"{'N':>8s} {'index':>16s} {'build s':>8s} {'ms/query':>9s} {'recall@10':>9s} {'speed-up':>9s}")
-    for n in args.sizes:
+    for n in sizes(args.sizes):
         x = synthetic(n, args.dim, rng)
         q = x[rng.integers(0, n, args.queries)] + 0.1 * rng.standard_normal((args.queries, args.dim)).astype(np.float32)
         q = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)

@@ -7,7 +7,9 @@ Layout of an index directory (format version 2)::
     shards/000012.npy        [n, D] float32 embeddings of one added video (never rewritten)
     shards/000012.jsonl      its n clips, one {"video", "start", "end"} per line, in id order
     shards/000012.ivf3.npy   [n] int64 IVF list of each clip under quantizer generation 3
+    shards/000012.pq1.npy    [n, C] uint8 IVF-PQ codes of its clips under PQ generation 1 (index_pq.py)
     ivf-3.faiss              a trained, empty FAISS IndexIVFFlat (the coarse quantizer)
+    pq-1.faiss               a trained, empty FAISS IndexIVFPQ (coarse quantizer + PQ codebooks)
     report.json              counts of the last ``surgclip index`` run (added, failed by reason)
     .lock                    fcntl lock held by the writing process (its pid inside)
 
@@ -18,7 +20,12 @@ by the next writer (``cleanup``). Clip ids are positions in shard order, so they
 
 Search: below ``AUTO_IVF_MIN_CLIPS`` clips (``kind="auto"``) an exact inner-product search
 (torch matmul + topk, faster than FAISS's flat index on CPU: ``eval/bench/bench_index.py``
-compares the two); above it an IVF index. The IVF quantizer is trained once when the index
+compares the two); above it an IVF index; from ``AUTO_PQ_MIN_CLIPS`` on the compressed index of
+``index_pq.py`` (IVF-PQ codes in memory, the short list re-ranked exactly against the float
+embeddings memory-mapped from the shards), which replaces the IVF index: the floats are then never
+loaded whole, so a searcher holds codes, ids and quantizer only (about ``pq_m(D) + 10`` bytes per
+clip). The PQ index is trained, re-trained and calibrated like the IVF one below (same growth
+rule, same probes); its calibration also picks the re-rank depth. The IVF quantizer is trained once when the index
 crosses the threshold and again only when it has grown 4x since, so appending a video costs one
 quantizer lookup for its own clips; the inverted lists are rebuilt in memory from the stored
 assignments on open, without re-clustering. ``nprobe`` is calibrated at training time to reach
@@ -40,8 +47,11 @@ from ..utils import atomic_path, atomic_write_text
 
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
-KINDS = ("auto", "exact", "ivf")  # "flat" is accepted as an alias of "exact"
+KINDS = ("auto", "exact", "ivf", "pq")  # "flat" is accepted as an alias of "exact"
 AUTO_IVF_MIN_CLIPS = 300_000  # bench_index.py: IVF at recall@10 >= 0.95 is 6-13x exact at 100k, 48-90x at 1M
+AUTO_PQ_MIN_CLIPS = 1_000_000  # IVF-Flat holds every float in RAM: 1 GB at 1M x 256-d; PQ holds ~42 B per clip
+MMAP_CACHE = 512  # shard memory maps kept open (one file descriptor each) for re-ranking and lookups
+LINES_CACHE = 256  # shards whose checked metadata lines are kept for hit lookups
 IVF_MIN_CLIPS = 4096  # below this an IVF index has too few points per list to be worth it
 IVF_RECALL_TARGET = 0.99  # on 200 probe queries; the bench's own queries land 2-5 points lower
 IVF_RETRAIN_GROWTH = 4  # retrain (new nlist) when the index has grown this much since training
@@ -62,7 +72,7 @@ def model_fingerprint(model) -> dict:
 
 
 def normalise_kind(kind: str | None) -> str:
-    """``auto`` | ``exact`` | ``ivf`` (``flat`` = ``exact``)."""
+    """``auto`` | ``exact`` | ``ivf`` | ``pq`` (``flat`` = ``exact``)."""
     kind = "exact" if kind == "flat" else (kind or "auto")
     if kind not in KINDS:
         raise ValueError(f"unknown index kind {kind!r}; expected one of {', '.join(KINDS)} (or flat)")
@@ -152,7 +162,9 @@ class ClipIndex:
         fingerprint: ``model_fingerprint(model)``; for a new index it is stored, for an existing
             one it must match (else ``IndexError_`` naming both models or both weight hashes).
             Without it the index must exist.
-        kind: ``auto`` (default for a new index), ``exact`` or ``ivf``; None keeps the stored one.
+        kind: ``auto`` (default for a new index), ``exact``, ``ivf`` or ``pq``; None keeps the stored one.
+            ``ivf`` and ``pq`` search exactly until the index holds ``IVF_MIN_CLIPS`` /
+            ``PQ_MIN_CLIPS`` clips (too few to train on).
     """
 
     def __init__(self, path, fingerprint: dict | None = None, kind: str | None = None):
@@ -173,15 +185,20 @@ class ClipIndex:
             if fingerprint is None:
                 raise IndexError_(f"no clip index at {self.path} ({MANIFEST} missing); build one with `surgclip index`")
             self.meta = dict(fingerprint, version=FORMAT_VERSION, kind=normalise_kind(kind), model_source=None,
-                             num_clips=0, next_shard=0, shards=[], videos={}, ivf=None)
+                             num_clips=0, next_shard=0, shards=[], videos={}, ivf=None, pq=None)
         self._reset_cache()
 
     # ----------------------------------------------------------------------------- reading
     def _reset_cache(self) -> None:
+        from collections import OrderedDict
+
         self._emb = None  # [N, D] concatenation of the shards, loaded on the first search
         self._clips = None
-        self._mmaps = {}
+        self._mmaps = OrderedDict()  # shard position -> memory map (LRU, MMAP_CACHE)
+        self._lines = OrderedDict()  # shard position -> its checked metadata lines (LRU, LINES_CACHE)
         self._ivf = None
+        self._pq = None  # the searchable IVF-PQ index (codes of every clip)
+        self._pq_encoder = None  # the trained, empty IVF-PQ index: a writer encodes new clips with it
         sizes = [s["clips"] for s in self.meta["shards"]]
         self._offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
 
@@ -203,14 +220,19 @@ class ClipIndex:
         shards, videos = meta.get("shards"), meta.get("videos")
         _need(isinstance(shards, list), p, "shards", "a list", shards)
         _need(isinstance(videos, dict), p, "videos", "an object", type(videos).__name__)
+        meta.setdefault("pq", None)  # written before the PQ index existed: none trained
+        for s in shards:
+            if isinstance(s, dict):
+                s.setdefault("pq", None)
         ids = set()
         for n, s in enumerate(shards):
             ok = isinstance(s, dict) and _is_int(s.get("id")) and s["id"] >= 0 and _is_int(s.get("clips")) and \
                 s["clips"] >= 1 and isinstance(s.get("video"), str) and "ivf" in s and \
                 (s["ivf"] is None or _is_int(s["ivf"])) and isinstance(s.get("sha256"), dict) and \
                 all(isinstance(s["sha256"].get(k), str) for k in ("npy", "jsonl")) and \
-                (s["ivf"] is None or isinstance(s["sha256"].get("ivf"), str))
-            _need(ok and s["id"] not in ids, p, f"shards[{n}]", "{id >= 0 (unique), clips >= 1, video, ivf, sha256}", s)
+                (s["ivf"] is None or isinstance(s["sha256"].get("ivf"), str)) and \
+                (s["pq"] is None or (_is_int(s["pq"]) and isinstance(s["sha256"].get("pq"), str)))
+            _need(ok and s["id"] not in ids, p, f"shards[{n}]", "{id >= 0 (unique), clips >= 1, video, ivf, pq, sha256}", s)
             ids.add(s["id"])
         by_id = {s["id"]: s for s in shards}
         for v, info in videos.items():
@@ -230,6 +252,14 @@ class ClipIndex:
                 and isinstance(ivf.get("recall@10"), (int, float)) and not isinstance(ivf["recall@10"], bool) \
                 and 0 <= ivf["recall@10"] <= 1
             _need(ok, p, "ivf", "null or {gen, nlist, nprobe, trained_on, sha256}", ivf)
+        pq = meta["pq"]
+        if pq is not None:
+            ok = isinstance(pq, dict) and all(_is_int(pq.get(k)) and pq[k] > 0 for k in
+                                              ("nlist", "m", "code_bytes", "nprobe", "rerank", "trained_on")) \
+                and _is_int(pq.get("gen")) and pq["gen"] >= 0 and isinstance(pq.get("sha256"), str) \
+                and isinstance(pq.get("recall@10"), (int, float)) and not isinstance(pq["recall@10"], bool) \
+                and 0 <= pq["recall@10"] <= 1
+            _need(ok, p, "pq", "null or {gen, nlist, m, code_bytes, nprobe, rerank, trained_on, recall@10, sha256}", pq)
         return meta
 
     def _shard_file(self, sid: int, suffix: str) -> Path:
@@ -263,22 +293,48 @@ class ClipIndex:
             lines = self._read_checked(path, s["sha256"]["jsonl"]).decode().splitlines()
         except (OSError, UnicodeDecodeError) as err:
             raise IndexError_(f"corrupt or missing index shard {path}: {err}") from None
-        clips = []
-        for ln, line in enumerate(lines, 1):
+        if len(lines) != s["clips"]:
+            raise IndexError_(f"index shard {path}: {len(lines)} clips, manifest says {s['clips']} (truncated?)")
+        return [self._parse_clip(path, s["video"], ln, line) for ln, line in enumerate(lines, 1)]
+
+    @staticmethod
+    def _parse_clip(path: Path, video: str, ln: int, line: str) -> dict:
+        try:
+            c = json.loads(line)
+            ok = isinstance(c, dict) and c.get("video") == video and all(
+                isinstance(c.get(k), (int, float)) and not isinstance(c.get(k), bool) and math.isfinite(c[k])
+                for k in ("start", "end"))
+        except ValueError:
+            ok = False
+        if not ok:
+            raise IndexError_(f"{path}:{ln}: expected {{\"video\": {video!r}, \"start\": s, \"end\": s}}, "
+                              f"got {line[:80]!r}")
+        return {"video": c["video"], "start": c["start"], "end": c["end"]}
+
+    def _clip_meta(self, i: int) -> dict:
+        """{"video", "start", "end"} of clip ``i`` without reading every shard: its shard's lines are
+        checked (sha256, count) once and kept in a small LRU; only the requested line is parsed."""
+        if self._clips is not None:
+            return self._clips[i]
+        n = int(np.searchsorted(self._offsets, i, side="right") - 1)
+        lines = self._lines.get(n)
+        if lines is None:
+            s = self.meta["shards"][n]
+            path = self._shard_file(s["id"], ".jsonl")
             try:
-                c = json.loads(line)
-                ok = isinstance(c, dict) and c.get("video") == s["video"] and all(
-                    isinstance(c.get(k), (int, float)) and not isinstance(c.get(k), bool) and math.isfinite(c[k])
-                    for k in ("start", "end"))
-            except ValueError:
-                ok = False
-            if not ok:
-                raise IndexError_(f"{path}:{ln}: expected {{\"video\": {s['video']!r}, \"start\": s, \"end\": s}}, "
-                                  f"got {line[:80]!r}")
-            clips.append({"video": c["video"], "start": c["start"], "end": c["end"]})
-        if len(clips) != s["clips"]:
-            raise IndexError_(f"index shard {path}: {len(clips)} clips, manifest says {s['clips']} (truncated?)")
-        return clips
+                lines = self._read_checked(path, s["sha256"]["jsonl"]).decode().splitlines()
+            except (OSError, UnicodeDecodeError) as err:
+                raise IndexError_(f"corrupt or missing index shard {path}: {err}") from None
+            if len(lines) != s["clips"]:
+                raise IndexError_(f"index shard {path}: {len(lines)} clips, manifest says {s['clips']} (truncated?)")
+            self._lines[n] = lines
+            while len(self._lines) > LINES_CACHE:
+                self._lines.popitem(last=False)
+        else:
+            self._lines.move_to_end(n)
+        s = self.meta["shards"][n]
+        row = i - int(self._offsets[n])
+        return self._parse_clip(self._shard_file(s["id"], ".jsonl"), s["video"], row + 1, lines[row])
 
     def __len__(self) -> int:
         return int(self.meta["num_clips"])
@@ -305,7 +361,7 @@ class ClipIndex:
     def clip(self, i: int) -> dict:
         """{"video", "start", "end", "id"} of clip ``i``."""
         i = self._check_id(i)
-        return dict(self.clips()[i], id=i)
+        return dict(self._clip_meta(i), id=i)
 
     def embedding(self, i: int) -> np.ndarray:
         """[D] float32 embedding of clip ``i`` (memory-mapped from its shard; no full load)."""
@@ -313,9 +369,65 @@ class ClipIndex:
         if self._emb is not None:
             return np.array(self._emb[i])
         n = int(np.searchsorted(self._offsets, i, side="right") - 1)
-        if n not in self._mmaps:
-            self._mmaps[n] = self._shard_embeddings(n, mmap=True)
-        return np.array(self._mmaps[n][i - self._offsets[n]], dtype=np.float32)
+        return np.array(self._shard_map(n)[i - self._offsets[n]], dtype=np.float32)
+
+    def _shard_map(self, n: int) -> np.ndarray:
+        """Shard ``n``'s [clips, D] embeddings, memory-mapped (shape and dtype checked, no checksum:
+        re-ranking reads a few rows of many shards); the last ``MMAP_CACHE`` maps stay open."""
+        m = self._mmaps.get(n)
+        if m is None:
+            m = self._mmaps[n] = self._shard_embeddings(n, mmap=True)
+            while len(self._mmaps) > MMAP_CACHE:
+                self._mmaps.popitem(last=False)
+        else:
+            self._mmaps.move_to_end(n)
+        return m
+
+    def gather(self, ids: np.ndarray) -> np.ndarray:
+        """[len(ids), D] float32 embeddings of clip ``ids`` (ascending, in range), read from the
+        memory-mapped shards (only their rows are touched)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        out = np.empty((len(ids), self.meta["embed_dim"]), np.float32)
+        if self._emb is not None:
+            out[:] = self._emb[ids]
+            return out
+        pos = np.searchsorted(self._offsets, ids, side="right") - 1
+        cuts = np.flatnonzero(np.diff(pos)) + 1
+        for a, b in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(ids)]])):
+            n = int(pos[a])
+            out[a:b] = self._shard_map(n)[ids[a:b] - self._offsets[n]]
+        return out
+
+    def iter_shard_blocks(self, rows: int = 262_144):
+        """Yield (first clip id, [n, D] float32) blocks of whole shards, about ``rows`` clips each, in id
+        order, read from the memory-mapped shards: a streaming pass over every embedding."""
+        N, start = len(self.meta["shards"]), 0
+        while start < N:
+            stop = start + 1
+            while stop < N and self._offsets[stop + 1] - self._offsets[start] <= rows:
+                stop += 1
+            parts = [self._shard_embeddings(n, mmap=True) for n in range(start, stop)]
+            yield int(self._offsets[start]), np.concatenate(parts) if len(parts) > 1 else np.array(parts[0])
+            start = stop
+
+    def exact_scan(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact inner-product top-k over every clip in one streaming pass (never all floats in RAM).
+
+        Args:
+            queries: [Q, D] float32. k: hits per query (<= len(self)).
+        Returns:
+            (scores [Q, k] float32, ids [Q, k] int64), best first; equal to ``exact_search`` on
+            ``embeddings()``.
+        """
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        best_s = np.full((len(q), 0), -np.inf, np.float32)
+        best_i = np.zeros((len(q), 0), np.int64)
+        for first, block in self.iter_shard_blocks():
+            s, i = exact_search(q, block, min(k, len(block)))
+            cs, ci = np.concatenate([best_s, s], 1), np.concatenate([best_i, i + first], 1)
+            top = np.argsort(-cs, axis=1, kind="stable")[:, :k]
+            best_s, best_i = np.take_along_axis(cs, top, 1), np.take_along_axis(ci, top, 1)
+        return best_s, best_i
 
     def embeddings(self) -> np.ndarray:
         """[N, D] float32, all clips in id order (loaded once, then cached)."""
@@ -344,8 +456,9 @@ class ClipIndex:
     def add_video(self, video: str, embeddings: np.ndarray, spans: list[tuple[float, float]], info: dict | None = None):
         """Append one video's clips as a new shard ([n, D] embeddings, (start, end) seconds) and save.
 
-        Costs time proportional to ``n`` (plus a small manifest), except when the index crosses
-        an IVF (re)training size, which happens at geometrically spaced sizes.
+        Costs time proportional to ``n`` (a quantizer lookup and, under PQ, an encoding of its own
+        clips; plus a small manifest), except when the index crosses an IVF or PQ (re)training
+        size, which happens at geometrically spaced sizes.
         """
         embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
         D = self.meta["embed_dim"]
@@ -365,6 +478,16 @@ class ClipIndex:
         if ivf is not None:
             entry["ivf"] = ivf["gen"]
             entry["sha256"]["ivf"] = self._write_assign(sid, ivf["gen"], self._quantizer_assign(embeddings))
+        pq = self.meta["pq"]
+        entry["pq"] = None
+        if pq is not None:
+            codes = self._pq_encode(embeddings)
+            entry["pq"] = pq["gen"]
+            entry["sha256"]["pq"] = self._write_codes(sid, pq["gen"], codes)
+            if self._pq is not None:  # a searcher that adds keeps its index current
+                from .index_pq import add_codes
+
+                add_codes(self._pq, codes, np.arange(self._offsets[-1], self._offsets[-1] + len(codes)))
         self._emb = None  # not concatenated here: that would copy the whole index per video
         if self._clips is not None:
             self._clips += clips
@@ -374,9 +497,14 @@ class ClipIndex:
         self.meta["next_shard"] = sid + 1
         self._offsets = np.append(self._offsets, self._offsets[-1] + len(clips))
         self._ivf = None
-        if self._wants_training():
+        want = self._wants_training()
+        if want == "ivf":
             self._train_ivf()
             self._emb = self._ivf = None  # a writer keeps only its own video in memory
+        elif want in ("pq", "pq-calibrate"):
+            self._train_pq() if want == "pq" else self._recalibrate_pq()
+            self._emb = self._pq = None
+            self._mmaps.clear()
         self.save()
 
     def save(self) -> None:
@@ -395,29 +523,55 @@ class ClipIndex:
             keep |= {f"shards/{s['id']:06d}.npy", f"shards/{s['id']:06d}.jsonl"}
             if s["ivf"] is not None:
                 keep.add(f"shards/{s['id']:06d}.ivf{s['ivf']}.npy")
+            if s["pq"] is not None:
+                keep.add(f"shards/{s['id']:06d}.pq{s['pq']}.npy")
         if self.meta["ivf"] is not None:
             keep.add(f"ivf-{self.meta['ivf']['gen']}.faiss")
+        if self.meta["pq"] is not None:
+            keep.add(f"pq-{self.meta['pq']['gen']}.faiss")
         removed = []
         for pattern in ("*", "shards/*"):
             for f in self.path.glob(pattern):
                 rel = f.relative_to(self.path).as_posix()
                 if f.is_file() and rel not in keep and (rel.startswith("shards/") or
-                                                         re.fullmatch(r"ivf-\d+\.faiss|\..*\.tmp", rel)):
+                                                         re.fullmatch(r"(ivf|pq)-\d+\.faiss|\..*\.tmp", rel)):
                     f.unlink()
                     removed.append(rel)
         return sorted(removed)
 
     # ----------------------------------------------------------------------------- IVF
     def active_kind(self) -> str:
-        """The search in use now: ``exact`` or ``ivf`` (``auto`` resolved by size)."""
-        return "ivf" if self.meta["ivf"] is not None and self.meta["kind"] != "exact" else "exact"
+        """The search in use now: ``exact``, ``ivf`` or ``pq`` (``auto`` resolved by size; ``ivf`` and
+        ``pq`` are ``exact`` until trained)."""
+        kind, ivf, pq = self.meta["kind"], self.meta["ivf"], self.meta["pq"]
+        if kind in ("auto", "pq") and pq is not None:
+            return "pq"
+        if kind in ("auto", "ivf") and ivf is not None:
+            return "ivf"
+        return "exact"
 
-    def _wants_training(self) -> bool:
-        kind, n, ivf = self.meta["kind"], len(self), self.meta["ivf"]
+    def min_clips(self) -> int | None:
+        """Clips the recorded kind needs before it is trained (None for ``exact``)."""
+        from .index_pq import PQ_MIN_CLIPS
+
+        return {"auto": AUTO_IVF_MIN_CLIPS, "ivf": IVF_MIN_CLIPS, "pq": PQ_MIN_CLIPS}.get(self.meta["kind"])
+
+    def _wants_training(self) -> str | None:
+        """``"ivf"`` or ``"pq"`` when the index has reached that structure's (re)training size,
+        ``"pq-calibrate"`` when a PQ index at its largest list count has grown ``IVF_RETRAIN_GROWTH``
+        times since calibrated, else None."""
+        from .index_pq import PQ_MIN_CLIPS, pq_nlist
+
+        kind, n, ivf, pq = self.meta["kind"], len(self), self.meta["ivf"], self.meta["pq"]
+        pq_floor = AUTO_PQ_MIN_CLIPS if kind == "auto" else PQ_MIN_CLIPS if kind == "pq" else None
+        if pq_floor is not None and n >= pq_floor:
+            if pq is None or (n >= IVF_RETRAIN_GROWTH * pq["trained_on"] and pq_nlist(n) != pq["nlist"]):
+                return "pq"
+            return "pq-calibrate" if n >= IVF_RETRAIN_GROWTH * pq.get("calibrated_on", pq["trained_on"]) else None
         floor = AUTO_IVF_MIN_CLIPS if kind == "auto" else IVF_MIN_CLIPS if kind == "ivf" else None
         if floor is None or n < floor:
-            return False
-        return ivf is None or n >= IVF_RETRAIN_GROWTH * ivf["trained_on"]
+            return None
+        return "ivf" if ivf is None or n >= IVF_RETRAIN_GROWTH * ivf["trained_on"] else None
 
     def _ivf_file(self, gen: int) -> Path:
         return self.path / f"ivf-{gen}.faiss"
@@ -520,6 +674,182 @@ class ClipIndex:
             self._ivf = index
         return self._ivf
 
+    # ----------------------------------------------------------------------------- IVF-PQ
+    def _pq_file(self, gen: int) -> Path:
+        return self.path / f"pq-{gen}.faiss"
+
+    def _empty_pq(self):
+        """The trained, empty IndexIVFPQ of the current PQ generation (checksum and shape checked)."""
+        import faiss
+
+        from .index_pq import pq_m
+
+        meta = self.meta["pq"]
+        path = self._pq_file(meta["gen"])
+        try:
+            data = self._read_checked(path, meta["sha256"])
+            index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+        except OSError as err:
+            raise IndexError_(f"missing FAISS file {path}: {err}") from None
+        except RuntimeError as err:
+            raise IndexError_(f"corrupt or truncated FAISS file {path}: {str(err).splitlines()[0]}") from None
+        D = self.meta["embed_dim"]
+        if not isinstance(index, faiss.IndexIVFPQ) or index.nlist != meta["nlist"] or index.d != D or \
+                index.pq.M != meta["m"] or index.pq.M != pq_m(D) or index.sa_code_size() != meta["code_bytes"] or \
+                index.ntotal != 0 or not index.is_trained:
+            got = f"{type(index).__name__}, dim {index.d}, {getattr(index, 'nlist', '?')} lists, " \
+                  f"{index.sa_code_size() if isinstance(index, faiss.IndexIVFPQ) else '?'}-byte codes, {index.ntotal} vectors"
+            raise IndexError_(f"{path} ({got}) is not the trained, empty IVF-PQ index {self.manifest_path} names "
+                              f"(field 'pq': dim {D}, {meta['nlist']} lists, {meta['m']} sub-quantizers, "
+                              f"{meta['code_bytes']}-byte codes)")
+        return index
+
+    def _pq_encode(self, x: np.ndarray) -> np.ndarray:
+        """[n, code_bytes] uint8 standalone IVF-PQ codes of [n, D] vectors (the writer's cached quantizer)."""
+        from .index_pq import encode
+
+        if self._pq_encoder is None:
+            enc = self._empty_pq()
+            self._pq_encoder = (enc, enc.quantizer.reconstruct_n(0, enc.nlist))
+        return encode(self._pq_encoder[0], x, self._pq_encoder[1])
+
+    def _write_codes(self, sid: int, gen: int, codes: np.ndarray) -> str:
+        """Write a shard's IVF-PQ codes; returns their sha256."""
+        data = _npy_bytes(np.ascontiguousarray(codes, dtype=np.uint8))
+        _write_bytes(self._shard_file(sid, f".pq{gen}.npy"), data)
+        return _sha(data)
+
+    def _read_codes(self, n: int, coarse_size: int) -> np.ndarray:
+        """Shard ``n``'s stored codes, refused (IndexError_ naming the file and the manifest) unless they
+        match the manifest: checksum, one row of ``code_bytes`` per clip, list numbers below ``nlist``."""
+        from .index_pq import list_numbers
+
+        s, meta = self.meta["shards"][n], self.meta["pq"]
+        path = self._shard_file(s["id"], f".pq{meta['gen']}.npy")
+        if s["pq"] != meta["gen"]:
+            raise IndexError_(f"{self.manifest_path}: shard {s['id']} has PQ codes of generation {s['pq']}, "
+                              f"the index is at generation {meta['gen']} ({path} expected)")
+        try:
+            codes = np.load(io.BytesIO(self._read_checked(path, s["sha256"]["pq"])), allow_pickle=False)
+        except (OSError, ValueError, EOFError) as err:
+            raise IndexError_(f"corrupt or missing IVF-PQ codes {path}: {err}") from None
+        if codes.dtype != np.uint8 or codes.shape != (s["clips"], meta["code_bytes"]):
+            raise IndexError_(f"IVF-PQ codes {path} are {codes.dtype} {codes.shape}; {self.manifest_path} says "
+                              f"uint8 ({s['clips']}, {meta['code_bytes']}) for shard {s['id']}")
+        lists = list_numbers(codes, coarse_size)
+        if lists.size and lists.max() >= meta["nlist"]:
+            raise IndexError_(f"IVF-PQ codes {path} name list {int(lists.max())}; {self.manifest_path} says "
+                              f"{meta['nlist']} lists")
+        return codes
+
+    def _train_pq(self, seed: int = 0) -> None:
+        """Train an IVF-PQ quantizer on a sample, encode every shard (a streaming pass), calibrate
+        nprobe and the re-rank depth; the manifest switches to it when the caller saves."""
+        from .index_pq import PQ_MIN_CLIPS, PQ_TRAIN_PER_LIST, add_codes, encode, new_index, pq_m, pq_nlist, train
+
+        import faiss
+
+        n, D = len(self), self.meta["embed_dim"]
+        nlist = pq_nlist(n)
+        rng = np.random.default_rng(seed)
+        sample = self.gather(np.sort(rng.choice(n, min(n, max(PQ_MIN_CLIPS, nlist * PQ_TRAIN_PER_LIST)), replace=False)))
+        index = new_index(D, nlist, seed)
+        train(index, sample)
+        gen = 0 if self.meta["pq"] is None else self.meta["pq"]["gen"] + 1
+        quantizer_bytes = faiss.serialize_index(index).tobytes()
+        _write_bytes(self._pq_file(gen), quantizer_bytes)
+        enc = faiss.deserialize_index(np.frombuffer(quantizer_bytes, dtype=np.uint8))
+        self._pq_encoder = (enc, enc.quantizer.reconstruct_n(0, enc.nlist))
+        digests, pos = [], 0
+        for first, block in self.iter_shard_blocks():
+            codes = encode(enc, block, self._pq_encoder[1])
+            add_codes(index, codes, np.arange(first, first + len(block), dtype=np.int64))
+            while pos < len(self.meta["shards"]) and self._offsets[pos] < first + len(block):
+                lo, hi = self._offsets[pos] - first, self._offsets[pos + 1] - first
+                digests.append(self._write_codes(self.meta["shards"][pos]["id"], gen, codes[lo:hi]))
+                pos += 1
+        self._pq = index
+        nprobe, rerank, recall = self._calibrate_pq(sample, seed)
+        for s, digest in zip(self.meta["shards"], digests):
+            s["pq"], s["sha256"]["pq"] = gen, digest
+            s["ivf"] = None  # the PQ index replaces the IVF one (its files are removed by the next cleanup)
+            s["sha256"].pop("ivf", None)
+        self.meta["ivf"] = None
+        self.meta["pq"] = {"gen": gen, "nlist": nlist, "m": pq_m(D), "code_bytes": int(index.sa_code_size()),
+                           "nprobe": nprobe, "rerank": rerank, "trained_on": n, "calibrated_on": n,
+                           "recall@10": recall, "sha256": _sha(quantizer_bytes)}
+        self._ivf = None
+
+    def _recalibrate_pq(self, seed: int = 0) -> None:
+        """Re-measure nprobe and the re-rank depth on the grown index (same quantizer, same codes):
+        more clips per list push true neighbours further down the PQ-ordered candidates."""
+        rng = np.random.default_rng(seed)
+        self.pq()
+        sample = self.gather(np.sort(rng.choice(len(self), min(len(self), 4096), replace=False)))
+        nprobe, rerank, recall = self._calibrate_pq(sample, seed)
+        self.meta["pq"].update(nprobe=nprobe, rerank=rerank, calibrated_on=len(self), **{"recall@10": recall})
+
+    def _calibrate_pq(self, sample: np.ndarray, seed: int = 0, k: int = 10) -> tuple[int, int, float]:
+        """(nprobe, re-rank depth, recall@k) for ``self._pq``: the smallest power-of-two nprobe at which
+        some depth in ``RERANK_DEPTHS`` reaches ``IVF_RECALL_TARGET`` against exact search (a streaming
+        scan) on ``probe_queries`` of the sample, the smallest such depth, then nprobe and depth times
+        ``IVF_NPROBE_MARGIN`` (as for IVF). The recall returned is measured at the chosen pair."""
+        from .index_pq import RERANK_DEPTHS
+
+        index = self._pq
+        q = probe_queries(sample, seed=seed)
+        k = min(k, len(self))
+        _, exact = self.exact_scan(q, k)
+        depths = [r for r in RERANK_DEPTHS if r >= k] or [k]
+
+        def recalls(nprobe, depths):
+            """recall@k after exact re-ranking of the first r candidates, for each r in depths."""
+            index.nprobe = nprobe
+            cand = index.search(q, depths[-1])[1]  # best first: a prefix is the list at a shorter depth
+            flat = np.unique(cand[cand >= 0])
+            vec = self.gather(flat)
+            scores = np.where(cand >= 0, np.einsum("qrd,qd->qr", vec[np.searchsorted(flat, np.maximum(cand, 0))], q),
+                              -np.inf)
+            out = []
+            for r in depths:
+                top = np.argsort(-scores[:, :r], axis=1, kind="stable")[:, :k]
+                out.append(recall_at_k(np.take_along_axis(cand[:, :r], top, 1), exact))
+            return out
+
+        nprobe = 1
+        while True:
+            ok = [r for r, rec in zip(depths, recalls(nprobe, depths)) if rec >= IVF_RECALL_TARGET]
+            if ok or nprobe >= index.nlist:
+                depth = ok[0] if ok else depths[-1]
+                break
+            nprobe *= 2
+        nprobe = min(index.nlist, nprobe * IVF_NPROBE_MARGIN)
+        depth *= IVF_NPROBE_MARGIN
+        recall = recalls(nprobe, [depth])[0]
+        index.nprobe = nprobe
+        return nprobe, depth, round(recall, 4)
+
+    def pq(self):
+        """The in-memory IVF-PQ index (codes read from the shards' code files, no encoding), or None."""
+        if self.active_kind() != "pq":
+            return None
+        if self._pq is None:
+            from .index_pq import add_codes
+
+            index = self._empty_pq()
+            cs = index.coarse_code_size()
+            batch, first = [], 0
+            for n in range(len(self.meta["shards"])):
+                batch.append(self._read_codes(n, cs))
+                if sum(len(b) for b in batch) >= 262_144 or n == len(self.meta["shards"]) - 1:
+                    codes = np.concatenate(batch)
+                    add_codes(index, codes, np.arange(first, first + len(codes), dtype=np.int64))
+                    first += len(codes)
+                    batch = []
+            index.nprobe = self.meta["pq"]["nprobe"]
+            self._pq = index
+        return self._pq
+
     # ----------------------------------------------------------------------------- search
     def video_rows(self, videos) -> np.ndarray:
         """Clip ids of the named videos (unknown names ignored), ascending."""
@@ -546,16 +876,23 @@ class ClipIndex:
             raise ValueError(f"queries must be [Q, {self.meta['embed_dim']}], got {tuple(np.shape(queries))}")
         if not len(self):
             raise IndexError_(f"index {self.path} is empty")
-        clips = self.clips()
+        kind = self.active_kind()
         if videos is not None:
             rows = self.video_rows(videos)
             if not rows.size:
                 return [[] for _ in q]
-            scores, ids = exact_search(q, self.embeddings()[rows], min(k, rows.size))
+            # the named videos' shards only, memory-mapped unless every float is loaded already
+            scores, ids = exact_search(q, self.gather(rows), min(k, rows.size))
             ids = rows[ids]
-        elif self.active_kind() == "ivf":
+        elif kind == "pq":
+            from .index_pq import rerank
+
+            index = self.pq()
+            cand = index.search(q, max(k, self.meta["pq"]["rerank"]))[1]
+            scores, ids = rerank(q, cand, self.gather, min(k, len(self)))
+        elif kind == "ivf":
             scores, ids = self.ivf().search(q, min(k, len(self)))
         else:
             scores, ids = exact_search(q, self.embeddings(), min(k, len(self)))
-        return [[dict(clips[i], score=float(s), id=int(i)) for s, i in zip(srow, irow) if i >= 0]
+        return [[dict(self._clip_meta(int(i)), score=float(s), id=int(i)) for s, i in zip(srow, irow) if i >= 0]
                 for srow, irow in zip(scores, ids)]

@@ -86,13 +86,14 @@ def index_library(model, sources: list[Path], index_dir, window_s: float = 4.0, 
     so a killed run resumes at the video it was on. Unreadable videos are skipped and counted.
 
     Args:
-        kind: ``auto`` | ``exact`` | ``ivf`` (None keeps an existing index's choice).
+        kind: ``auto`` | ``exact`` | ``ivf`` | ``pq`` (None keeps an existing index's choice).
         model_source: how the model was loaded (name or path), recorded for ``surgclip search``.
     Returns:
         The run's report, ``reports.write_report``'s ``index_dir/report.json``: the window settings
         (``protocol``), the weights fingerprint (``checkpoint``) and ``{"added", "skipped_existing",
         "failed": {video: message}, "failed_by_reason": {reason: n}, "cleaned": [files], "num_clips",
-        "search": exact|ivf, "ivf": {...} | None}``.
+        "search": exact|ivf|pq, "ivf": {...} | None, "pq": {...} | None, "kind": the recorded kind,
+        "min_clips": clips it needs before it is trained (None for exact)}``.
     """
     fp = model_fingerprint(model)
     num_frames = int(num_frames or model.num_frames)
@@ -125,7 +126,8 @@ def index_library(model, sources: list[Path], index_dir, window_s: float = 4.0, 
         restore()
         index.save()  # an index with no readable video still exists, recording the model
         report.update(failed_by_reason=dict(report["failed_by_reason"]), num_clips=len(index),
-                      search=index.active_kind(), ivf=index.meta["ivf"])
+                      search=index.active_kind(), ivf=index.meta["ivf"], pq=index.meta["pq"],
+                      kind=index.meta["kind"], min_clips=index.min_clips())
         return write_report(index_dir, "index", None, {"window_s": window_s, "stride_s": stride_s, "mode": "uniform",
                                                        "num_frames": num_frames},
                             {"kind": kind, "batch_size": batch_size, "frames_fps": frames_fps,

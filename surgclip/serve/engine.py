@@ -86,9 +86,10 @@ class SearchEngine:
         self.videos = index.video_info()
 
     def describe(self) -> dict:
-        """Which model and index answer, and how many clips/videos the index holds."""
+        """Which model and index answer, the index's search kind (exact | ivf | pq), and how many
+        clips/videos it holds."""
         return {"model": self.model_source, "model_name": self.model.name, "index": str(self.index.path),
-                "num_clips": len(self.index), "num_videos": len(self.videos)}
+                "index_kind": self.index.active_kind(), "num_clips": len(self.index), "num_videos": len(self.videos)}
 
     def check_query(self, q) -> str:
         """The stripped query text (``QueryError`` when empty or too long)."""

@@ -26,7 +26,7 @@ async function api(path) {
 async function loadVideos() {
   const d = await api("/api/videos");
   state.videos = Object.fromEntries(d.videos.map((v) => [v.id, v]));
-  $("info").textContent = `model ${d.model} (${d.model_name}) · index ${d.index} · ${d.num_clips} clips in ${d.num_videos} videos`;
+  $("info").textContent = `model ${d.model} (${d.model_name}) · index ${d.index} (${d.index_kind} search) · ${d.num_clips} clips in ${d.num_videos} videos`;
   for (const v of d.videos) {
     const o = document.createElement("option");
     o.value = v.id;
