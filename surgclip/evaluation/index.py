@@ -790,11 +790,14 @@ class ClipIndex:
         self.meta["pq"].update(nprobe=nprobe, rerank=rerank, calibrated_on=len(self), **{"recall@10": recall})
 
     def _calibrate_pq(self, sample: np.ndarray, seed: int = 0, k: int = 10) -> tuple[int, int, float]:
-        """(nprobe, re-rank depth, recall@k) for ``self._pq``: the smallest power-of-two nprobe at which
-        some depth in ``RERANK_DEPTHS`` reaches ``IVF_RECALL_TARGET`` against exact search (a streaming
-        scan) on ``probe_queries`` of the sample, the smallest such depth, then nprobe and depth times
-        ``IVF_NPROBE_MARGIN`` (as for IVF). The recall returned is measured at the chosen pair."""
-        from .index_pq import RERANK_DEPTHS
+        """(nprobe, re-rank depth, recall@k) for ``self._pq``.
+
+        For each power-of-two nprobe, the smallest depth in ``RERANK_DEPTHS`` whose recall@k against
+        exact search (a streaming scan) on ``probe_queries`` of the sample reaches
+        ``IVF_RECALL_TARGET``; of these pairs the one of least ``index_pq.query_cost`` (codes scanned
+        against rows re-read), then nprobe and depth times ``IVF_NPROBE_MARGIN`` (as for IVF). The
+        recall returned is measured at the chosen pair."""
+        from .index_pq import RERANK_DEPTHS, query_cost
 
         index = self._pq
         q = probe_queries(sample, seed=seed)
@@ -816,13 +819,21 @@ class ClipIndex:
                 out.append(recall_at_k(np.take_along_axis(cand[:, :r], top, 1), exact))
             return out
 
-        nprobe = 1
+        codes_per_list = len(self) / index.nlist
+        best, nprobe = None, 1
         while True:
             ok = [r for r, rec in zip(depths, recalls(nprobe, depths)) if rec >= IVF_RECALL_TARGET]
-            if ok or nprobe >= index.nlist:
-                depth = ok[0] if ok else depths[-1]
+            if ok:
+                cost = query_cost(nprobe, codes_per_list, ok[0], index.code_size)
+                if best is None or cost < best[0]:
+                    best = (cost, nprobe, ok[0])
+                if ok[0] == depths[0]:
+                    break  # a larger nprobe cannot shorten the list further
+            if nprobe >= index.nlist or (best and query_cost(2 * nprobe, codes_per_list, depths[0], index.code_size)
+                                          >= best[0]):
                 break
             nprobe *= 2
+        _, nprobe, depth = best or (None, index.nlist, depths[-1])
         nprobe = min(index.nlist, nprobe * IVF_NPROBE_MARGIN)
         depth *= IVF_NPROBE_MARGIN
         recall = recalls(nprobe, [depth])[0]

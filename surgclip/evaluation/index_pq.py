@@ -42,6 +42,16 @@ def pq_m(d: int) -> int:
     return max(m for m in range(1, target + 1) if d % m == 0)
 
 
+SCAN_NS_PER_CODE_BYTE = 0.5  # FAISS's table look-up scan of one code byte (2 cores, AVX2)
+RERANK_NS_PER_ROW = 20_000  # one re-ranked candidate: a random row of a memory-mapped shard (page-cache miss)
+
+
+def query_cost(nprobe: int, codes_per_list: float, depth: int, code_bytes: int) -> float:
+    """Rough nanoseconds of one query: codes scanned in ``nprobe`` lists plus ``depth`` rows re-read.
+    Calibration weighs the two with it; latencies are measured by ``eval/bench/bench_index.py``."""
+    return nprobe * codes_per_list * code_bytes * SCAN_NS_PER_CODE_BYTE + depth * RERANK_NS_PER_ROW
+
+
 def pq_nlist(n: int) -> int:
     """Inverted lists of an IVF-PQ index over ``n`` clips: ``ivf_nlist(n)`` capped at ``PQ_MAX_LISTS``."""
     from .index import ivf_nlist

@@ -227,3 +227,28 @@ def test_kind_pq_on_too_few_clips_explains_the_minimum(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"--kind pq needs at least {PQ_MIN_CLIPS} clips" in err and "searched exactly" in err
     assert ClipIndex(tmp_path / "ix").active_kind() == "exact"
+
+
+def test_serve_engine_answers_on_a_pq_index_with_video_filter(tmp_path, tiny_model):
+    """The search engine of ``surgclip serve`` on a compressed index: kind and size on the page's info, text
+    search, the video filter and "more like this", each equal to brute force over the stored floats."""
+    from surgclip.evaluation.index import model_fingerprint
+    from surgclip.serve.engine import SearchEngine
+
+    model, _, tokenizer = tiny_model
+    fp = model_fingerprint(model)
+    d = fp["embed_dim"]
+    x = clustered(PQ_MIN_CLIPS, d=d, seed=11)
+    grow(tmp_path / "ix", x, fp=fp)
+    engine = SearchEngine(model, tokenizer, ClipIndex(tmp_path / "ix", fingerprint=fp), "tiny")
+    info = engine.describe()
+    assert (info["index_kind"], info["num_clips"], info["num_videos"]) == ("pq", len(x), len(x) // PER)
+    text = engine.encode_text("clipping the cystic duct")
+    _, e = exact_search(text[None], x, 5)
+    assert recall_at_k([[h["id"] for h in engine.search("clipping the cystic duct", k=5)["hits"]]], e) >= 0.8
+    got = engine.search("clipping the cystic duct", k=5, videos=["v002"])["hits"]
+    _, e = exact_search(text[None], x[2 * PER:3 * PER], 5)
+    assert [h["id"] for h in got] == (e[0] + 2 * PER).tolist() and {h["video"] for h in got} == {"v002"}
+    similar = engine.similar(1234, k=3)["hits"]
+    _, e = exact_search(x[[1234]], x, 4)
+    assert [h["id"] for h in similar] == [i for i in e[0] if i != 1234][:3]
