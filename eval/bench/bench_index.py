@@ -187,6 +187,8 @@ def archive(args) -> None:
         finally:
             if not args.keep:
                 shutil.rmtree(ix, ignore_errors=True)
+    if not args.workdir:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def main():
