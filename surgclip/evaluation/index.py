@@ -369,18 +369,41 @@ class ClipIndex:
         if self._emb is not None:
             return np.array(self._emb[i])
         n = int(np.searchsorted(self._offsets, i, side="right") - 1)
-        return np.array(self._shard_map(n)[i - self._offsets[n]], dtype=np.float32)
+        return np.array(self._shard_map(n)[0][i - self._offsets[n]], dtype=np.float32)
 
-    def _shard_map(self, n: int) -> np.ndarray:
-        """Shard ``n``'s [clips, D] embeddings, memory-mapped (shape and dtype checked, no checksum:
-        re-ranking reads a few rows of many shards); the last ``MMAP_CACHE`` maps stay open."""
+    def _shard_map(self, n: int) -> tuple[np.ndarray, "mmap.mmap | None", int]:
+        """Shard ``n``'s [clips, D] embeddings, memory-mapped for random row reads: (array, its map,
+        byte offset of row 0). Shape and dtype are checked against the manifest, not the checksum
+        (re-ranking reads a few rows of many shards). The map is advised MADV_RANDOM, so a row read
+        does not pull in the kernel's read-around window. The last ``MMAP_CACHE`` maps stay open."""
+        import mmap
+
         m = self._mmaps.get(n)
-        if m is None:
-            m = self._mmaps[n] = self._shard_embeddings(n, mmap=True)
-            while len(self._mmaps) > MMAP_CACHE:
-                self._mmaps.popitem(last=False)
-        else:
+        if m is not None:
             self._mmaps.move_to_end(n)
+            return m
+        s = self.meta["shards"][n]
+        path = self._shard_file(s["id"], ".npy")
+        try:
+            with open(path, "rb") as f:
+                major, _ = np.lib.format.read_magic(f)
+                read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                shape, fortran, dtype = read_header(f)
+                offset = f.tell()
+                mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if shape[0] else None
+        except (OSError, ValueError, EOFError) as err:
+            raise IndexError_(f"corrupt or missing index shard {path}: {err}") from None
+        D = self.meta["embed_dim"]
+        size = int(np.prod(shape)) * 4
+        if dtype != np.float32 or fortran or shape != (s["clips"], D) or mm is None or len(mm) < offset + size:
+            raise IndexError_(f"index shard {path}: {dtype} {shape}{' (Fortran order)' if fortran else ''}, manifest "
+                              f"says float32 ({s['clips']}, {D}) (truncated or foreign file?)")
+        if hasattr(mm, "madvise"):
+            mm.madvise(mmap.MADV_RANDOM)
+        arr = np.frombuffer(mm, dtype=np.float32, count=s["clips"] * D, offset=offset).reshape(s["clips"], D)
+        m = self._mmaps[n] = (arr, mm, offset)
+        while len(self._mmaps) > MMAP_CACHE:
+            self._mmaps.popitem(last=False)
         return m
 
     def gather(self, ids: np.ndarray) -> np.ndarray:
@@ -391,11 +414,25 @@ class ClipIndex:
         if self._emb is not None:
             out[:] = self._emb[ids]
             return out
+        import mmap
+
         pos = np.searchsorted(self._offsets, ids, side="right") - 1
         cuts = np.flatnonzero(np.diff(pos)) + 1
-        for a, b in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(ids)]])):
+        groups = list(zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(ids)]])))
+        row_bytes = 4 * self.meta["embed_dim"]
+        maps = []
+        for a, b in groups:  # first ask the kernel for every row (reads in flight together), then copy
             n = int(pos[a])
-            out[a:b] = self._shard_map(n)[ids[a:b] - self._offsets[n]]
+            arr, mm, offset = self._shard_map(n)
+            rows = ids[a:b] - self._offsets[n]
+            if len(rows) < 64 and hasattr(mm, "madvise"):
+                for r in rows:
+                    start = offset + int(r) * row_bytes
+                    page = start - start % mmap.PAGESIZE
+                    mm.madvise(mmap.MADV_WILLNEED, page, start + row_bytes - page)
+            maps.append((arr, rows))
+        for (a, b), (arr, rows) in zip(groups, maps):
+            out[a:b] = arr[rows]
         return out
 
     def iter_shard_blocks(self, rows: int = 262_144):
