@@ -56,10 +56,17 @@ class LevelSampler(DistributedSampler):
         # DistributedSampler.__init__ is not called: it wants a dataset and an initialised process group
         self.levels, self.weights, self.seed, self.epoch = levels, weights, seed, epoch
         self.num_replicas, self.rank = int(num_replicas), int(rank)
+        self._resume = (None, 0)
         self.set_active(active)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
+
+    def resume(self, epoch: int, items: int) -> None:
+        """Start epoch ``epoch`` of this rank's share after its first ``items`` items (a run resumed
+        mid-epoch: they were trained on before the checkpoint); ``len`` stays the whole share, as
+        Lightning counts the resumed epoch's batches from where it stopped. Other epochs are whole."""
+        self._resume = (int(epoch), int(items))
 
     def set_active(self, active: list[int]) -> None:
         """Include these levels from now on (``level_every`` schedules)."""
@@ -87,7 +94,9 @@ class LevelSampler(DistributedSampler):
         order = self.order()
         total = len(self) * self.num_replicas
         order += order[: total - len(order)]  # equal shares: every rank takes the same number of steps
-        return iter(order[self.rank::self.num_replicas])
+        mine = order[self.rank::self.num_replicas]
+        epoch, done = self._resume
+        return iter(mine[done:] if epoch == self.epoch else mine)
 
 
 class EpochLoader(DataLoader):
@@ -129,7 +138,9 @@ class SurgLaViDataModule(L.LightningDataModule):
             the default sample is generated on first use. None: ``paths.db_path`` and
             ``paths.video_root`` or ``paths.frames_root`` are required.
         read_from: under ``root``, read clips from its ``videos`` (H.264 files) or its ``frames``
-            (frame folders written by ``extract-frames``: the fast path).
+            (frame folders written by ``extract-frames``: the fast path); ``shards``: training clips
+            from ``shards`` (validation and test from the root's ``frames`` when it has them, else
+            its videos, or from ``paths``).
         model_name: tokenizer and preprocessing from ``surgclip.get_tokenizer`` /
             ``get_model_config(model_name)["preprocess"]`` (or call ``set_model``).
         num_frames: frames per clip (T).
@@ -144,6 +155,9 @@ class SurgLaViDataModule(L.LightningDataModule):
         paths: ``DataPaths`` (database, media and splits outside ``root``).
         captions: ``CaptionOptions`` (which caption rows are selected).
         loader: ``LoaderOptions`` (worker start, uint8 batches, frame cache, pinned memory).
+        shards: with ``read_from: shards``, the folder or fsspec URL (``s3://bucket/prefix``) that
+            ``surgclip data pack`` wrote: the training split's rows at ``levels`` are read from it
+            (``data.shards.ShardDataset``).
     """
 
     def __init__(self, root: str | None = DEFAULT_ROOT, read_from: str = "videos", model_name: str = "tiny",
@@ -151,10 +165,15 @@ class SurgLaViDataModule(L.LightningDataModule):
                  level_weights: dict[int, float] | None = None, level_every: dict[int, int] | None = None,
                  batch_size: int = 8, num_workers: int = 0, train_sampling: str = "random",
                  skip_errors: bool = False, seed: int = 0, paths: DataPaths | None = None,
-                 captions: CaptionOptions | None = None, loader: LoaderOptions | None = None):
+                 captions: CaptionOptions | None = None, loader: LoaderOptions | None = None,
+                 shards: str | None = None):
         super().__init__()
-        if read_from not in ("videos", "frames"):
-            raise ValueError(f"data.read_from must be 'videos' or 'frames', got {read_from!r}")
+        if read_from not in ("videos", "frames", "shards"):
+            raise ValueError(f"data.read_from must be 'videos', 'frames' or 'shards', got {read_from!r}")
+        if (read_from == "shards") != bool(shards):
+            raise ValueError("data.read_from is 'shards': give data.shards (the folder or URL that `surgclip data "
+                             "pack --out` wrote)" if read_from == "shards" else
+                             f"data.shards is set but data.read_from is {read_from!r}: add --data.read_from shards")
         self.paths = as_group(DataPaths, paths, "data.paths")
         self.captions = as_group(CaptionOptions, captions, "data.captions")
         self.loader = as_group(LoaderOptions, loader, "data.loader")
@@ -170,6 +189,7 @@ class SurgLaViDataModule(L.LightningDataModule):
         self.batch_size_per_device = batch_size
         self.skipped_total: dict[str, int] = {}
         self.setup_dropped: dict = {}
+        self._resume_at: tuple[int, int] | None = None  # (epoch, batches trained) of a mid-epoch checkpoint
 
     # -- model-dependent parts ------------------------------------------------------------------
     def set_model(self, tokenizer, preprocess_cfg: dict | PreprocessCfg) -> None:
@@ -202,6 +222,9 @@ class SurgLaViDataModule(L.LightningDataModule):
         db = Path(paths.db_path) if paths.db_path else root / "captions.sqlite"
         # an explicit frames_root or video_root wins over the root's folder named by read_from
         frames = Path(paths.frames_root) if paths.frames_root else None
+        if frames is None and not paths.video_root and root is not None and hp.read_from == "shards" and \
+                (root / "frames").is_dir():
+            frames = root / "frames"  # validation and test read the frame folders when the root has them
         if frames is None and not paths.video_root and root is not None and hp.read_from == "frames":
             frames = root / "frames"
             if not frames.is_dir():
@@ -263,6 +286,13 @@ class SurgLaViDataModule(L.LightningDataModule):
                 transform=ClipTransform(self.preprocess_cfg, train=split == "train", normalize=False),
                 skip_errors=hp.skip_errors, seed=hp.seed,
                 frame_cache_mb=self.loader.frame_cache_mb if split == "train" else 0.0)  # read every epoch
+        if hp.read_from == "shards":
+            from .shards import ShardDataset, load_index, training_rows
+
+            rows = training_rows(load_index(hp.shards), self.levels, splits["train"], text_field=cap.text_field,
+                                 clean=cap.clean, min_duration=cap.min_duration, max_duration=cap.max_clip_s)
+            self.datasets["train"] = ShardDataset(rows, num_frames=hp.num_frames, mode=hp.train_sampling, seed=hp.seed,
+                                                  transform=ClipTransform(self.preprocess_cfg, train=True, normalize=False))
         if len(self.datasets["train"]) == 0:
             raise ValueError(f"no training clips: {db} at levels {self.levels} with splits "
                              f"{splits_path or 'seeded'} selects none")
@@ -332,10 +362,33 @@ class SurgLaViDataModule(L.LightningDataModule):
         if loader is not None and loader.dataset is ds and loader.sampler.active == active and \
                 (loader.sampler.num_replicas, loader.sampler.rank) == (world, rank):
             loader.sampler.set_epoch(epoch)  # the same workers go on with the new epoch's order
+            self._resume_sampler(loader.sampler, epoch)
             return loader
         sampler = LevelSampler(ds.table.level, active, self.level_weights, self.hparams.seed, epoch,
                                num_replicas=world, rank=rank)
+        self._resume_sampler(sampler, epoch)
         return self._cached("train", self._loader("train", sampler))
+
+    def _resume_sampler(self, sampler: LevelSampler, epoch: int) -> None:
+        if self._resume_at is not None and self._resume_at[0] == epoch:
+            sampler.resume(epoch, self._resume_at[1] * self.batch_size_per_device)
+            self._resume_at = None
+
+    # -- mid-epoch checkpoints -------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Where training stands in its epoch, for the checkpoint: ``{"train_epoch", "train_batches"}``
+        (the batches trained this epoch, Lightning's own count). A run resumed from a checkpoint taken
+        mid-epoch then starts that epoch's order at the next batch it had not trained on, instead of
+        training the epoch's first batches again."""
+        trainer = getattr(self, "trainer", None)
+        loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
+        done = int(loop.batch_progress.current.processed) if loop is not None else 0
+        return {"train_epoch": int(trainer.current_epoch), "train_batches": done} if done else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume at the position ``state_dict`` saved (applied by the next ``train_dataloader`` of that epoch)."""
+        if state.get("train_batches"):
+            self._resume_at = (int(state["train_epoch"]), int(state["train_batches"]))
 
     def val_dataloader(self) -> DataLoader:
         """Held-out (val split) clips, uniform sampling, no augmentation."""
