@@ -60,6 +60,25 @@ def test_the_datamodule_trains_from_shards_and_validates_from_the_videos(corpus,
         make_datamodule(corpus, None)
 
 
+class NoTokens:  # a tokenizer that travels to forkserver workers (a lambda does not)
+    def __call__(self, texts):
+        import torch
+
+        return torch.zeros(len(texts), 4, dtype=torch.long)
+
+
+@pytest.mark.slow
+def test_loader_workers_read_the_shards_as_the_main_process_does(corpus, shards):
+    """Workers started by the forkserver get the dataset pickled: the shard store reopens there."""
+    batches = {}
+    for workers in (0, 2):
+        dm = make_datamodule(corpus, shards, num_workers=workers)
+        dm.set_model(NoTokens(), {"image_size": 32})
+        batches[workers] = [(b["caption_id"].tolist(), b["video"]) for b in dm.train_dataloader()]
+    assert [ids for ids, _ in batches[0]] == [ids for ids, _ in batches[2]] and len(batches[0]) == 3
+    assert all(v0.equal(v2) for (_, v0), (_, v2) in zip(batches[0], batches[2]))
+
+
 @pytest.mark.slow
 def test_two_gloo_processes_see_every_caption_once_per_epoch(corpus, shards, tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(HERE)]), "OMP_NUM_THREADS": "1"}
