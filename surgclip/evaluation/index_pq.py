@@ -137,6 +137,25 @@ def add_codes(index, codes: np.ndarray, ids: np.ndarray) -> None:
     index.ntotal += len(codes)
 
 
+def place_codes(index, codes: np.ndarray, ids: np.ndarray, fill: np.ndarray) -> None:
+    """Write standalone codes into inverted lists already sized by ``invlists.resize`` (no growth, so
+    no reallocation: the lists take their final size once). ``fill[l]`` is the next free slot of
+    list ``l`` and is advanced."""
+    import faiss
+
+    cs = index.coarse_code_size()
+    lists = list_numbers(codes, cs)
+    order = np.argsort(lists, kind="stable")
+    sorted_codes = np.ascontiguousarray(codes[order, cs:])
+    sorted_ids = np.ascontiguousarray(ids[order], dtype=np.int64)
+    bounds = np.searchsorted(lists[order], np.arange(index.nlist + 1))
+    for lst in np.flatnonzero(np.diff(bounds)):
+        a, b = int(bounds[lst]), int(bounds[lst + 1])
+        index.invlists.update_entries(int(lst), int(fill[lst]), b - a, faiss.swig_ptr(sorted_ids[a:b]),
+                                      faiss.swig_ptr(sorted_codes[a:b]))
+        fill[lst] += b - a
+
+
 def rerank(queries: np.ndarray, cand: np.ndarray, gather, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact re-ranking of candidate lists.
 
