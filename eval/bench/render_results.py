@@ -25,6 +25,10 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 BENCHES = {
     "bench_data": ("DataModule CPU per clip against a bare decode loop of the same clips (one loop alone / as many "
                    "loops at once as there are workers)", "≥ 0.8×"),
+    "bench_shards": ("Packed shards: clips per CPU-second of one loader process from shards against a bare JPEG decode "
+                     "of the same stored frames, against decoding the clips from video, frame folders; pack throughput; "
+                     "one epoch of a SurgLaVi-β-size corpus through the DataModule with its memory",
+                     "shards raw ≥ 0.9× bare JPEG; ≥ 20× video; memory flat"),
     "bench_open": ("A training read from a reader opened for it: decord's against ours over the MP4's own index",
                    "none of its own (the data goal's reads)"),
     "embedded_default": ("The embedded default, `surgclip train -c configs/base.yaml -c configs/sample.yaml` (recorded with "
