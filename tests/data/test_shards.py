@@ -168,6 +168,23 @@ def test_pack_to_and_train_from_s3(s3, corpus, packed, capsys, caplog):
              progress=False)
     with pytest.raises(ShardError, match=r"s3://nobucket/x/manifest.json not found \(.*bucket does not exist"):
         load_index("s3://nobucket/x")
+    # the DataModule trains from the bucket; a missing bucket stops it at setup, before any training
+    import torch
+
+    from surgclip.data.datamodule import SurgLaViDataModule
+
+    for shards in (url, "s3://nobucket/x"):
+        dm = SurgLaViDataModule(root=str(corpus), read_from="shards", shards=shards, num_frames=2, batch_size=4)
+        dm.set_model(lambda texts: torch.zeros(len(texts), 4, dtype=torch.long), {"image_size": 32})
+        if shards == url:
+            dm.setup("fit")
+            batch = next(iter(dm.train_dataloader()))
+            assert isinstance(dm.datasets["train"], ShardDataset) and batch["valid"].all()
+            assert set(dm.datasets["train"].table.video_name) == set(dm.datasets["train"].table.video_name) - set(
+                dm.datasets["val"].table.video_name) and len(dm.datasets["val"])
+        else:
+            with pytest.raises(ShardError, match="s3://nobucket/x/manifest.json not found"):
+                dm.setup("fit")
     out = capsys.readouterr()
     assert SECRET not in out.out + out.err + caplog.text
 
