@@ -88,6 +88,9 @@ def train_main(argv: list[str] | None = None) -> int:
     # LightningCLI warns when it gets ``args`` while sys.argv holds them too (``surgclip train`` passes
     # them on); sys.argv itself must stay: DDP starts the other ranks by re-running it
     warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended to run from within Python")
+    # SurgLaViDataModule resumes a mid-epoch checkpoint at the next unseen batch itself (its
+    # state_dict / load_state_dict), which Lightning's check of the loader alone does not see
+    warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
     try:
         cli_class(SurgCLIPModule, SurgLaViDataModule, args=argv, seed_everything_default=0,
                   save_config_kwargs={"overwrite": True}, parser_kwargs={"prog": "surgclip train"})
