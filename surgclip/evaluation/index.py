@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from ..utils import atomic_path, atomic_write_text
+from .index_pq import ivf_nlist
 
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
@@ -77,11 +78,6 @@ def normalise_kind(kind: str | None) -> str:
     if kind not in KINDS:
         raise ValueError(f"unknown index kind {kind!r}; expected one of {', '.join(KINDS)} (or flat)")
     return kind
-
-
-def ivf_nlist(n: int) -> int:
-    """Number of IVF lists for ``n`` vectors: the power of two nearest sqrt(n), in [16, 4096]."""
-    return int(min(4096, max(16, 2 ** round(math.log2(max(1.0, math.sqrt(n)))))))
 
 
 def recall_at_k(approx_ids: np.ndarray, exact_ids: np.ndarray) -> float:

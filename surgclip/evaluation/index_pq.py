@@ -26,6 +26,8 @@ lists (no encoding, no clustering) and holds only codes, ids and the quantizer i
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 PQ_NBITS = 8  # 256 centroids per sub-quantizer: FAISS's fast table-lookup path
@@ -53,10 +55,13 @@ def query_cost(nprobe: int, codes_per_list: float, depth: int, code_bytes: int) 
     return nprobe * codes_per_list * code_bytes * SCAN_NS_PER_CODE_BYTE + depth * RERANK_NS_PER_ROW
 
 
+def ivf_nlist(n: int) -> int:
+    """Number of IVF lists for ``n`` vectors: the power of two nearest sqrt(n), in [16, 4096]."""
+    return int(min(4096, max(16, 2 ** round(math.log2(max(1.0, math.sqrt(n)))))))
+
+
 def pq_nlist(n: int) -> int:
     """Inverted lists of an IVF-PQ index over ``n`` clips: ``ivf_nlist(n)`` capped at ``PQ_MAX_LISTS``."""
-    from .index import ivf_nlist
-
     return min(PQ_MAX_LISTS, ivf_nlist(n))
 
 
