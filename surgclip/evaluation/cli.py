@@ -303,8 +303,8 @@ def cmd_index(args) -> int:
         print(f"  IVF-PQ: {pq['nlist']} lists, {pq['code_bytes']}-byte codes, nprobe {pq['nprobe']}, exact re-rank of "
               f"{pq['rerank']} candidates, recall@10 {pq['recall@10']} against exact search (trained on "
               f"{pq['trained_on']} clips)")
-    if report.get("kind") in ("ivf", "pq") and report["search"] == "exact" and report["num_clips"]:
-        print(f"  note: --kind {report['kind']} needs at least {report['min_clips']} clips to train its quantizer "
+    if report.get("index_kind") in ("ivf", "pq") and report["search"] == "exact" and report["num_clips"]:
+        print(f"  note: --kind {report['index_kind']} needs at least {report['min_clips']} clips to train its quantizer "
               f"(k-means wants >= 39 points per centroid); this index holds {report['num_clips']}, so it is "
               f"searched exactly until it grows past that", file=sys.stderr)
     if report["failed"] and not report["added"]:

@@ -92,7 +92,7 @@ def index_library(model, sources: list[Path], index_dir, window_s: float = 4.0, 
         The run's report, ``reports.write_report``'s ``index_dir/report.json``: the window settings
         (``protocol``), the weights fingerprint (``checkpoint``) and ``{"added", "skipped_existing",
         "failed": {video: message}, "failed_by_reason": {reason: n}, "cleaned": [files], "num_clips",
-        "search": exact|ivf|pq, "ivf": {...} | None, "pq": {...} | None, "kind": the recorded kind,
+        "search": exact|ivf|pq, "ivf": {...} | None, "pq": {...} | None, "index_kind": the recorded kind,
         "min_clips": clips it needs before it is trained (None for exact)}``.
     """
     fp = model_fingerprint(model)
@@ -127,7 +127,7 @@ def index_library(model, sources: list[Path], index_dir, window_s: float = 4.0, 
         index.save()  # an index with no readable video still exists, recording the model
         report.update(failed_by_reason=dict(report["failed_by_reason"]), num_clips=len(index),
                       search=index.active_kind(), ivf=index.meta["ivf"], pq=index.meta["pq"],
-                      kind=index.meta["kind"], min_clips=index.min_clips())
+                      index_kind=index.meta["kind"], min_clips=index.min_clips())
         return write_report(index_dir, "index", None, {"window_s": window_s, "stride_s": stride_s, "mode": "uniform",
                                                        "num_frames": num_frames},
                             {"kind": kind, "batch_size": batch_size, "frames_fps": frames_fps,
