@@ -277,6 +277,8 @@ class SurgLaViDataModule(L.LightningDataModule):
         splits = self._splits(splits_path, table)
         names = np.asarray(table.video_name, dtype=object)
         for split, mode in (("train", hp.train_sampling), ("val", "uniform"), ("test", "uniform")):
+            if split == "train" and hp.read_from == "shards":
+                continue  # read from the pack below
             keep = np.isin(names, list(splits[split])) if len(names) else np.zeros(0, bool)
             self.datasets[split] = ClipDataset(
                 table.subset(keep), video_root=videos, frames_root=frames, frames_fps=self.paths.frames_fps,

@@ -16,8 +16,10 @@ at any moment ends, when run again, with every row exactly once. A folder that h
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
+import json
 import math
 import os
 import shutil
@@ -85,7 +87,7 @@ def plan_shards(table: ClipTable, settings: PackSettings, source: str) -> tuple[
             for i in order]
     n = settings.shard_captions
     shards = [rows[k:k + n] for k in range(0, len(rows), n)]
-    return shards, sha256_json({"format": FORMAT, "settings": asdict(settings), "source": source, "rows": rows})
+    return shards, shard_plan_hash(rows, settings, source)
 
 
 def shard_plan_hash(rows: list[dict], settings: PackSettings, source: str) -> str:
@@ -170,8 +172,6 @@ def pack_shard(job: dict) -> dict:
 
 
 def json_bytes(obj) -> bytes:
-    import json
-
     return json.dumps(obj, sort_keys=True).encode()
 
 
@@ -225,7 +225,7 @@ def pack(db: str | Path, out: str, video_root: str | Path | None = None, frames_
                                  text_field=text_field, clean=clean, skip_errors=skip_errors)
     shards, content_hash = plan_shards(table, settings, source)
     store = Store(out)
-    lock = folder_lock(store.path(""), "surgclip data pack") if store.local else _no_lock()
+    lock = folder_lock(store.path(""), "surgclip data pack") if store.local else contextlib.nullcontext()
     with lock:
         _check_destination(store, content_hash, str(db))
         manifest = {"format": FORMAT, "complete": False, "content_hash": content_hash, "db": str(db),
@@ -286,14 +286,6 @@ def _finish_shard(store: Store, job: dict, result: dict, plan: str) -> dict:
     store.put_file(tmp, shard_name(job["k"]))
     store.write_json(index_name(job["k"]), index)
     return index
-
-
-class _no_lock:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _str(path) -> str | None:

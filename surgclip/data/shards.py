@@ -191,7 +191,9 @@ class Store:
 
     def read_ranges(self, name: str, starts: list[int], ends: list[int]) -> list[bytes]:
         """Byte ranges ``[start, end)`` of one file. A range past the end comes back short (the
-        caller names a truncated file); FileNotFoundError when the file is absent."""
+        caller names a truncated file); FileNotFoundError when the file is absent. Remote stores fetch
+        the span from the first start to the last end in one request (a row's frames lie together in
+        its shard) rather than a request per range."""
         if self.local:
             if self._pid != os.getpid():
                 self._fds, self._pid = {}, os.getpid()  # never use a parent's descriptors (shared offsets)
@@ -199,8 +201,9 @@ class Store:
             if fd is None:
                 fd = self._fds[name] = os.open(self.path(name), os.O_RDONLY)
             return [os.pread(fd, e - s, s) for s, e in zip(starts, ends)]
-        path = self.path(name)
-        return self._remote("reading", name, lambda: self.fs.cat_ranges([path] * len(starts), starts, ends, on_error="raise"))
+        path, lo, hi = self.path(name), min(starts), max(ends)
+        (span,) = self._remote("reading", name, lambda: self.fs.cat_ranges([path], [lo], [hi], on_error="raise"))
+        return [span[s - lo:e - lo] for s, e in zip(starts, ends)]
 
 
 # -- the index of a packed folder -----------------------------------------------------------------
