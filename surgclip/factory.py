@@ -31,8 +31,6 @@ def list_models() -> list[str]:
 def available_models() -> list[str]:
     """Model names ``load`` accepts: the architectures, their aliases (``CLIP``) and the models read
     from a folder of files (``MedSigLIP``)."""
-    from .baselines import ALIASES, FOLDER_MODELS
-
     return sorted(set(list_models()) | set(ALIASES) | set(FOLDER_MODELS))
 
 
@@ -49,8 +47,6 @@ def deep_update(base: dict, overrides: dict) -> dict:
 
 def get_model_config(name: str, **overrides) -> dict:
     """The architecture config of ``name`` with ``overrides`` deep-merged in."""
-    from .baselines import ALIASES, FOLDER_MODELS
-
     if name in FOLDER_MODELS:
         raise ValueError(f"{name} is built from its own files: use surgclip.load({name!r}, pretrained=FOLDER)")
     path = MODEL_CONFIG_DIR / f"{ALIASES.get(name, name)}.json"
@@ -140,15 +136,30 @@ def load(name_or_path: str | os.PathLike = "SurgCLIP-B", device: str | torch.dev
         model = create_model(path, **overrides)
         if pretrained is not None or path in DEFAULT_TAG:
             weights, _ = resolve_weights(path, pretrained)
-            state_dict = read_state_dict(weights)
-            if model.config.get("checkpoint_format") == "camma":
-                load_camma_weights(model, state_dict, source=str(weights))
-            else:
-                load_weights(model, state_dict, source=str(weights))
+            load_state(model, read_state_dict(weights), source=str(weights))
     if num_frames is not None:
         model.num_frames = int(num_frames)
     model = model.to(device).set_precision(precision).prepare_for_inference()
     return model, ImageTransform(model.preprocess_cfg), get_tokenizer(model.config)
+
+
+def load_state(model: SurgCLIP, state_dict: dict, source: str = "state dict") -> None:
+    """Load a state dict strictly, read in the layout its keys are in.
+
+    A model whose config says ``checkpoint_format: camma`` (SurgVLP/HecVL/PeskaVLP) takes CAMMA's released
+    layout (``baselines.camma.load_camma_weights``, whose errors name keys as CAMMA's files do) unless the
+    file holds exactly the model's own keys (surgclip's layout: a fine-tuned copy saved by surgclip);
+    every other model goes through ``checkpoint.load_weights``. Mismatches raise CheckpointMismatchError.
+    """
+    if model.config.get("checkpoint_format") == "camma":
+        keys = set(state_dict)
+        for prefix in ("model.", "module."):
+            if keys and all(k.startswith(prefix) for k in keys):
+                keys = {k[len(prefix):] for k in keys}
+        if keys != set(model.state_dict()):
+            load_camma_weights(model, state_dict, source=source)
+            return
+    load_weights(model, state_dict, source=source)
 
 
 def load_folder_model(name: str, pretrained=None, **overrides) -> SurgCLIP:

@@ -40,6 +40,26 @@ def test_camma_checkpoint_loads_strictly_and_reproduces_the_model(tmp_path):
     assert surgclip.checkpoint.weights_hash(model) == surgclip.checkpoint.weights_hash(source)
 
 
+def test_camma_file_initialises_training_and_own_layout_loads_a_camma_model(tmp_path):
+    """The layout is read from the keys, wherever weights are loaded: a CAMMA file as a fine-tuning start
+    (``model.init_from``), and a CAMMA model saved in surgclip's own layout through ``surgclip.load``."""
+    from surgclip.train.module import SurgCLIPModule
+
+    source = small_model("SurgVLP")
+    with torch.no_grad():
+        for name, p in source.named_parameters():
+            if name != "temp":
+                p.add_(torch.randn_like(p) * 0.05)
+    path = _camma_file(source, tmp_path / "SurgVLP.pth")
+    module = SurgCLIPModule(model="SurgVLP", model_overrides=SMALL_OVERRIDES["SurgVLP"], init_from=str(path))
+    expected = {k: v for k, v in source.state_dict().items() if k != "temp"}
+    got = module.model.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in expected.items())
+    torch.save(source.state_dict(), tmp_path / "ours.pth")
+    model, _, _ = surgclip.load("SurgVLP", device="cpu", pretrained=tmp_path / "ours.pth", **SMALL_OVERRIDES["SurgVLP"])
+    assert surgclip.checkpoint.weights_hash(model) == surgclip.checkpoint.weights_hash(source)
+
+
 def test_camma_text_embedding_is_their_word_piece_sum_over_77_slots():
     model = small_model("SurgVLP")
     tokenizer = surgclip.get_tokenizer(model.config)

@@ -10,8 +10,8 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from ..checkpoint import CheckpointMismatchError, load_weights, read_pretrained_dir, read_state_dict, state_dict_diff
-from ..factory import create_model, get_tokenizer
+from ..checkpoint import CheckpointMismatchError, read_pretrained_dir, read_state_dict, state_dict_diff
+from ..factory import create_model, get_tokenizer, load_state
 from ..loss import InfoNCELoss, PairMeta
 from ..utils import CLIP_SKIP_REASONS
 from .optim import check_prefixes, freeze_params, param_groups, warmup_cosine
@@ -76,7 +76,7 @@ class SurgCLIPModule(L.LightningModule):
     def _init_weights(self, source: str) -> None:
         path = Path(source)
         state = read_pretrained_dir(path)[1] if path.is_dir() else read_state_dict(path)
-        load_weights(self.model, state, source=source)
+        load_state(self.model, state, source=source)
 
     def setup(self, stage: str) -> None:
         # gather across ranks only when this trainer runs several (not in a 1-process re-validation
