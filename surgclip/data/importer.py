@@ -22,6 +22,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..utils import atomic_path
+from .dataset import source_path
 from .db import LEVEL_NAMES
 from .readers import VideoReadError, open_source
 
@@ -100,8 +101,8 @@ def find_video(videos: Path, name: str) -> Path | None:
     if not name or Path(name).is_absolute() or ".." in Path(name).parts:
         return None
     stem = name[:-len(".mp4")] if name.endswith(".mp4") else name
-    candidates = (videos / f"{stem}.mp4", videos / stem / f"{stem}.mp4")  # the two layouts training reads
-    return next((p for p in candidates if p.is_file()), None)
+    path = source_path(stem, videos)  # the file training and pack will read, in their order of layouts
+    return path if path.is_file() else None
 
 
 def import_pairs(pairs, videos, out, level: int = 1, skip_bad: bool = False) -> dict:
